@@ -1,0 +1,74 @@
+# Shared helpers for the lab scripts. Source it; do not run it.
+# shellcheck shell=bash
+set -euo pipefail
+
+LAB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_DIR="$(cd "$LAB_DIR/.." && pwd)"
+# shellcheck source=lab/versions.env
+source "$LAB_DIR/versions.env"
+
+# Built tools live outside the repo, keyed by tool and version, so a fresh clone reuses them.
+LAB_CACHE="${LAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/onprem-installer/lab}"
+# Runtime state of a running lab (pids, logs, certificates, kubeconfig). Never committed.
+LAB_STATE="${LAB_STATE:-$LAB_DIR/.state}"
+export LAB_DIR REPO_DIR LAB_CACHE LAB_STATE
+
+log()  { printf '[lab] %s\n' "$*" >&2; }
+die()  { printf '[lab] error: %s\n' "$*" >&2; exit 1; }
+
+# cache_dir TOOL VERSION -> prints the cache folder of that tool build (created).
+cache_dir() { local d="$LAB_CACHE/$1-$2"; mkdir -p "$d"; printf '%s\n' "$d"; }
+
+# heavy CMD...: run a CPU/RAM-heavy step (a Go build) one at a time across all lab builds.
+heavy() { mkdir -p "$LAB_CACHE"; flock "$LAB_CACHE/.heavy.lock" "$@"; }
+
+# Go builds: offline-friendly defaults, never touching the repo's own files.
+go_env() {
+  export GOTOOLCHAIN=local CGO_ENABLED=0
+  export GOPATH="${GOPATH:-$LAB_CACHE/gopath}" GOCACHE="${GOCACHE:-$LAB_CACHE/gocache}"
+  export GOFLAGS="${GOFLAGS:--mod=mod}"
+}
+
+# pid files: $LAB_STATE/run/<name>.pid, logs: $LAB_STATE/log/<name>.log
+pidfile() { mkdir -p "$LAB_STATE/run"; printf '%s\n' "$LAB_STATE/run/$1.pid"; }
+logfile() { mkdir -p "$LAB_STATE/log"; printf '%s\n' "$LAB_STATE/log/$1.log"; }
+
+is_running() { local p; p="$(pidfile "$1")"; [[ -s "$p" ]] && kill -0 "$(cat "$p")" 2>/dev/null; }
+
+# start_daemon NAME CMD...: start CMD in its own session, record its pid, log to the log file.
+start_daemon() {
+  local name="$1"; shift
+  if is_running "$name"; then log "$name already running (pid $(cat "$(pidfile "$name")"))"; return 0; fi
+  setsid "$@" >>"$(logfile "$name")" 2>&1 < /dev/null &
+  echo $! >"$(pidfile "$name")"
+  log "$name started (pid $!, log $(logfile "$name"))"
+}
+
+# stop_daemon NAME: stop by pid (TERM, then KILL after 10 s), remove the pid file.
+stop_daemon() {
+  local name="$1" p pid i
+  p="$(pidfile "$name")"
+  [[ -s "$p" ]] || return 0
+  pid="$(cat "$p")"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    log "$name stopped"
+  fi
+  rm -f "$p"
+}
+
+# wait_for NAME SECONDS CMD...: poll CMD until it succeeds; fail naming the log after SECONDS.
+wait_for() {
+  local name="$1" secs="$2"; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if (( SECONDS >= deadline )); then die "$name not ready after ${secs}s; see $(logfile "$name")"; fi
+    if [[ -s "$(pidfile "$name")" ]] && ! is_running "$name"; then die "$name exited; see $(logfile "$name")"; fi
+    sleep 0.5
+  done
+}
+
+# port_free ADDR PORT: true when nothing listens there.
+port_free() { ! ss -Hltn "sport = :$2" 2>/dev/null | grep -q "$1:$2\|\*:$2\|0.0.0.0:$2\|\[::\]:$2"; }

@@ -1,0 +1,5 @@
+"""Shared test set-up. Fixtures live in tests/fixtures/, one module per area."""
+
+pytest_plugins = [
+    "tests.fixtures.inventories",
+]
