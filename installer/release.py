@@ -11,8 +11,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from installer.errors import BadInputError
-
 RELEASE_MANIFEST = Path(__file__).resolve().parent.parent / "airgap" / "release.yml"
 
 Component = Literal["auxvm", "nodes", "storage", "dns", "keycloak", "platform", "installer"]
@@ -25,7 +23,9 @@ class _Item(BaseModel):
 class ImageRef(_Item):
     """An OCI image the site needs, as the upstream names it."""
 
-    name: str = Field(description="Repository with registry host, e.g. `ghcr.io/neuro-inc/platformapi`.")
+    name: str = Field(
+        description="Repository with registry host, e.g. `ghcr.io/neuro-inc/platformapi`."
+    )
     tag: str = Field(description="Tag pinned for this release.")
     digest: str | None = Field(
         default=None,

@@ -1,0 +1,16 @@
+"""`python -m installer.cli` and the console script."""
+
+from __future__ import annotations
+
+import sys
+
+from installer.cli.app import main
+
+
+def run() -> None:
+    """Console-script entry: exit with the command's exit code."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

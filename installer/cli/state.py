@@ -1,0 +1,59 @@
+"""What every command shares: the output mode, debug, the run folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from installer.runlog import DEFAULT_LOG_DIR, Run, start_run
+
+
+class OutputFormat(StrEnum):
+    """How results are printed."""
+
+    TEXT = "text"
+    JSON = "json"
+
+
+@dataclass
+class CliState:
+    """Global options, set by the app callback and read by commands."""
+
+    output: OutputFormat = OutputFormat.TEXT
+    debug: bool = False
+    log_dir: Path = DEFAULT_LOG_DIR
+    run: Run | None = field(default=None)
+
+
+STATE = CliState()
+"""The one state of this process; the CLI runs one command per process."""
+
+
+def begin(command: str, output: OutputFormat | None) -> CliState:
+    """Start a command: apply its own `--output` (overrides the global one) and open the run."""
+    if output is not None:
+        STATE.output = output
+    STATE.run = start_run(command, STATE.log_dir, debug=STATE.debug)
+    return STATE
+
+
+OutputOption = Annotated[
+    OutputFormat | None,
+    typer.Option(
+        "--output", "-o", help="text for people, json for machines (overrides the global option)."
+    ),
+]
+
+InventoryOption = Annotated[
+    Path,
+    typer.Option(
+        "--inventory",
+        "-i",
+        help="The site's inventory file (onprem.yml).",
+        envvar="INSTALLER_INVENTORY",
+    ),
+]

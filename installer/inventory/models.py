@@ -1,0 +1,445 @@
+"""The inventory (`onprem.yml`): one file describing a whole site, as pydantic models.
+
+Every field has a description: it feeds the JSON Schema (`installer inventory schema`) and the
+inventory reference in the docs. Cross-field rules live in `rules.py`, called from the model
+validators here, so the loader can point at the exact field that breaks a rule.
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from installer.inventory import rules
+from installer.inventory.types import (
+    ByteSize,
+    Cpu,
+    DnsLabel,
+    DnsName,
+    FilePath,
+    LabelKey,
+    LabelValue,
+    SecretRef,
+)
+
+SCHEMA_VERSION = "installer/v1"
+
+
+class Model(BaseModel):
+    """Base of every inventory model: unknown keys are errors; models are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=False)
+
+
+# --- site -----------------------------------------------------------------------------------
+
+
+class Site(Model):
+    """The site as a whole."""
+
+    name: DnsLabel = Field(description="Short name of the site, used in names and reports.")
+    domain: DnsName = Field(
+        description="Base DNS domain of the platform, e.g. `ml.example.com`. Cluster names"
+        " default to `<cluster>.org.<domain>`."
+    )
+    airgapped: bool = Field(
+        default=False,
+        description="True when the site has no internet: every image, chart and wheel then comes"
+        " from the air-gap bundle loaded into the auxiliary VM.",
+    )
+    state_dir: FilePath = Field(
+        default="./.installer",
+        validate_default=True,
+        description="Where the installer keeps its journal, generated secrets (0600) and run"
+        " logs; relative to the inventory file.",
+    )
+
+
+# --- auxiliary VM ---------------------------------------------------------------------------
+
+
+class SshAccess(Model):
+    """How the installer reaches a host over SSH. Host keys are always checked."""
+
+    user: str = Field(
+        min_length=1, max_length=32, pattern=r"^[a-z_][a-z0-9_.-]*$", description="Login user."
+    )
+    port: int = Field(default=22, ge=1, le=65535, description="SSH port.")
+    private_key: SecretRef = Field(
+        description="Private key for the login: `file:~/.ssh/id_ed25519` or `env:NAME` holding"
+        " the key text."
+    )
+    host_key_fingerprint: str | None = Field(
+        default=None,
+        pattern=r"^SHA256:[A-Za-z0-9+/]{43}=?$",
+        description="Pinned host key fingerprint as `ssh-keygen -lf` prints it (`SHA256:...`)."
+        " Give this or `known_hosts`.",
+    )
+    known_hosts: FilePath | None = Field(
+        default=None,
+        description="A known_hosts file holding the host's key. Give this or"
+        " `host_key_fingerprint`; unknown host keys are refused, never accepted.",
+    )
+    become: bool = Field(default=True, description="Use sudo for changes that need root.")
+
+    @model_validator(mode="after")
+    def _host_key_pinned(self) -> SshAccess:
+        rules.check_host_key_pinned(self)
+        return self
+
+
+class TlsSettings(Model):
+    """TLS for the VM's services: a site CA the installer generates, or the operator's own."""
+
+    ca: Literal["generate", "provided"] = Field(
+        default="generate",
+        description="`generate`: the installer creates a site CA once and keeps it in the state"
+        " folder; `provided`: use `ca_cert` and `ca_key`.",
+    )
+    ca_cert: FilePath | None = Field(default=None, description="PEM CA certificate (provided).")
+    ca_key: SecretRef | None = Field(default=None, description="PEM CA private key (provided).")
+    extra_names: list[DnsName] = Field(
+        default_factory=list, description="More DNS names for the VM's server certificate."
+    )
+
+    @model_validator(mode="after")
+    def _provided_has_files(self) -> TlsSettings:
+        rules.check_tls(self)
+        return self
+
+
+class ServiceEndpoint(Model):
+    """One service on the VM."""
+
+    port: int = Field(ge=1, le=65535, description="TCP port the service listens on (TLS).")
+    data_path: str = Field(
+        pattern=r"^/", description="Absolute path on the VM for the service's persistent data."
+    )
+
+
+def _registry() -> ServiceEndpoint:
+    return ServiceEndpoint(port=5000, data_path="/var/lib/onprem-hub/registry")
+
+
+def _chartmuseum() -> ServiceEndpoint:
+    return ServiceEndpoint(port=8080, data_path="/var/lib/onprem-hub/charts")
+
+
+def _devpi() -> ServiceEndpoint:
+    return ServiceEndpoint(port=3141, data_path="/var/lib/onprem-hub/devpi")
+
+
+class AuxServices(Model):
+    """The artifact hub services on the VM (ports are the upstream defaults)."""
+
+    registry: ServiceEndpoint = Field(
+        default_factory=_registry, description="Docker registry (distribution v2)."
+    )
+    chartmuseum: ServiceEndpoint = Field(
+        default_factory=_chartmuseum, description="ChartMuseum Helm chart repository."
+    )
+    devpi: ServiceEndpoint = Field(default_factory=_devpi, description="DevPI Python index.")
+
+
+class DnsServing(Model):
+    """Wildcard DNS served by the VM (dnsmasq) for sites without their own DNS records."""
+
+    enabled: bool = Field(default=False, description="Serve the platform's zone from the VM.")
+    port: int = Field(default=53, ge=1, le=65535, description="DNS port on the VM.")
+    upstream_servers: list[IPv4Address] = Field(
+        default_factory=list,
+        description="Resolvers for names outside the zone; empty on air-gapped sites.",
+    )
+
+
+class AuxVm(Model):
+    """The auxiliary VM that becomes the site's artifact hub."""
+
+    address: IPv4Address = Field(description="IPv4 address the cluster and installer reach.")
+    hostname: DnsName | None = Field(
+        default=None,
+        description="DNS name of the VM; defaults to `hub.<site domain>`. Goes into the"
+        " server certificate with the address.",
+    )
+    ssh: SshAccess = Field(description="SSH access for provisioning.")
+    services: AuxServices = Field(
+        default_factory=AuxServices, description="Ports and data paths of the hub services."
+    )
+    tls: TlsSettings = Field(default_factory=TlsSettings, description="TLS for the services.")
+    dns: DnsServing = Field(default_factory=DnsServing, description="Optional wildcard DNS.")
+
+    @model_validator(mode="after")
+    def _ports_unique(self) -> AuxVm:
+        rules.check_vm_ports(self)
+        return self
+
+
+# --- node pools and presets -----------------------------------------------------------------
+
+GpuVendor = Literal["nvidia", "amd", "intel"]
+
+
+class PoolGpu(Model):
+    """The accelerators of every node in a pool."""
+
+    vendor: GpuVendor = Field(default="nvidia", description="GPU vendor.")
+    model: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$",
+        description="GPU product as feature discovery labels it, e.g. `NVIDIA-A100-SXM4-80GB`.",
+    )
+    count: int = Field(ge=1, le=64, description="GPUs per node.")
+    memory: ByteSize | None = Field(default=None, description="Memory per GPU, e.g. `80Gi`.")
+    mig_profiles: dict[str, int] = Field(
+        default_factory=dict,
+        description="MIG slices per node by profile (`1g.10gb: 7`) when MIG is configured.",
+    )
+
+
+class Taint(Model):
+    """An extra Kubernetes taint for a pool's nodes."""
+
+    key: LabelKey = Field(description="Taint key.")
+    value: LabelValue = Field(default="", description="Taint value.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = Field(
+        default="NoSchedule", description="Taint effect."
+    )
+
+
+class NodePool(Model):
+    """A set of identical nodes that presets can target."""
+
+    name: DnsLabel = Field(description="Pool name; becomes the node-pool label value.")
+    nodes: list[DnsName] | None = Field(
+        default=None, description="Node names in the pool. Give this or `selector`."
+    )
+    selector: dict[LabelKey, LabelValue] | None = Field(
+        default=None,
+        description="Label selector choosing the pool's nodes, e.g."
+        " `{nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}`. Give this or `nodes`.",
+    )
+    cpu: Cpu = Field(description="Allocatable CPU cores per node (`64`, `63500m`).")
+    memory: ByteSize = Field(description="Allocatable memory per node (`512Gi`).")
+    disk: ByteSize | None = Field(default=None, description="Ephemeral disk per node.")
+    gpu: PoolGpu | None = Field(default=None, description="Accelerators per node, if any.")
+    preemptible: bool = Field(
+        default=False, description="Nodes may go away; only preemptible jobs land here."
+    )
+    jobs: bool = Field(
+        default=True,
+        description="Platform jobs run here (adds the job label and taint). False keeps the pool"
+        " for platform services.",
+    )
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, description="Extra labels for the pool's nodes."
+    )
+    taints: list[Taint] = Field(default_factory=list, description="Extra taints for the nodes.")
+
+    @model_validator(mode="after")
+    def _nodes_or_selector(self) -> NodePool:
+        rules.check_pool(self)
+        return self
+
+
+class PresetGpu(Model):
+    """Whole GPUs a preset asks for."""
+
+    count: int = Field(ge=1, le=64, description="GPUs per job.")
+    model: str | None = Field(
+        default=None, description="Required GPU model; any pool GPU of the vendor when absent."
+    )
+    memory: ByteSize | None = Field(default=None, description="Minimum memory per GPU.")
+
+
+class PresetMig(Model):
+    """MIG slices of one profile a preset asks for."""
+
+    count: int = Field(ge=1, le=56, description="Slices per job.")
+    model: str | None = Field(default=None, description="GPU model the slices come from.")
+
+
+class Preset(Model):
+    """A resource preset: what a job or app asks for, in the platform's terms."""
+
+    name: DnsLabel = Field(description="Preset name users pick (`gpu-a100x1`).")
+    credits_per_hour: str = Field(
+        default="0",
+        pattern=r"^[0-9]+(\.[0-9]+)?$",
+        description="Price in credits per hour, a decimal string.",
+    )
+    cpu: Cpu = Field(description="CPU cores (requests equal limits).")
+    memory: ByteSize = Field(description="Memory (`60Gi`).")
+    nvidia_gpu: PresetGpu | None = Field(default=None, description="NVIDIA GPUs.")
+    amd_gpu: PresetGpu | None = Field(default=None, description="AMD GPUs.")
+    intel_gpu: PresetGpu | None = Field(default=None, description="Intel GPUs.")
+    nvidia_migs: dict[str, PresetMig] = Field(
+        default_factory=dict, description="NVIDIA MIG slices by profile (`1g.10gb`)."
+    )
+    preemptible: bool = Field(
+        default=False, description="Jobs may run on preemptible pools (and tolerate their taint)."
+    )
+    scheduler_enabled: bool = Field(default=False, description="Jobs go through the scheduler.")
+    pools: list[DnsLabel] = Field(
+        min_length=1, description="Pools the preset's jobs may land on (first is preferred)."
+    )
+
+
+# --- storage, Keycloak, platform ------------------------------------------------------------
+
+
+class StorageDisk(Model):
+    """A raw disk given to OpenEBS."""
+
+    node: DnsName = Field(description="Node the disk is attached to.")
+    device: str = Field(pattern=r"^/dev/", description="Block device path, e.g. `/dev/sdb`.")
+
+
+class Storage(Model):
+    """OpenEBS storage."""
+
+    engine: Literal["cstor", "localpv-lvm", "localpv-hostpath"] = Field(
+        default="cstor",
+        description="OpenEBS engine: `cstor` as the platform's guide requires, or LocalPV.",
+    )
+    default_class: DnsLabel = Field(
+        default="openebs-platform", description="Name of the default StorageClass."
+    )
+    replicas: int = Field(default=1, ge=1, le=5, description="Replicas per volume (cStor).")
+    disks: list[StorageDisk] = Field(
+        default_factory=list, description="Raw, unformatted, unmounted disks for cStor or LVM."
+    )
+    hostpath_dir: str = Field(
+        default="/var/openebs/local", pattern=r"^/", description="Base path for localpv-hostpath."
+    )
+
+    @model_validator(mode="after")
+    def _disks_for_engine(self) -> Storage:
+        rules.check_storage(self)
+        return self
+
+
+class IdentityProvider(Model):
+    """An upstream identity provider Keycloak brokers to."""
+
+    alias: DnsLabel = Field(description="Alias in the realm (`corp-sso`).")
+    type: Literal["oidc", "saml"] = Field(description="Protocol.")
+    discovery_url: str | None = Field(
+        default=None, pattern=r"^https://", description="OIDC discovery URL (oidc)."
+    )
+    metadata_url: str | None = Field(
+        default=None, pattern=r"^https://", description="SAML metadata URL (saml)."
+    )
+    client_id: str | None = Field(default=None, description="Client id at the provider (oidc).")
+    client_secret: SecretRef | None = Field(default=None, description="Client secret (oidc).")
+
+    @model_validator(mode="after")
+    def _fields_for_type(self) -> IdentityProvider:
+        rules.check_identity_provider(self)
+        return self
+
+
+class Keycloak(Model):
+    """Keycloak, the platform's identity service."""
+
+    mode: Literal["in-cluster", "external"] = Field(
+        default="in-cluster",
+        description="`in-cluster`: deploy Keycloak from the site chart repo; `external`: use an"
+        " existing Keycloak at `url`.",
+    )
+    url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        description="Base URL of an external Keycloak (required when external).",
+    )
+    admin_user: str = Field(default="admin", min_length=1, description="Admin login.")
+    admin_password: SecretRef | None = Field(
+        default=None,
+        description="Admin password reference; generated and kept in the state folder when"
+        " absent (in-cluster only).",
+    )
+    realm: DnsLabel = Field(default="apolo", description="Realm the platform uses.")
+    client_id: DnsLabel = Field(default="platform", description="OIDC client of the platform.")
+    identity_provider: IdentityProvider | None = Field(
+        default=None, description="Optional upstream identity provider."
+    )
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> Keycloak:
+        rules.check_keycloak(self)
+        return self
+
+
+class Platform(Model):
+    """The platform's job and app controllers in one cluster."""
+
+    version: str | None = Field(
+        default=None, description="Platform release; the release manifest's when absent."
+    )
+    jobs_namespace: DnsLabel = Field(default="platform-jobs", description="Namespace for jobs.")
+    apps_namespace: DnsLabel = Field(default="platform-apps", description="Namespace for apps.")
+    namespace: DnsLabel = Field(default="platform", description="Namespace of the controllers.")
+
+
+class Cluster(Model):
+    """One Kubernetes cluster of the site."""
+
+    name: DnsLabel = Field(description="Cluster name; one Pulumi stack per component uses it.")
+    kubeconfig: FilePath = Field(description="Kubeconfig file, relative to the inventory.")
+    context: str | None = Field(
+        default=None, description="Kubeconfig context; the file's current context when absent."
+    )
+    domain: DnsName | None = Field(
+        default=None,
+        description="DNS name of the cluster; `<name>.org.<site domain>` when absent. Jobs get"
+        " `*.jobs.<domain>`, apps `*.apps.<domain>`.",
+    )
+    ingress_ips: list[IPv4Address] = Field(
+        min_length=1, description="Addresses the wildcard DNS names point at."
+    )
+    node_pools: list[NodePool] = Field(min_length=1, description="Node pools.")
+    presets: list[Preset] = Field(default_factory=list, description="Resource presets.")
+    storage: Storage = Field(default_factory=Storage, description="OpenEBS storage.")
+    keycloak: Keycloak = Field(default_factory=Keycloak, description="Identity service.")
+    platform: Platform = Field(default_factory=Platform, description="Platform controllers.")
+
+    @model_validator(mode="after")
+    def _cross_rules(self) -> Cluster:
+        rules.check_cluster(self)
+        return self
+
+
+class Inventory(Model):
+    """A whole on-prem site: `installer bootstrap --inventory onprem.yml` installs it."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
+    )
+
+    version: Literal["installer/v1"] = Field(
+        alias="apiVersion", description="Inventory format version; `installer/v1`."
+    )
+    site: Site = Field(description="The site.")
+    aux_vm: AuxVm = Field(description="The auxiliary VM (artifact hub).")
+    clusters: list[Cluster] = Field(min_length=1, description="Kubernetes clusters of the site.")
+    skip_checks: dict[str, str] = Field(
+        default_factory=dict,
+        description="Preflight or verify check ids to skip, each with the reason shown in"
+        " reports (`dns.wildcard: records are added by the network team after install`).",
+    )
+
+    @model_validator(mode="after")
+    def _site_rules(self) -> Inventory:
+        rules.check_inventory(self)
+        return self
+
+    def cluster(self, name: str) -> Cluster:
+        """The cluster called `name` (KeyError when absent)."""
+        for cluster in self.clusters:
+            if cluster.name == name:
+                return cluster
+        raise KeyError(name)

@@ -1,0 +1,283 @@
+"""Cross-field rules of the inventory. Each rule raises RuleViolations with field paths.
+
+Called from the models' `after` validators, so every rule sees fully typed values. The paths are
+relative to the model being validated; the loader prefixes them and finds the file position.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from installer.inventory.types import RuleViolations, format_bytes
+
+if TYPE_CHECKING:
+    from installer.inventory.models import (
+        AuxVm,
+        Cluster,
+        IdentityProvider,
+        Inventory,
+        Keycloak,
+        NodePool,
+        Preset,
+        PresetGpu,
+        SshAccess,
+        Storage,
+        TlsSettings,
+    )
+
+Violation = tuple[tuple[str | int, ...], str]
+
+
+def _raise(violations: list[Violation]) -> None:
+    if violations:
+        raise RuleViolations(violations)
+
+
+def _duplicates(names: Iterable[str]) -> set[str]:
+    return {name for name, n in Counter(names).items() if n > 1}
+
+
+def check_host_key_pinned(ssh: SshAccess) -> None:
+    """Strict host keys: a fingerprint or a known_hosts file must pin the host."""
+    if ssh.host_key_fingerprint is None and ssh.known_hosts is None:
+        _raise(
+            [
+                (
+                    (),
+                    "the host key must be pinned: set host_key_fingerprint (ssh-keygen -lf"
+                    " /etc/ssh/ssh_host_ed25519_key.pub on the VM) or known_hosts",
+                )
+            ]
+        )
+
+
+def check_tls(tls: TlsSettings) -> None:
+    """A provided CA needs its certificate and key; a generated one takes neither."""
+    out: list[Violation] = []
+    if tls.ca == "provided":
+        if tls.ca_cert is None:
+            out.append((("ca_cert",), "ca: provided needs ca_cert (PEM certificate path)"))
+        if tls.ca_key is None:
+            out.append((("ca_key",), "ca: provided needs ca_key (file:... reference)"))
+    else:
+        for name in ("ca_cert", "ca_key"):
+            if getattr(tls, name) is not None:
+                out.append(((name,), f"{name} is only used with ca: provided"))
+    _raise(out)
+
+
+def check_vm_ports(vm: AuxVm) -> None:
+    """Each service on the VM needs its own port and its own data path."""
+    used: dict[int, str] = {vm.ssh.port: "ssh"}
+    paths: dict[str, str] = {}
+    out: list[Violation] = []
+    for name in ("registry", "chartmuseum", "devpi"):
+        endpoint = getattr(vm.services, name)
+        if endpoint.port in used:
+            out.append(
+                (
+                    ("services", name, "port"),
+                    f"port {endpoint.port} is already used by {used[endpoint.port]}",
+                )
+            )
+        used.setdefault(endpoint.port, name)
+        path = endpoint.data_path.rstrip("/")
+        if path in paths:
+            out.append(
+                (
+                    ("services", name, "data_path"),
+                    f"data path {endpoint.data_path} is already used by {paths[path]}",
+                )
+            )
+        paths.setdefault(path, name)
+    if vm.dns.enabled and vm.dns.port in used:
+        out.append((("dns", "port"), f"port {vm.dns.port} is already used by {used[vm.dns.port]}"))
+    _raise(out)
+
+
+def check_pool(pool: NodePool) -> None:
+    """A pool names its nodes or selects them, never both; GPU details are consistent."""
+    out: list[Violation] = []
+    if (pool.nodes is None) == (pool.selector is None):
+        out.append(((), "give exactly one of nodes (a list of node names) or selector"))
+    if pool.nodes is not None:
+        if not pool.nodes:
+            out.append((("nodes",), "nodes must list at least one node"))
+        for i, node in enumerate(pool.nodes):
+            if node in pool.nodes[:i]:
+                out.append((("nodes", i), f"node {node} is listed twice"))
+    if pool.selector is not None and not pool.selector:
+        out.append((("selector",), "selector must have at least one label"))
+    if pool.gpu and pool.gpu.mig_profiles and pool.gpu.vendor != "nvidia":
+        out.append((("gpu", "mig_profiles"), "MIG profiles exist only on NVIDIA GPUs"))
+    _raise(out)
+
+
+def check_storage(storage: Storage) -> None:
+    """cStor and LVM need raw disks; each disk is listed once."""
+    out: list[Violation] = []
+    if storage.engine in ("cstor", "localpv-lvm") and not storage.disks:
+        out.append(
+            (
+                ("disks",),
+                f"engine {storage.engine} needs at least one raw disk (node and device);"
+                " use engine: localpv-hostpath for a cluster without spare disks",
+            )
+        )
+    seen: set[tuple[str, str]] = set()
+    for i, disk in enumerate(storage.disks):
+        if (disk.node, disk.device) in seen:
+            out.append((("disks", i), f"disk {disk.device} on {disk.node} is listed twice"))
+        seen.add((disk.node, disk.device))
+    _raise(out)
+
+
+def check_identity_provider(idp: IdentityProvider) -> None:
+    """Each protocol has its own required fields."""
+    out: list[Violation] = []
+    if idp.type == "oidc":
+        for name in ("discovery_url", "client_id", "client_secret"):
+            if getattr(idp, name) is None:
+                out.append(((name,), f"an oidc identity provider needs {name}"))
+    elif idp.metadata_url is None:
+        out.append((("metadata_url",), "a saml identity provider needs metadata_url"))
+    _raise(out)
+
+
+def check_keycloak(kc: Keycloak) -> None:
+    """External Keycloak needs its URL and admin password; in-cluster takes no URL."""
+    out: list[Violation] = []
+    if kc.mode == "external":
+        if kc.url is None:
+            out.append((("url",), "mode: external needs the url of the existing Keycloak"))
+        if kc.admin_password is None:
+            out.append(
+                (
+                    ("admin_password",),
+                    "mode: external needs admin_password (the installer cannot generate it)",
+                )
+            )
+    elif kc.url is not None:
+        out.append((("url",), "url is only used with mode: external"))
+    _raise(out)
+
+
+def _gpu_of(preset: Preset) -> tuple[str, PresetGpu] | None:
+    for vendor in ("nvidia", "amd", "intel"):
+        gpu = getattr(preset, f"{vendor}_gpu")
+        if gpu is not None:
+            return vendor, gpu
+    return None
+
+
+def _preset_fits(preset: Preset, pool: NodePool) -> list[str]:
+    """Why `preset` cannot run on a node of `pool` (empty when it fits)."""
+    why: list[str] = []
+    if preset.cpu > pool.cpu:
+        why.append(f"cpu {preset.cpu:g} > {pool.cpu:g} per node")
+    if preset.memory > pool.memory:
+        why.append(f"memory {format_bytes(preset.memory)} > {format_bytes(pool.memory)} per node")
+    wanted = _gpu_of(preset)
+    if wanted is not None:
+        vendor, gpu = wanted
+        if pool.gpu is None:
+            why.append(f"it asks for {vendor} GPUs and pool '{pool.name}' has none")
+        elif pool.gpu.vendor != vendor:
+            why.append(f"it asks for {vendor} GPUs and pool '{pool.name}' has {pool.gpu.vendor}")
+        else:
+            if gpu.model is not None and gpu.model != pool.gpu.model:
+                why.append(f"GPU model {gpu.model} != pool's {pool.gpu.model}")
+            if gpu.count > pool.gpu.count:
+                why.append(f"{gpu.count} GPUs > {pool.gpu.count} per node")
+            if gpu.memory and pool.gpu.memory and gpu.memory > pool.gpu.memory:
+                why.append(
+                    f"GPU memory {format_bytes(gpu.memory)} > {format_bytes(pool.gpu.memory)}"
+                )
+    for profile, mig in preset.nvidia_migs.items():
+        have = pool.gpu.mig_profiles.get(profile, 0) if pool.gpu else 0
+        if mig.count > have:
+            why.append(f"MIG {profile} x{mig.count} > {have} per node")
+    return why
+
+
+def check_cluster(cluster: Cluster) -> None:
+    """Names are unique; presets name existing pools they fit; a node is in one pool."""
+    out: list[Violation] = []
+    pools = {pool.name: pool for pool in cluster.node_pools}
+    for dup in _duplicates(p.name for p in cluster.node_pools):
+        idx = [i for i, p in enumerate(cluster.node_pools) if p.name == dup][1]
+        out.append((("node_pools", idx, "name"), f"pool name '{dup}' is used twice"))
+    for dup in _duplicates(p.name for p in cluster.presets):
+        idx = [i for i, p in enumerate(cluster.presets) if p.name == dup][1]
+        out.append((("presets", idx, "name"), f"preset name '{dup}' is used twice"))
+    owner: dict[str, str] = {}
+    for i, pool in enumerate(cluster.node_pools):
+        for j, node in enumerate(pool.nodes or []):
+            if node in owner and owner[node] != pool.name:
+                out.append(
+                    (
+                        ("node_pools", i, "nodes", j),
+                        f"node {node} is already in pool '{owner[node]}'; a node belongs to"
+                        " one pool",
+                    )
+                )
+            owner.setdefault(node, pool.name)
+    for i, preset in enumerate(cluster.presets):
+        gpu_kinds = sum(
+            g is not None for g in (preset.nvidia_gpu, preset.amd_gpu, preset.intel_gpu)
+        )
+        if gpu_kinds > 1:
+            out.append((("presets", i), "a preset asks for one GPU vendor at most"))
+        for j, name in enumerate(preset.pools):
+            if name in preset.pools[:j]:
+                out.append((("presets", i, "pools", j), f"pool '{name}' is listed twice"))
+                continue
+            target = pools.get(name)
+            if target is None:
+                known = ", ".join(sorted(pools)) or "none"
+                out.append(
+                    (
+                        ("presets", i, "pools", j),
+                        f"pool '{name}' does not exist in cluster '{cluster.name}'"
+                        f" (pools: {known})",
+                    )
+                )
+                continue
+            why = _preset_fits(preset, target)
+            if why:
+                out.append(
+                    (
+                        ("presets", i, "pools", j),
+                        f"preset '{preset.name}' does not fit a node of pool '{name}': "
+                        + "; ".join(why),
+                    )
+                )
+    _raise(out)
+
+
+def check_inventory(inv: Inventory) -> None:
+    """Cluster names and domains are unique across the site."""
+    out: list[Violation] = []
+    seen_names: set[str] = set()
+    seen_domains: dict[str, str] = {}
+    for i, cluster in enumerate(inv.clusters):
+        if cluster.name in seen_names:
+            out.append((("clusters", i, "name"), f"cluster name '{cluster.name}' is used twice"))
+        seen_names.add(cluster.name)
+        domain = cluster.domain or f"{cluster.name}.org.{inv.site.domain}"
+        if len(domain) > 253 - len("x.jobs."):
+            out.append((("clusters", i, "name"), f"cluster domain {domain} is too long"))
+        if domain in seen_domains and seen_domains[domain] != cluster.name:
+            out.append(
+                (
+                    ("clusters", i, "domain"),
+                    f"domain {domain} is already used by cluster '{seen_domains[domain]}'",
+                )
+            )
+        seen_domains.setdefault(domain, cluster.name)
+    for check_id in inv.skip_checks:
+        if not check_id or not all(part.isidentifier() for part in check_id.split(".")):
+            out.append((("skip_checks", check_id), f"'{check_id}' is not a check id (a.b_c)"))
+    _raise(out)

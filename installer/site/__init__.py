@@ -1,0 +1,167 @@
+"""The derived view of a site that the phases read: labels, taints, tolerations, names, URLs.
+
+Everything here is computed from the inventory; nothing is stored. The label and taint keys are
+the platform's (see docs/inventory.md), so the job controller, the nodes stack and the acceptance
+checks all agree on one definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from installer.inventory.models import Cluster, Inventory, NodePool, Preset
+
+# Label and taint keys of the platform.
+POOL_LABEL = "platform.apolo.us/node-pool"
+POOL_LABEL_LEGACY = "platform.neuromation.io/nodepool"
+JOB_LABEL = "platform.neuromation.io/job"
+JOB_TAINT = "platform.neuromation.io/job"
+ACCELERATOR_LABEL = "platform.neuromation.io/accelerator"
+PREEMPTIBLE_LABEL = "platform.neuromation.io/preemptible"
+PREEMPTIBLE_TAINT = "platform.neuromation.io/preemptible"
+ROLE_LABEL = "platform.apolo.us/role"
+GPU_TAINTS = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu", "intel": "gpu.intel.com/i915"}
+GPU_RESOURCES = GPU_TAINTS
+
+
+@dataclass(frozen=True, order=True)
+class NodeTaint:
+    """A taint the installer owns on a node."""
+
+    key: str
+    value: str
+    effect: str
+
+
+@dataclass(frozen=True, order=True)
+class Toleration:
+    """A toleration (operator Exists) a job pod carries."""
+
+    key: str
+    effect: str = "NoSchedule"
+
+
+def pool_labels(pool: NodePool) -> dict[str, str]:
+    """Labels the installer sets on every node of `pool`."""
+    labels = {POOL_LABEL: pool.name, POOL_LABEL_LEGACY: pool.name}
+    if pool.jobs:
+        labels[JOB_LABEL] = "true"
+        labels[ROLE_LABEL] = "workload"
+    if pool.gpu is not None:
+        labels[ACCELERATOR_LABEL] = pool.gpu.model
+    if pool.preemptible:
+        labels[PREEMPTIBLE_LABEL] = "true"
+    labels.update(pool.labels)
+    return labels
+
+
+def pool_taints(pool: NodePool) -> list[NodeTaint]:
+    """Taints the installer sets on every node of `pool`, sorted."""
+    taints = {NodeTaint(t.key, t.value, t.effect) for t in pool.taints}
+    if pool.jobs:
+        taints.add(NodeTaint(JOB_TAINT, "true", "NoSchedule"))
+    if pool.preemptible:
+        taints.add(NodeTaint(PREEMPTIBLE_TAINT, "true", "NoSchedule"))
+    if pool.gpu is not None:
+        taints.add(NodeTaint(GPU_TAINTS[pool.gpu.vendor], "present", "NoSchedule"))
+    return sorted(taints)
+
+
+def preset_tolerations(preset: Preset, cluster: Cluster) -> list[Toleration]:
+    """Tolerations the job controller gives a pod of `preset` (the platform's contract)."""
+    pools = [p for p in cluster.node_pools if p.name in preset.pools]
+    keys = {JOB_TAINT}
+    for vendor in ("nvidia", "amd", "intel"):
+        if getattr(preset, f"{vendor}_gpu") is not None or (
+            vendor == "nvidia" and preset.nvidia_migs
+        ):
+            keys.add(GPU_TAINTS[vendor])
+    for pool in pools:
+        if pool.gpu is not None:
+            keys.add(GPU_TAINTS[pool.gpu.vendor])
+        if pool.preemptible:
+            keys.add(PREEMPTIBLE_TAINT)
+    if preset.preemptible:
+        keys.add(PREEMPTIBLE_TAINT)
+    return [Toleration(k) for k in sorted(keys)]
+
+
+def preset_resources(preset: Preset) -> dict[str, str]:
+    """Requests (equal to limits) of a pod of `preset`, as Kubernetes quantities."""
+    res = {"cpu": f"{round(preset.cpu * 1000)}m", "memory": str(preset.memory)}
+    for vendor, resource in GPU_RESOURCES.items():
+        gpu = getattr(preset, f"{vendor}_gpu")
+        if gpu is not None:
+            res[resource] = str(gpu.count)
+    for profile, mig in preset.nvidia_migs.items():
+        res[f"nvidia.com/mig-{profile}"] = str(mig.count)
+    return res
+
+
+@dataclass(frozen=True)
+class ClusterNames:
+    """The DNS names of one cluster."""
+
+    domain: str
+    records: list[str] = field(default_factory=list)
+
+    @property
+    def jobs(self) -> str:
+        """Wildcard for job URLs."""
+        return f"*.jobs.{self.domain}"
+
+    @property
+    def apps(self) -> str:
+        """Wildcard for app URLs."""
+        return f"*.apps.{self.domain}"
+
+
+def cluster_names(inv: Inventory, cluster: Cluster) -> ClusterNames:
+    """DNS names the cluster needs, all pointing at its ingress IPs."""
+    domain = cluster.domain or f"{cluster.name}.org.{inv.site.domain}"
+    records = [domain, f"*.{domain}", f"*.jobs.{domain}", f"*.apps.{domain}"]
+    return ClusterNames(domain=domain, records=records)
+
+
+def hub_hostname(inv: Inventory) -> str:
+    """The VM's DNS name."""
+    return inv.aux_vm.hostname or f"hub.{inv.site.domain}"
+
+
+@dataclass(frozen=True)
+class HubUrls:
+    """Where the artifact hub's services answer."""
+
+    registry: str
+    charts: str
+    pypi: str
+
+
+def hub_urls(inv: Inventory) -> HubUrls:
+    """Service URLs of the VM (TLS always)."""
+    host = hub_hostname(inv)
+    svc = inv.aux_vm.services
+    return HubUrls(
+        registry=f"{host}:{svc.registry.port}",
+        charts=f"https://{host}:{svc.chartmuseum.port}",
+        pypi=f"https://{host}:{svc.devpi.port}/root/platform/+simple/",
+    )
+
+
+def normalize_image(ref: str) -> str:
+    """Fully qualify an image reference the way Docker does (`busybox` ->
+    `docker.io/library/busybox`)."""
+    first, _, rest = ref.partition("/")
+    if not rest:
+        return f"docker.io/library/{ref}"
+    if "." not in first and ":" not in first and first != "localhost":
+        return f"docker.io/{ref}"
+    return ref
+
+
+def site_image(inv: Inventory, ref: str) -> str:
+    """An upstream image reference rewritten to the site registry, keeping its full path.
+
+    >>> # ghcr.io/neuro-inc/platformapi:1 -> hub.ml.example.com:5000/ghcr.io/neuro-inc/platformapi:1
+    """
+    return f"{hub_urls(inv).registry}/{normalize_image(ref)}"
