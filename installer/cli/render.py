@@ -12,7 +12,9 @@ from installer.cli.state import STATE, OutputFormat
 from installer.errors import InstallerError
 from installer.inventory.yamlsrc import InputFileError
 
-out = Console(soft_wrap=True, highlight=False)
+# Off a terminal (CI logs, pipes) Rich would wrap at 80 columns; tables read better wider.
+_WIDTH = None if sys.stdout.isatty() else 160
+out = Console(highlight=False, width=_WIDTH)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 

@@ -401,7 +401,9 @@ class Cluster(Model):
     )
     node_pools: list[NodePool] = Field(min_length=1, description="Node pools.")
     presets: list[Preset] = Field(default_factory=list, description="Resource presets.")
-    storage: Storage = Field(default_factory=Storage, description="OpenEBS storage.")
+    storage: Storage = Field(
+        description="OpenEBS storage; required because the engine depends on the site's disks."
+    )
     keycloak: Keycloak = Field(default_factory=Keycloak, description="Identity service.")
     platform: Platform = Field(default_factory=Platform, description="Platform controllers.")
 

@@ -257,7 +257,8 @@ def _iter_problems(
     exc: ValidationError, model: type[BaseModel], smap: SourceMap
 ) -> Iterator[Problem]:
     for err in exc.errors(include_url=False):
-        loc: Loc = tuple(err["loc"])
+        # pydantic marks a failing dict key with a "[key]" step; the key itself locates it.
+        loc: Loc = tuple(part for part in err["loc"] if part != "[key]")
         ctx = err.get("ctx") or {}
         cause = ctx.get("error")
         violations = getattr(cause, "violations", None)

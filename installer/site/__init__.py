@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from installer.inventory.models import Cluster, Inventory, NodePool, Preset
+from installer.inventory.types import format_bytes
 
 # Label and taint keys of the platform.
 POOL_LABEL = "platform.apolo.us/node-pool"
@@ -88,7 +89,7 @@ def preset_tolerations(preset: Preset, cluster: Cluster) -> list[Toleration]:
 
 def preset_resources(preset: Preset) -> dict[str, str]:
     """Requests (equal to limits) of a pod of `preset`, as Kubernetes quantities."""
-    res = {"cpu": f"{round(preset.cpu * 1000)}m", "memory": str(preset.memory)}
+    res = {"cpu": f"{round(preset.cpu * 1000)}m", "memory": format_bytes(preset.memory)}
     for vendor, resource in GPU_RESOURCES.items():
         gpu = getattr(preset, f"{vendor}_gpu")
         if gpu is not None:

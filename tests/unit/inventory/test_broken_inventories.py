@@ -1,0 +1,421 @@
+"""Broken inventories: each is refused with exit code 2, file:line:column, the field, no traceback.
+
+Each case edits a valid base inventory (base.yml) the way an operator might get it wrong; the
+expected line, field path and message fragment are pinned.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from installer.inventory import InputFileError, load_inventory
+
+BASE = Path(__file__).with_name("base.yml")
+
+
+@dataclass(frozen=True)
+class Broken:
+    id: str
+    old: str
+    new: str
+    line: int
+    path: str
+    message: str
+
+
+CASES = [
+    Broken(
+        "yaml-unclosed-flow",
+        "ingress_ips: [192.0.2.20]",
+        "ingress_ips: [192.0.2.20",
+        15,
+        "",
+        "YAML syntax error",
+    ),
+    Broken(
+        "yaml-bad-indent",
+        "    kubeconfig: kubeconfig",
+        "   kubeconfig: kubeconfig",
+        13,
+        "",
+        "YAML syntax error",
+    ),
+    Broken("yaml-tab", "  name: lab", "\tname: lab", 3, "", "'\\t'"),
+    Broken(
+        "yaml-duplicate-key",
+        "  domain: ml.example.com",
+        "  domain: ml.example.com\n  domain: other.example.com",
+        5,
+        "",
+        "duplicate key",
+    ),
+    Broken(
+        "top-level-list",
+        "apiVersion: installer/v1",
+        "- apiVersion: installer/v1",
+        2,
+        "",
+        "YAML syntax error",
+    ),
+    Broken(
+        "wrong-api-version",
+        "apiVersion: installer/v1",
+        "apiVersion: installer/v2",
+        1,
+        "apiVersion",
+        "installer/v1",
+    ),
+    Broken("unknown-top-key", "site:", "sites: {}\nsite:", 2, "sites", "did you mean 'site'"),
+    Broken(
+        "unknown-key-typo",
+        "        cpu: 64",
+        "        cpus: 64",
+        22,
+        "clusters[0].node_pools[1].cpus",
+        "did you mean 'cpu'",
+    ),
+    Broken(
+        "missing-required",
+        "    kubeconfig: kubeconfig\n",
+        "",
+        12,
+        "clusters[0].kubeconfig",
+        "required key is missing",
+    ),
+    Broken(
+        "wrong-type-port",
+        "    user: ops",
+        "    user: ops\n    port: twenty-two",
+        9,
+        "aux_vm.ssh.port",
+        "valid integer",
+    ),
+    Broken(
+        "port-out-of-range",
+        "    user: ops",
+        "    user: ops\n    port: 70000",
+        9,
+        "aux_vm.ssh.port",
+        "65535",
+    ),
+    Broken(
+        "bad-ip", "  address: 192.0.2.10", "  address: 192.0.2.300", 6, "aux_vm.address", "IPv4"
+    ),
+    Broken(
+        "bad-quantity",
+        "        memory: 32Gi",
+        "        memory: 32GiB",
+        19,
+        "clusters[0].node_pools[0].memory",
+        "not a Kubernetes quantity",
+    ),
+    Broken(
+        "negative-cpu",
+        "        cpu: 8\n",
+        "        cpu: -8\n",
+        18,
+        "clusters[0].node_pools[0].cpu",
+        "negative",
+    ),
+    Broken("bad-site-name", "  name: lab", "  name: Lab_Site", 3, "site.name", "not a DNS label"),
+    Broken(
+        "bad-domain",
+        "  domain: ml.example.com",
+        "  domain: ml..example.com",
+        4,
+        "site.domain",
+        "not a DNS name",
+    ),
+    Broken(
+        "inline-secret",
+        "private_key: file:id_ed25519",
+        "private_key: hunter2hunter2",
+        9,
+        "aux_vm.ssh.private_key",
+        "never written inline",
+    ),
+    Broken(
+        "secret-not-string",
+        "private_key: file:id_ed25519",
+        "private_key: {value: x}",
+        9,
+        "aux_vm.ssh.private_key",
+        "secret reference",
+    ),
+    Broken(
+        "dangling-preset-pool",
+        "pools: [cpu]}",
+        "pools: [cpu, gpu]}",
+        26,
+        "clusters[0].presets[0].pools[1]",
+        "pool 'gpu' does not exist",
+    ),
+    Broken(
+        "gpu-preset-on-cpu-pool",
+        "nvidia_gpu: {count: 1}, pools: [a100]}",
+        "nvidia_gpu: {count: 1}, pools: [cpu]}",
+        27,
+        "clusters[0].presets[1].pools[0]",
+        "pool 'cpu' has none",
+    ),
+    Broken(
+        "preset-too-big",
+        "{name: cpu-small, cpu: 2,",
+        "{name: cpu-small, cpu: 12,",
+        26,
+        "clusters[0].presets[0].pools[0]",
+        "cpu 12 > 8 per node",
+    ),
+    Broken(
+        "gpu-count-too-big",
+        "nvidia_gpu: {count: 1}",
+        "nvidia_gpu: {count: 9}",
+        27,
+        "clusters[0].presets[1].pools[0]",
+        "9 GPUs > 8 per node",
+    ),
+    Broken(
+        "gpu-model-mismatch",
+        "nvidia_gpu: {count: 1}",
+        "nvidia_gpu: {count: 1, model: NVIDIA-H100-80GB-HBM3}",
+        27,
+        "clusters[0].presets[1].pools[0]",
+        "GPU model NVIDIA-H100-80GB-HBM3",
+    ),
+    Broken(
+        "duplicate-pool",
+        "      - name: a100\n",
+        "      - name: cpu\n",
+        20,
+        "clusters[0].node_pools[1].name",
+        "used twice",
+    ),
+    Broken(
+        "duplicate-preset",
+        "{name: a100x1,",
+        "{name: cpu-small,",
+        27,
+        "clusters[0].presets[1].name",
+        "used twice",
+    ),
+    Broken(
+        "node-in-two-pools",
+        "nodes: [a100-1]",
+        "nodes: [cpu-1]",
+        21,
+        "clusters[0].node_pools[1].nodes[0]",
+        "already in pool 'cpu'",
+    ),
+    Broken(
+        "nodes-and-selector",
+        "        nodes: [a100-1]",
+        "        nodes: [a100-1]\n        selector: {nvidia.com/gpu.product: x}",
+        20,
+        "clusters[0].node_pools[1]",
+        "exactly one of nodes",
+    ),
+    Broken(
+        "no-host-key",
+        "    known_hosts: known_hosts\n",
+        "",
+        7,
+        "aux_vm.ssh",
+        "host key must be pinned",
+    ),
+    Broken(
+        "port-collision",
+        "    known_hosts: known_hosts",
+        "    known_hosts: known_hosts\n  services:\n    registry: {port: 3141, data_path: /r}",
+        11,
+        "aux_vm.services.devpi.port",
+        "already used by registry",
+    ),
+    Broken(
+        "cstor-without-disks",
+        "storage: {engine: localpv-hostpath}",
+        "storage: {engine: cstor}",
+        28,
+        "clusters[0].storage.disks",
+        "needs at least one raw disk",
+    ),
+    Broken(
+        "external-keycloak-no-url",
+        "    storage: {engine: localpv-hostpath}",
+        "    storage: {engine: localpv-hostpath}\n"
+        "    keycloak: {mode: external, admin_password: env:KC}",
+        29,
+        "clusters[0].keycloak.url",
+        "needs the url",
+    ),
+    Broken(
+        "bad-label-key",
+        "        nodes: [a100-1]",
+        "        nodes: [a100-1]\n        labels: {'bad key!': x}",
+        22,
+        "clusters[0].node_pools[1].labels.bad key!",
+        "not a Kubernetes label key",
+    ),
+    Broken(
+        "empty-preset-pools",
+        "pools: [cpu]}",
+        "pools: []}",
+        26,
+        "clusters[0].presets[0].pools",
+        "at least 1 item",
+    ),
+    Broken(
+        "boolean-as-quantity",
+        "        memory: 512Gi",
+        "        memory: true",
+        23,
+        "clusters[0].node_pools[1].memory",
+        "not a boolean",
+    ),
+]
+
+
+def _write(tmp_path: Path, case: Broken) -> Path:
+    base = BASE.read_text(encoding="utf-8")
+    assert case.old in base, f"case {case.id} no longer applies to base.yml"
+    path = tmp_path / f"{case.id}.yml"
+    path.write_text(base.replace(case.old, case.new, 1), encoding="utf-8")
+    return path
+
+
+def test_base_is_valid() -> None:
+    inv = load_inventory(BASE)
+    assert [p.name for p in inv.clusters[0].node_pools] == ["cpu", "a100"]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_loader_names_file_line_and_field(tmp_path: Path, case: Broken) -> None:
+    path = _write(tmp_path, case)
+    with pytest.raises(InputFileError) as info:
+        load_inventory(path)
+    matching = [p for p in info.value.problems if p.path == case.path and case.message in p.message]
+    assert matching, f"no problem {case.path!r} ~ {case.message!r} in {info.value.problems}"
+    problem = matching[0]
+    assert problem.file == str(path)
+    assert problem.line == case.line, str(problem)
+    assert problem.column >= 1
+
+
+def test_duplicate_cluster_names(tmp_path: Path) -> None:
+    base = BASE.read_text(encoding="utf-8")
+    second = base[base.index("clusters:\n") + len("clusters:\n") :]
+    path = tmp_path / "dup.yml"
+    path.write_text(base + second, encoding="utf-8")
+    with pytest.raises(InputFileError) as info:
+        load_inventory(path)
+    (problem,) = info.value.problems
+    assert (problem.line, problem.path) == (29, "clusters[1].name")
+    assert "used twice" in problem.message
+
+
+def _special_files(tmp_path: Path) -> dict[str, tuple[Path, int, str]]:
+    empty = tmp_path / "empty.yml"
+    empty.write_text("", encoding="utf-8")
+    comments = tmp_path / "comments.yml"
+    comments.write_text("# nothing here\n\n", encoding="utf-8")
+    binary = tmp_path / "binary.yml"
+    binary.write_bytes(b"apiVersion: installer/v1\n\x00\x01\x02\xff")
+    latin = tmp_path / "latin1.yml"
+    latin.write_bytes(b"apiVersion: installer/v1\nsite:\n  name: caf\xe9\n")
+    huge = tmp_path / "huge.yml"
+    with huge.open("wb") as handle:
+        handle.write(b"apiVersion: installer/v1\n")
+        handle.write(b"# padding\n" * (5 * 1024 * 1024))  # 50 MB of comments
+    scalar = tmp_path / "scalar.yml"
+    scalar.write_text("just a string\n", encoding="utf-8")
+    multi = tmp_path / "multi.yml"
+    multi.write_text(BASE.read_text(encoding="utf-8") + "---\nfoo: 1\n", encoding="utf-8")
+    return {
+        "empty": (empty, 1, "is empty"),
+        "comments-only": (comments, 1, "is empty"),
+        "binary": (binary, 2, "binary"),
+        "not-utf8": (latin, 3, "not UTF-8"),
+        "50MB": (huge, 1, "the limit is 4 MiB"),
+        "scalar": (scalar, 1, "must be a mapping"),
+        "two-documents": (multi, 1, "2 YAML documents"),
+        "missing-file": (tmp_path / "nope.yml", 1, "cannot read inventory"),
+        "directory": (tmp_path, 1, "cannot read inventory"),
+    }
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "empty",
+        "comments-only",
+        "binary",
+        "not-utf8",
+        "50MB",
+        "scalar",
+        "two-documents",
+        "missing-file",
+        "directory",
+    ],
+)
+def test_unreadable_files(tmp_path: Path, name: str) -> None:
+    path, line, message = _special_files(tmp_path)[name]
+    with pytest.raises(InputFileError) as info:
+        load_inventory(path)
+    (problem,) = info.value.problems
+    assert problem.line == line
+    assert message in problem.message
+
+
+CLI_CASES = ["dangling-preset-pool", "inline-secret", "yaml-unclosed-flow", "unknown-key-typo"]
+
+
+@pytest.mark.parametrize("case_id", CLI_CASES)
+def test_cli_exit_2_with_position_and_no_traceback(tmp_path: Path, case_id: str) -> None:
+    case = next(c for c in CASES if c.id == case_id)
+    path = _write(tmp_path, case)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "installer.cli",
+            "--log-dir",
+            str(tmp_path / "runs"),
+            "validate",
+            "--inventory",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"{path}:{case.line}:" in proc.stderr
+    assert case.path in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_cli_special_files_exit_2(tmp_path: Path) -> None:
+    for name, (path, line, message) in _special_files(tmp_path).items():
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "installer.cli",
+                "--log-dir",
+                str(tmp_path / "runs"),
+                "validate",
+                "--inventory",
+                str(path),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 2, (name, proc.stderr)
+        assert f"{path}:{line}:" in proc.stderr, (name, proc.stderr)
+        assert message in proc.stderr, name
+        assert "Traceback" not in proc.stderr + proc.stdout, name
