@@ -1,0 +1,497 @@
+"""The Pulumi engine: the Automation API over the cluster stacks, offline, with typed results.
+
+- Backend: a local file backend under the state folder (`<state>/pulumi/backend`) unless the
+  operator gives another URL; secrets provider: passphrase, the passphrase generated once into the
+  state folder (0600) and handed to the CLI as a file, never as an argument.
+- Offline: no update checks, no plugin downloads; the CLI and plugins come from a folder (the lab
+  cache or the air-gap bundle) put first on PATH.
+- Programs run inline (the same `program()` that `stacks/<x>/__main__.py` calls), in a project
+  folder holding `Pulumi.yaml` and `Pulumi.<cluster>.yaml`, so a hand-run `pulumi up` there reads
+  the same config and the same state.
+- Recovery: an update that was interrupted leaves pending operations and sometimes a lock in the
+  state; both are cleared before the next run, each step written to the log.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from installer.errors import EnvironmentProblem, FailedError
+from installer.redact import REDACTOR
+from installer.stacks import StackInput, program_of
+from installer.stacks.common import ARGS_KEY
+from installer.state import StateDir
+
+log = logging.getLogger("installer.engines.pulumi")
+
+PASSPHRASE_SECRET = "pulumi-passphrase"  # noqa: S105 - the name of the file, not its value
+NO_CHANGE_OPS = frozenset({"same", "read"})
+DYNAMIC_PLUGIN = "pulumi-resource-pulumi-python"
+
+
+@dataclass(frozen=True)
+class ResourceChange:
+    """One step of a preview or update."""
+
+    op: str
+    urn: str
+    type: str
+    name: str
+    diffs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StackEvent:
+    """A streamed engine event, reduced to what a progress display needs."""
+
+    kind: str
+    op: str | None = None
+    urn: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class StackSummary:
+    """The typed result of a preview, up, refresh or destroy."""
+
+    component: str
+    stack: str
+    action: str
+    counts: dict[str, int]
+    steps: tuple[ResourceChange, ...] = ()
+    outputs: dict[str, Any] = field(default_factory=dict)
+    recovered: tuple[str, ...] = ()
+
+    @property
+    def changes(self) -> int:
+        """Resources that would change (or changed): everything but `same` and `read`."""
+        return sum(n for op, n in self.counts.items() if op not in NO_CHANGE_OPS)
+
+    @property
+    def changed(self) -> tuple[ResourceChange, ...]:
+        """The steps that change something."""
+        return tuple(s for s in self.steps if s.op not in NO_CHANGE_OPS)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form (outputs marked secret are already masked by Pulumi)."""
+        return {
+            "component": self.component,
+            "stack": self.stack,
+            "action": self.action,
+            "changes": self.changes,
+            "counts": self.counts,
+            "steps": [
+                {"op": s.op, "type": s.type, "name": s.name, "diffs": list(s.diffs)}
+                for s in self.changed
+            ],
+            "outputs": self.outputs,
+            "recovered": list(self.recovered),
+        }
+
+
+EventSink = Callable[[StackEvent], None]
+
+
+def _shell_quote(path: str) -> str:
+    return "'" + path.replace("'", "'\"'\"'") + "'"
+
+
+@dataclass
+class PulumiEngine:
+    """Runs the cluster stacks of one site (one state folder)."""
+
+    state: StateDir
+    backend_url: str | None = None
+    bin_dir: Path | None = None
+    projects_root: Path | None = None
+
+    # --- environment --------------------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        """The backend URL (a file backend in the state folder by default)."""
+        return self.backend_url or f"file://{self.state.pulumi / 'backend'}"
+
+    @property
+    def passphrase_file(self) -> Path:
+        """The passphrase file (created on first use, 0600)."""
+        self.state.secret(PASSPHRASE_SECRET)
+        return self.state.secrets / PASSPHRASE_SECRET
+
+    def _cli_dir(self) -> Path:
+        candidates = [self.bin_dir] if self.bin_dir else []
+        for var in ("INSTALLER_PULUMI_BIN_DIR", "LAB_PULUMI_BIN_DIR"):
+            if os.environ.get(var):
+                candidates.append(Path(os.environ[var]))
+        found = shutil.which("pulumi")
+        if found:
+            candidates.append(Path(found).resolve().parent)
+        for folder in candidates:
+            if folder is not None and (folder / "pulumi").is_file():
+                return folder
+        raise EnvironmentProblem(
+            "the Pulumi CLI is not installed",
+            remedy="load the air-gap bundle, or put the folder holding `pulumi` and"
+            " `pulumi-resource-kubernetes` on PATH (or set INSTALLER_PULUMI_BIN_DIR)",
+        )
+
+    def _dynamic_plugin_dir(self) -> Path:
+        # Dynamic resources (node taints) run in a provider process started by the CLI through
+        # this plugin; it must use this interpreter, which has the installer importable.
+        folder = self.state.pulumi / "bin"
+        folder.mkdir(parents=True, exist_ok=True)
+        script = folder / DYNAMIC_PLUGIN
+        text = f'#!/bin/sh\nexec {_shell_quote(sys.executable)} -u -m pulumi.dynamic "$@"\n'
+        if not script.is_file() or script.read_text(encoding="utf-8") != text:
+            script.write_text(text, encoding="utf-8")
+            script.chmod(0o755)
+        return folder
+
+    def _command_root(self) -> Path:
+        # The Automation API runs `<root>/bin/pulumi`; give it a root whatever the folder's name.
+        cli = self._cli_dir()
+        if cli.name == "bin":
+            return cli.parent
+        root = self.state.pulumi / "cli"
+        link = root / "bin" / "pulumi"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink() or link.resolve() != (cli / "pulumi").resolve():
+            link.unlink(missing_ok=True)
+            link.symlink_to(cli / "pulumi")
+        return root
+
+    def env(self) -> dict[str, str]:
+        """Environment of every CLI call: offline, file backend, passphrase from a file."""
+        cli = self._cli_dir()
+        home = self.state.pulumi / "home"
+        home.mkdir(parents=True, exist_ok=True)
+        if self.backend.startswith("file://"):
+            Path(self.backend.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+        path = os.pathsep.join(
+            [str(self._dynamic_plugin_dir()), str(cli), os.environ.get("PATH", "")]
+        )
+        return {
+            "PATH": path,
+            "PULUMI_HOME": str(home),
+            "PULUMI_BACKEND_URL": self.backend,
+            "PULUMI_CONFIG_PASSPHRASE_FILE": str(self.passphrase_file),
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            "PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK": "true",
+            "PULUMI_PYTHON_CMD": sys.executable,
+        }
+
+    # --- project folders and config -----------------------------------------------------
+
+    def project_dir(self, component: str) -> Path:
+        """The folder the engine runs a component's project in."""
+        root = self.projects_root or (self.state.pulumi / "projects")
+        return root / component
+
+    def _workspace_stack(self, si: StackInput, project_dir: Path) -> Any:
+        from pulumi import automation as auto
+
+        write_project_file(project_dir, si.component)
+        opts = auto.LocalWorkspaceOptions(
+            work_dir=str(project_dir),
+            env_vars=self.env(),
+            secrets_provider="passphrase",
+            pulumi_command=auto.PulumiCommand(
+                root=str(self._command_root()), skip_version_check=True
+            ),
+        )
+        try:
+            return auto.create_or_select_stack(
+                stack_name=si.stack,
+                project_name=si.project,
+                program=program_of(si.component),
+                opts=opts,
+            )
+        except auto.errors.CommandError as exc:
+            raise _command_failed(f"cannot open stack {si.project}/{si.stack}", exc) from None
+
+    def configure(self, si: StackInput, project_dir: Path | None = None) -> Any:
+        """Write the stack's config (arguments in clear, secrets encrypted); return the stack."""
+        folder = project_dir or self.project_dir(si.component)
+        stack = self._workspace_stack(si, folder)
+        write_stack_args(folder, si)
+        for key, value in sorted(si.secrets.items()):
+            REDACTOR.register(value.get_secret_value())
+            self._cli(
+                ["config", "set", "--secret", "--stack", si.stack, f"{si.project}:{key}"],
+                folder,
+                stdin=value.get_secret_value(),
+            )
+        return stack
+
+    def _cli(self, argv: list[str], cwd: Path, *, stdin: str | None = None) -> str:
+        cli = self._cli_dir() / "pulumi"
+        env = {**os.environ, **self.env()}
+        proc = subprocess.run(
+            [str(cli), *argv, "--non-interactive"],
+            cwd=cwd,
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=300,
+        )
+        if proc.returncode != 0:
+            raise FailedError(
+                f"pulumi {argv[0]} {argv[1] if len(argv) > 1 else ''} failed:"
+                f" {REDACTOR.redact(proc.stderr.strip())[-2000:]}"
+            )
+        return proc.stdout
+
+    # --- runs ---------------------------------------------------------------------------
+
+    def preview(self, si: StackInput, on_event: EventSink | None = None) -> StackSummary:
+        """What `up` would change; changes nothing."""
+        stack = self.configure(si)
+        recovered = self.recover(si, stack)
+        steps: list[ResourceChange] = []
+        with _failures("preview", si):
+            result = stack.preview(on_event=_collector(steps, on_event), diff=True, color="never")
+        return StackSummary(
+            component=si.component,
+            stack=si.stack,
+            action="preview",
+            counts=dict(result.change_summary),
+            steps=tuple(steps),
+            recovered=recovered,
+        )
+
+    def up(self, si: StackInput, on_event: EventSink | None = None) -> StackSummary:
+        """Converge the stack; FailedError when any step failed (never reported as done)."""
+        stack = self.configure(si)
+        recovered = self.recover(si, stack)
+        steps: list[ResourceChange] = []
+        with _failures("update", si):
+            result = stack.up(on_event=_collector(steps, on_event), color="never")
+        outputs = {k: ("[secret]" if v.secret else v.value) for k, v in result.outputs.items()}
+        return StackSummary(
+            component=si.component,
+            stack=si.stack,
+            action="up",
+            counts=dict(result.summary.resource_changes or {}),
+            steps=tuple(steps),
+            outputs=outputs,
+            recovered=recovered,
+        )
+
+    def refresh(self, si: StackInput, on_event: EventSink | None = None) -> StackSummary:
+        """Read the live state of every resource into the stack's state."""
+        stack = self.configure(si)
+        recovered = self.recover(si, stack)
+        steps: list[ResourceChange] = []
+        with _failures("refresh", si):
+            result = stack.refresh(on_event=_collector(steps, on_event), color="never")
+        return StackSummary(
+            component=si.component,
+            stack=si.stack,
+            action="refresh",
+            counts=dict(result.summary.resource_changes or {}),
+            steps=tuple(steps),
+            recovered=recovered,
+        )
+
+    def destroy(self, si: StackInput, on_event: EventSink | None = None) -> StackSummary:
+        """Delete everything the stack created (node patches give back exactly their fields)."""
+        stack = self.configure(si)
+        recovered = self.recover(si, stack)
+        steps: list[ResourceChange] = []
+        with _failures("destroy", si):
+            result = stack.destroy(on_event=_collector(steps, on_event), color="never")
+        return StackSummary(
+            component=si.component,
+            stack=si.stack,
+            action="destroy",
+            counts=dict(result.summary.resource_changes or {}),
+            steps=tuple(steps),
+            recovered=recovered,
+        )
+
+    # --- recovery -----------------------------------------------------------------------
+
+    def recover(self, si: StackInput, stack: Any) -> tuple[str, ...]:
+        """Clear what an interrupted run left (stale locks, pending operations); say what."""
+        done = list(self._clear_stale_locks(si))
+        deployment = stack.export_stack()
+        pending = (deployment.deployment or {}).get("pending_operations") or []
+        if not pending:
+            return tuple(done)
+        for op in pending:
+            what = f"pending {op.get('type')} of {op.get('resource', {}).get('urn')}"
+            log.warning("%s/%s: interrupted run left %s", si.project, si.stack, what)
+            done.append(what)
+        # Refresh reads every resource back from the cluster; pending creates are dropped from the
+        # state (the next update re-adopts the object by server-side apply).
+        with _failures("refresh (recovery)", si):
+            stack.refresh(clear_pending_creates=True, color="never")
+        deployment = stack.export_stack()
+        left = (deployment.deployment or {}).get("pending_operations") or []
+        if left:
+            # Updates and deletes that never finished: the refresh above read the live objects,
+            # so the state is accurate without them.
+            deployment.deployment["pending_operations"] = []
+            stack.import_stack(deployment)
+            log.warning("%s/%s: cleared %d pending operations", si.project, si.stack, len(left))
+        return tuple(done)
+
+    def _clear_stale_locks(self, si: StackInput) -> list[str]:
+        if not self.backend.startswith("file://"):
+            return []
+        root = Path(self.backend.removeprefix("file://")) / ".pulumi" / "locks"
+        cleared: list[str] = []
+        for lock in sorted(root.glob(f"**/{si.project}/{si.stack}/*.json")):
+            try:
+                info = json.loads(lock.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            pid = info.get("pid")
+            if info.get("hostname") != socket.gethostname() or not isinstance(pid, int):
+                continue  # another machine's lock: only its owner may judge it
+            if _alive(pid):
+                continue
+            lock.unlink(missing_ok=True)
+            what = f"stale lock of process {pid} (no longer running)"
+            log.warning("%s/%s: removed %s", si.project, si.stack, what)
+            cleared.append(what)
+        return cleared
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _collector(steps: list[ResourceChange], sink: EventSink | None) -> Callable[[Any], None]:
+    def on_event(event: Any) -> None:
+        pre = event.resource_pre_event
+        if pre is not None and pre.metadata is not None:
+            meta = pre.metadata
+            urn = meta.urn
+            steps.append(
+                ResourceChange(
+                    op=str(getattr(meta.op, "value", meta.op)),
+                    urn=urn,
+                    type=meta.type,
+                    name=urn.rsplit("::", 1)[-1],
+                    diffs=tuple(meta.diffs or ()),
+                )
+            )
+        if sink is None:
+            return
+        if pre is not None and pre.metadata is not None:
+            sink(
+                StackEvent(
+                    "step",
+                    str(getattr(pre.metadata.op, "value", pre.metadata.op)),
+                    pre.metadata.urn,
+                )
+            )
+        elif event.res_outputs_event is not None and event.res_outputs_event.metadata:
+            meta = event.res_outputs_event.metadata
+            sink(StackEvent("done", str(getattr(meta.op, "value", meta.op)), meta.urn))
+        elif event.res_op_failed_event is not None:
+            sink(StackEvent("failed", message=REDACTOR.redact(str(event.res_op_failed_event))))
+        elif event.diagnostic_event is not None and event.diagnostic_event.severity == "error":
+            sink(StackEvent("error", message=REDACTOR.redact(event.diagnostic_event.message)))
+
+    return on_event
+
+
+def _command_failed(what: str, exc: Exception) -> FailedError:
+    return FailedError(f"{what}: {_error_lines(str(exc))}")
+
+
+@contextmanager
+def _failures(action: str, si: StackInput) -> Iterator[None]:
+    """Turn a failed CLI run into a FailedError with the run's error lines (secrets masked)."""
+    from pulumi import automation as auto
+
+    try:
+        yield
+    except auto.errors.ConcurrentUpdateError:
+        raise FailedError(
+            f"{si.project}/{si.stack}: another update is running",
+            remedy="wait for it to finish; a lock left by a dead process is cleared on the next"
+            " run",
+        ) from None
+    except auto.errors.CommandError as exc:
+        raise FailedError(
+            f"{si.project}/{si.stack}: {action} failed; nothing is reported as done:\n"
+            + _error_lines(str(exc)),
+            remedy="fix the cause and re-run; steps that completed are kept and not repeated",
+        ) from None
+
+
+def _error_lines(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if "error" in ln.lower() and ln.strip()]
+    picked = "\n".join(dict.fromkeys(lines[-20:])) or text.strip()[-2000:]
+    return REDACTOR.redact(picked)
+
+
+# --- files the hand-run `pulumi up` reads --------------------------------------------------
+
+
+def project_file_text(component: str) -> str:
+    """`Pulumi.yaml` of a component (the same in `stacks/<x>/` and the engine's folders)."""
+    from installer.stacks.common import project_name
+
+    return (
+        f"name: {project_name(component)}\n"
+        "runtime: python\n"
+        f"description: The {component} stack of the on-prem platform (one stack per cluster).\n"
+    )
+
+
+def write_project_file(folder: Path, component: str) -> None:
+    """Create the project folder and its `Pulumi.yaml` (a `__main__.py` is not needed inline)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "Pulumi.yaml"
+    text = project_file_text(component)
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+
+
+def write_stack_args(folder: Path, si: StackInput) -> Path:
+    """Set `<project>:args` in `Pulumi.<stack>.yaml`, keeping the salt and encrypted values."""
+    path = folder / f"Pulumi.{si.stack}.yaml"
+    yaml = YAML()
+    yaml.default_flow_style = False
+    doc: dict[str, Any] = {}
+    if path.is_file():
+        doc = yaml.load(path.read_text(encoding="utf-8")) or {}
+    config = dict(doc.get("config") or {})
+    prefix = f"{si.project}:"
+    wanted_secrets = {f"{prefix}{k}" for k in si.secrets}
+    for key in list(config):
+        # Drop plain values of the project that the args no longer hold; keep secrets still
+        # wanted (re-set right after) and keys of other namespaces (provider settings by hand).
+        if key.startswith(prefix) and key not in wanted_secrets:
+            del config[key]
+    config[f"{prefix}{ARGS_KEY}"] = si.args.model_dump(mode="json")
+    doc["config"] = dict(sorted(config.items()))
+    with path.open("w", encoding="utf-8") as handle:
+        yaml.dump(doc, handle)
+    return path

@@ -1,0 +1,116 @@
+"""Which live node belongs to which pool, checked against what the inventory claims.
+
+Runs before the nodes program (in the engine, at plan time), so a preview never depends on the
+cluster changing under it: the program gets node names only. Every contradiction is a
+BadInputError naming the node and the pool.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from installer.errors import BadInputError
+from installer.inventory.models import Cluster, NodePool
+from installer.inventory.types import format_bytes, parse_quantity
+from installer.site import GPU_RESOURCES, pool_labels, pool_taints
+from installer.stacks.livecluster import LiveNode
+from installer.stacks.nodes import NodeAssignment, TaintSpec
+
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_COUNT_LABEL = "nvidia.com/gpu.count"
+
+
+def _selector_text(selector: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+
+def pool_members(cluster: Cluster, pool: NodePool, live: dict[str, LiveNode]) -> list[LiveNode]:
+    """The live nodes of `pool`: its named nodes (each must exist) or its selector's matches."""
+    where = f"cluster {cluster.name}, pool {pool.name}"
+    if pool.nodes is not None:
+        missing = [name for name in pool.nodes if name not in live]
+        if missing:
+            raise BadInputError(
+                f"{where}: node {', '.join(missing)} does not exist in the cluster",
+                remedy="fix the node names in the pool or join the nodes first"
+                " (`kubectl get nodes`)",
+            )
+        return [live[name] for name in pool.nodes]
+    selector = pool.selector or {}
+    found = [n for n in live.values() if all(n.labels.get(k) == v for k, v in selector.items())]
+    if not found:
+        raise BadInputError(
+            f"{where}: selector {_selector_text(selector)} matches no node",
+            remedy="check the labels with `kubectl get nodes --show-labels`",
+        )
+    return sorted(found, key=lambda n: n.name)
+
+
+def _show(resource: str, amount: Decimal) -> str:
+    return f"{float(amount):g}" if resource == "cpu" else format_bytes(int(amount))
+
+
+def check_node(cluster: Cluster, pool: NodePool, node: LiveNode) -> list[str]:
+    """Contradictions between what the pool claims and what the node reports."""
+    why: list[str] = []
+    gpu = pool.gpu
+    if gpu is not None:
+        if gpu.vendor == "nvidia":
+            product = node.labels.get(GPU_PRODUCT_LABEL)
+            # With MIG enabled (single strategy) feature discovery appends `-MIG-<profile>`.
+            if (
+                product is not None
+                and product != gpu.model
+                and not product.startswith(f"{gpu.model}-MIG-")
+            ):
+                why.append(f"{GPU_PRODUCT_LABEL} is {product}, the pool says {gpu.model}")
+            count = node.labels.get(GPU_COUNT_LABEL)
+            if count is not None and count != str(gpu.count):
+                why.append(f"{GPU_COUNT_LABEL} is {count}, the pool says {gpu.count}")
+        resource = GPU_RESOURCES[gpu.vendor]
+        gpus = node.allocatable.get(resource)
+        if gpus is None:
+            why.append(f"it has no allocatable {resource} (is the device plugin running?)")
+        elif parse_quantity(gpus) < gpu.count:
+            why.append(f"allocatable {resource} is {gpus}, the pool says {gpu.count}")
+    for resource, claimed in (("cpu", pool.cpu), ("memory", pool.memory)):
+        have_text = node.allocatable.get(resource)
+        if have_text is None:
+            continue
+        have = parse_quantity(have_text)
+        want = parse_quantity(claimed)
+        if have < want:
+            why.append(
+                f"allocatable {resource} is {_show(resource, have)}, less than the pool's"
+                f" {_show(resource, want)} (presets sized for the pool would never fit)"
+            )
+    return why
+
+
+def plan_nodes(cluster: Cluster, live_nodes: list[LiveNode]) -> list[NodeAssignment]:
+    """Every pool node with the labels and taints the installer sets on it, sorted by name."""
+    live = {n.name: n for n in live_nodes}
+    owner: dict[str, str] = {}
+    problems: list[str] = []
+    out: list[NodeAssignment] = []
+    for pool in cluster.node_pools:
+        labels = pool_labels(pool)
+        taints = [TaintSpec(key=t.key, value=t.value, effect=t.effect) for t in pool_taints(pool)]
+        for node in pool_members(cluster, pool, live):
+            if node.name in owner:
+                problems.append(
+                    f"node {node.name} is in pool {owner[node.name]} and in pool {pool.name};"
+                    " a node belongs to one pool"
+                )
+                continue
+            owner[node.name] = pool.name
+            for why in check_node(cluster, pool, node):
+                problems.append(f"node {node.name} (pool {pool.name}): {why}")
+            out.append(NodeAssignment(node=node.name, pool=pool.name, labels=labels, taints=taints))
+    if problems:
+        raise BadInputError(
+            f"cluster {cluster.name}: the inventory contradicts the live nodes:\n  "
+            + "\n  ".join(problems),
+            remedy="fix the pools in the inventory (or the nodes' GPU setup) and re-run",
+        )
+    return sorted(out, key=lambda a: a.node)

@@ -1,0 +1,224 @@
+"""The nodes stack: pool membership against live nodes, and the resources the program builds."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from installer.errors import BadInputError
+from installer.inventory import Inventory
+from installer.site import (
+    ACCELERATOR_LABEL,
+    JOB_TAINT,
+    POOL_LABEL,
+    POOL_LABEL_LEGACY,
+    PREEMPTIBLE_TAINT,
+    pool_labels,
+)
+from installer.stacks import program_of
+from installer.stacks.common import FIELD_MANAGER
+from installer.stacks.inputs import nodes_input
+from installer.stacks.livecluster import LiveNode
+from installer.stacks.nodeplan import plan_nodes
+from installer.stacks.nodes import NodesArgs
+from installer.stacks.taints import merge_taints
+from installer.state import StateDir
+from tests.unit.stacks.conftest import cpu_node, gpu_node, lab_nodes
+from tests.unit.stacks.mocks import RecordingMocks, run_program
+
+DYNAMIC = "pulumi-python:dynamic:Resource"
+
+
+def _args(site: Inventory, live: list[LiveNode] | None = None) -> NodesArgs:
+    cluster = site.clusters[0]
+    si = nodes_input(
+        site, cluster, StateDir(Path("/nonexistent")), read=lambda _t: live or lab_nodes()
+    )
+    assert isinstance(si.args, NodesArgs)
+    return si.args
+
+
+def _run(args: NodesArgs) -> RecordingMocks:
+    config = {"onprem-nodes:args": json.dumps(args.model_dump(mode="json"))}
+    return run_program(program_of("nodes"), config=config, project="onprem-nodes")
+
+
+# --- pool membership ------------------------------------------------------------------------
+
+
+def test_selector_and_names_resolve_to_live_nodes(site: Inventory) -> None:
+    args = _args(site)
+    assert [(a.node, a.pool) for a in args.nodes] == [
+        ("a100-1", "a100"),
+        ("a100-2", "a100"),
+        ("cpu-1", "cpu"),
+        ("cpu-2", "cpu"),
+        ("h100-1", "h100-spot"),
+    ]
+
+
+def test_named_node_missing_is_bad_input_naming_it(site: Inventory) -> None:
+    live = [n for n in lab_nodes() if n.name != "cpu-2"]
+    with pytest.raises(BadInputError, match=r"pool cpu: node cpu-2 does not exist"):
+        plan_nodes(site.clusters[0], live)
+
+
+def test_selector_matching_nothing_is_bad_input(site: Inventory) -> None:
+    live = [n for n in lab_nodes() if not n.name.startswith("a100")]
+    with pytest.raises(BadInputError, match=r"pool a100: selector nvidia.com/gpu.product="):
+        plan_nodes(site.clusters[0], live)
+
+
+def test_gpu_product_contradicting_the_pool_names_the_node(site: Inventory) -> None:
+    live = [*lab_nodes()[:-1], gpu_node("h100-1", "NVIDIA-L40S")]
+    with pytest.raises(BadInputError) as err:
+        plan_nodes(site.clusters[0], live)
+    assert (
+        "node h100-1 (pool h100-spot): nvidia.com/gpu.product is NVIDIA-L40S, the pool says"
+        " NVIDIA-H100-80GB-HBM3" in str(err.value)
+    )
+
+
+def test_gpu_count_contradicting_the_pool_names_the_node(site: Inventory) -> None:
+    live = [*lab_nodes()[:-1], gpu_node("h100-1", "NVIDIA-H100-80GB-HBM3", count=4)]
+    with pytest.raises(BadInputError) as err:
+        plan_nodes(site.clusters[0], live)
+    text = str(err.value)
+    assert "node h100-1 (pool h100-spot): nvidia.com/gpu.count is 4, the pool says 8" in text
+    assert "allocatable nvidia.com/gpu is 4" in text
+
+
+def test_gpu_pool_node_without_the_device_plugin_is_bad_input(site: Inventory) -> None:
+    bare = replace(gpu_node("h100-1", "NVIDIA-H100-80GB-HBM3"), allocatable={"cpu": "128"})
+    with pytest.raises(BadInputError, match=r"h100-1.*no allocatable nvidia\.com/gpu"):
+        plan_nodes(site.clusters[0], [*lab_nodes()[:-1], bare])
+
+
+def test_node_smaller_than_the_pool_claims_is_bad_input(site: Inventory) -> None:
+    small = replace(cpu_node("cpu-2"), allocatable={"cpu": "4", "memory": "128Gi"})
+    live = [small if n.name == "cpu-2" else n for n in lab_nodes()]
+    with pytest.raises(BadInputError, match=r"node cpu-2 \(pool cpu\): allocatable cpu is 4"):
+        plan_nodes(site.clusters[0], live)
+
+
+def test_node_selected_by_two_pools_is_bad_input(site: Inventory) -> None:
+    # h100-1 is named by h100-spot; make the a100 selector match it too.
+    twin = gpu_node("h100-1", "NVIDIA-A100-SXM4-80GB")
+    cluster = site.clusters[0]
+    pools = [
+        p.model_copy(update={"gpu": None}) if p.name == "h100-spot" else p
+        for p in cluster.node_pools
+    ]
+    with pytest.raises(BadInputError, match="node h100-1 is in pool a100 and in pool h100-spot"):
+        plan_nodes(cluster.model_copy(update={"node_pools": pools}), [*lab_nodes()[:-1], twin])
+
+
+# --- the program ----------------------------------------------------------------------------
+
+
+def test_every_pool_node_gets_its_labels_by_ssa_with_the_installer_manager(
+    site: Inventory,
+) -> None:
+    mocks = _run(_args(site))
+    patches = mocks.of_type("kubernetes:core/v1:NodePatch")
+    assert sorted(p.inputs["metadata"]["name"] for p in patches) == [
+        "a100-1",
+        "a100-2",
+        "cpu-1",
+        "cpu-2",
+        "h100-1",
+    ]
+    a100 = mocks.named("labels-a100-1").inputs["metadata"]
+    pool = site.clusters[0].node_pools[1]
+    for key, value in pool_labels(pool).items():
+        assert a100["labels"][key] == value
+    assert a100["labels"][POOL_LABEL] == a100["labels"][POOL_LABEL_LEGACY] == "a100"
+    assert a100["labels"][ACCELERATOR_LABEL] == "NVIDIA-A100-SXM4-80GB"
+    assert a100["annotations"]["pulumi.com/patchFieldManager"] == FIELD_MANAGER
+    cpu = mocks.named("labels-cpu-1").inputs["metadata"]["labels"]
+    assert ACCELERATOR_LABEL not in cpu
+    # Patches go through the stack's own provider, bound to the inventory's kubeconfig/context.
+    provider = mocks.of_type("pulumi:providers:kubernetes")
+    assert len(provider) == 1
+    assert provider[0].inputs["context"] == "lab"
+    assert provider[0].inputs["kubeconfig"].endswith("/kubeconfig")
+    assert all(p.provider and "::main-kube::" in p.provider for p in patches)
+
+
+def test_taints_per_node_follow_the_platform_keys(site: Inventory) -> None:
+    mocks = _run(_args(site))
+    taints = {r.name: r.inputs["taints"] for r in mocks.of_type(DYNAMIC)}
+    assert sorted(taints) == [
+        "taints-a100-1",
+        "taints-a100-2",
+        "taints-cpu-1",
+        "taints-cpu-2",
+        "taints-h100-1",
+    ]
+    keys = {name: {(t["key"], t["effect"]) for t in ts} for name, ts in taints.items()}
+    assert keys["taints-cpu-1"] == {(JOB_TAINT, "NoSchedule")}
+    assert keys["taints-a100-1"] == {(JOB_TAINT, "NoSchedule"), ("nvidia.com/gpu", "NoSchedule")}
+    assert keys["taints-h100-1"] == {
+        (JOB_TAINT, "NoSchedule"),
+        ("nvidia.com/gpu", "NoSchedule"),
+        (PREEMPTIBLE_TAINT, "NoSchedule"),
+    }
+    h100 = mocks.named("taints-h100-1").inputs
+    assert h100["node"] == "h100-1"
+    assert h100["context"] == "lab"
+
+
+def test_pool_without_jobs_or_gpu_gets_labels_and_no_taints(site: Inventory) -> None:
+    cluster = site.clusters[0]
+    pools = [
+        p.model_copy(update={"jobs": False}) if p.name == "cpu" else p for p in cluster.node_pools
+    ]
+    quiet = cluster.model_copy(update={"node_pools": pools})
+    args = NodesArgs(cluster="main", kube=_args(site).kube, nodes=plan_nodes(quiet, lab_nodes()))
+    mocks = _run(args)
+    assert "taints-cpu-1" not in mocks.names()
+    assert mocks.named("labels-cpu-1").inputs["metadata"]["labels"] == {
+        POOL_LABEL: "cpu",
+        POOL_LABEL_LEGACY: "cpu",
+    }
+
+
+# --- taint arithmetic (what the dynamic provider writes to the node) -------------------------
+
+
+def test_merge_keeps_other_taints_and_their_order() -> None:
+    theirs = [
+        {
+            "key": "node.kubernetes.io/unschedulable",
+            "effect": "NoSchedule",
+            "timeAdded": "2026-01-01T00:00:00Z",
+        },
+        {"key": "example.com/dedicated", "value": "db", "effect": "NoExecute"},
+    ]
+    ours = [{"key": JOB_TAINT, "value": "true", "effect": "NoSchedule"}]
+    merged = merge_taints(theirs, [], ours)
+    assert merged == [*theirs, {"key": JOB_TAINT, "value": "true", "effect": "NoSchedule"}]
+    assert merge_taints(merged, ours, []) == theirs
+
+
+def test_merge_replaces_a_taint_of_the_same_key_and_effect() -> None:
+    current = [
+        {"key": "nvidia.com/gpu", "value": "old", "effect": "NoSchedule"},
+        {"key": "nvidia.com/gpu", "value": "x", "effect": "NoExecute"},
+    ]
+    ours = [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
+    merged = merge_taints(current, [], ours)
+    assert merged == [current[1], ours[0]]
+
+
+def test_merge_on_update_removes_only_what_the_installer_dropped() -> None:
+    old = [
+        {"key": JOB_TAINT, "value": "true", "effect": "NoSchedule"},
+        {"key": PREEMPTIBLE_TAINT, "value": "true", "effect": "NoSchedule"},
+    ]
+    new = [{"key": JOB_TAINT, "value": "true", "effect": "NoSchedule"}]
+    other = {"key": "example.com/x", "value": "", "effect": "NoSchedule"}
+    assert merge_taints([other, *old], old, new) == [other, *new]
