@@ -1,0 +1,1 @@
+"""Bootstrap phases: one module per phase, each with `plan()` and `apply()` (see `base`)."""
