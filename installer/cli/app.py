@@ -11,7 +11,7 @@ import click
 import typer
 
 from installer import __version__
-from installer.cli import init_cmd, inventory_cmd, validate_cmd
+from installer.cli import airgap_cmd, init_cmd, inventory_cmd, stacks_cmd, validate_cmd
 from installer.cli.render import render_error, render_unexpected
 from installer.cli.state import STATE, OutputFormat
 from installer.errors import ExitCode, InstallerError
@@ -60,6 +60,10 @@ def _global(
 app.command("validate")(validate_cmd.validate)
 app.command("init")(init_cmd.init)
 app.add_typer(inventory_cmd.group, name="inventory")
+app.command("airgap-bundle")(airgap_cmd.airgap_bundle)
+app.command("airgap-verify")(airgap_cmd.airgap_verify)
+app.command("airgap-load")(airgap_cmd.airgap_load)
+app.add_typer(stacks_cmd.group, name="stacks")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,213 @@
+"""`installer stacks ...`: write the stacks' config, preview, up, refresh and destroy them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from installer.cli.render import emit_json, err, is_json, out
+from installer.cli.state import InventoryOption, OutputOption, begin
+from installer.engines.pulumi import PulumiEngine, StackEvent, StackSummary
+from installer.errors import BadInputError
+from installer.inventory import Inventory, load_inventory
+from installer.inventory.models import Cluster
+from installer.stacks import COMPONENTS, ComponentName
+from installer.stacks.inputs import builders, stack_input
+from installer.state import StateDir
+
+group = typer.Typer(help="The cluster stacks (Pulumi): config for hand runs, preview, up, destroy.")
+
+ClusterOption = Annotated[
+    list[str] | None,
+    typer.Option("--cluster", help="Cluster name (repeatable); every cluster when absent."),
+]
+ComponentOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--component", "-c", help=f"Stack(s) to run, of {', '.join(COMPONENTS)}; all when absent."
+    ),
+]
+BackendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--backend-url",
+        help="Pulumi backend; a file backend in the state folder when absent.",
+        envvar="INSTALLER_PULUMI_BACKEND_URL",
+    ),
+]
+
+
+def _clusters(inv: Inventory, names: list[str] | None) -> list[Cluster]:
+    if not names:
+        return list(inv.clusters)
+    known = {c.name: c for c in inv.clusters}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise BadInputError(
+            f"cluster {', '.join(missing)} is not in the inventory",
+            remedy=f"clusters: {', '.join(known)}",
+        )
+    return [known[n] for n in names]
+
+
+def _components(names: list[str] | None) -> list[ComponentName]:
+    ready = builders()
+    if not names:
+        return [c for c in COMPONENTS if c in ready]
+    unknown = [n for n in names if n not in ready]
+    if unknown:
+        raise BadInputError(
+            f"unknown stack {', '.join(unknown)}", remedy=f"stacks: {', '.join(ready)}"
+        )
+    return [c for c in COMPONENTS if c in names]
+
+
+def _engine(inv: Inventory, backend_url: str | None) -> PulumiEngine:
+    return PulumiEngine(state=StateDir(inv.site.state_dir), backend_url=backend_url)
+
+
+def _show_event(event: StackEvent) -> None:
+    if is_json():
+        return
+    if event.kind == "done" and event.urn and event.op not in ("same", "read"):
+        err.print(f"  {event.op:>8} {event.urn.rsplit('::', 1)[-1]}", markup=False)
+    elif event.kind in ("failed", "error") and event.message:
+        err.print(f"  [red]{event.kind}[/]: ", end="", markup=True)
+        err.print(event.message, markup=False)
+
+
+def _render(summaries: list[StackSummary]) -> None:
+    if is_json():
+        emit_json({"ok": True, "stacks": [s.as_dict() for s in summaries]})
+        return
+    table = Table(title_justify="left")
+    for col in ("stack", "cluster", "action", "changes", "steps"):
+        table.add_column(col)
+    for s in summaries:
+        steps = ", ".join(f"{st.op} {st.name}" for st in s.changed[:6])
+        if len(s.changed) > 6:
+            steps += f", ... ({len(s.changed)} in all)"
+        table.add_row(s.component, s.stack, s.action, str(s.changes), steps or "-")
+    out.print(table)
+    for s in summaries:
+        for what in s.recovered:
+            out.print(f"[yellow]recovered[/] {s.component}/{s.stack}: ", end="", markup=True)
+            out.print(what, markup=False)
+
+
+@group.command("config")
+def config(
+    inventory: InventoryOption,
+    cluster: ClusterOption = None,
+    component: ComponentOption = None,
+    stacks_dir: Annotated[
+        Path, typer.Option("--stacks-dir", help="The folder holding one folder per stack.")
+    ] = Path("stacks"),
+    backend_url: BackendOption = None,
+    output: OutputOption = None,
+) -> None:
+    """Write Pulumi.<cluster>.yaml in each stack folder (secrets encrypted) for `pulumi up`."""
+    begin("stacks config", output)
+    inv = load_inventory(inventory)
+    engine = _engine(inv, backend_url)
+    written: list[str] = []
+    for item in _clusters(inv, cluster):
+        for name in _components(component):
+            si = stack_input(name, inv, item, engine.state)
+            folder = stacks_dir / name
+            engine.configure(si, project_dir=folder)
+            written.append(str(folder / f"Pulumi.{si.stack}.yaml"))
+    env = engine.env()
+    hand_env = {k: env[k] for k in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE_FILE")}
+    if is_json():
+        emit_json({"ok": True, "written": written, "env": hand_env})
+        return
+    for path in written:
+        out.print(f"[green]wrote[/] {path}", markup=True)
+    out.print("To run a stack by hand:")
+    for key, value in hand_env.items():
+        out.print(f"  export {key}={value}", markup=False)
+    out.print(f"  export PATH={env['PATH'].split(os.pathsep, 2)[0]}:$PATH", markup=False)
+    out.print("  cd stacks/<stack> && pulumi stack select <cluster> && pulumi up", markup=False)
+
+
+def _run(
+    action: str,
+    inventory: Path,
+    cluster: list[str] | None,
+    component: list[str] | None,
+    backend_url: str | None,
+) -> list[StackSummary]:
+    inv = load_inventory(inventory)
+    engine = _engine(inv, backend_url)
+    order = _components(component)
+    if action == "destroy":
+        order = list(reversed(order))
+    summaries: list[StackSummary] = []
+    for item in _clusters(inv, cluster):
+        for name in order:
+            si = stack_input(name, inv, item, engine.state)
+            if not is_json():
+                err.print(f"{action} {name}/{si.stack}", markup=False)
+            run = getattr(engine, action)
+            summaries.append(run(si, on_event=_show_event))
+    return summaries
+
+
+@group.command("preview")
+def preview(
+    inventory: InventoryOption,
+    cluster: ClusterOption = None,
+    component: ComponentOption = None,
+    backend_url: BackendOption = None,
+    output: OutputOption = None,
+) -> None:
+    """Show what `stacks up` would change, per stack; changes nothing."""
+    begin("stacks preview", output)
+    _render(_run("preview", inventory, cluster, component, backend_url))
+
+
+@group.command("up")
+def up(
+    inventory: InventoryOption,
+    cluster: ClusterOption = None,
+    component: ComponentOption = None,
+    backend_url: BackendOption = None,
+    output: OutputOption = None,
+) -> None:
+    """Converge the stacks in install order; exit 1 at the first failed stack."""
+    begin("stacks up", output)
+    _render(_run("up", inventory, cluster, component, backend_url))
+
+
+@group.command("refresh")
+def refresh(
+    inventory: InventoryOption,
+    cluster: ClusterOption = None,
+    component: ComponentOption = None,
+    backend_url: BackendOption = None,
+    output: OutputOption = None,
+) -> None:
+    """Read the live cluster back into the stacks' state."""
+    begin("stacks refresh", output)
+    _render(_run("refresh", inventory, cluster, component, backend_url))
+
+
+@group.command("destroy")
+def destroy(
+    inventory: InventoryOption,
+    cluster: ClusterOption = None,
+    component: ComponentOption = None,
+    backend_url: BackendOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    output: OutputOption = None,
+) -> None:
+    """Remove what the stacks created, in reverse order (asks first)."""
+    begin("stacks destroy", output)
+    if not yes and not typer.confirm("Remove what the installer created in these clusters?"):
+        raise typer.Abort()
+    _render(_run("destroy", inventory, cluster, component, backend_url))

@@ -1,0 +1,5 @@
+"""The storage stack; run by hand after `installer stacks config` (see docs/stacks.md)."""
+
+from installer.stacks import program_of
+
+program_of("storage")()
