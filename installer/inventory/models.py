@@ -354,6 +354,11 @@ class Keycloak(Model):
         pattern=r"^https?://",
         description="Base URL of an external Keycloak (required when external).",
     )
+    ca_cert: FilePath | None = Field(
+        default=None,
+        description="CA bundle (PEM) that signed an external Keycloak's certificate, when it is"
+        " not in the system trust store.",
+    )
     admin_user: str = Field(default="admin", min_length=1, description="Admin login.")
     admin_password: SecretRef | None = Field(
         default=None,

@@ -91,3 +91,14 @@ def test_docs_reference_is_in_step_with_the_models() -> None:
     assert current == render_markdown(), (
         "docs/inventory.md is stale: python -m installer.inventory.reference > docs/inventory.md"
     )
+
+
+@pytest.mark.parametrize(
+    "inventory", sorted((REPO / "inventories").glob("*.yml")), ids=lambda p: p.name
+)
+def test_every_shipped_inventory_validates(inventory: Path) -> None:
+    from installer.inventory import load_inventory
+
+    load_inventory(inventory)
+    data, _ = load_yaml(inventory)
+    jsonschema.Draft202012Validator(inventory_schema()).validate(data)
