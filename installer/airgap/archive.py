@@ -1,0 +1,399 @@
+"""The bundle file: a zstd-compressed tar, optionally split into parts; writing and safe reading.
+
+Reading is one streaming pass: the first member must be `manifest.json`, the second its
+signature; the signature is checked before any other byte is trusted, and every later member
+must be a regular file the manifest lists, with the listed size and sha256. Links, devices,
+absolute paths, `..` and unlisted files are refused; decompressed bytes are capped by the
+manifest's total, so a size bomb stops early. Nothing reaches its final name before its digest
+matched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, cast
+
+import zstandard
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from installer.airgap.manifest import (
+    MANIFEST_NAME,
+    MAX_MANIFEST_BYTES,
+    SIGNATURE_NAME,
+    BundleManifest,
+    check_member_path,
+    check_signature,
+    parse_manifest,
+)
+from installer.errors import BadInputError
+
+CHUNK = 1024 * 1024
+_TAR_OVERHEAD = 3 * 512  # header, pax header, padding per member
+VERIFIED_MARK = ".verified"
+
+
+def part_name(output: Path, index: int) -> Path:
+    """The name of part `index` of a split bundle: `bundle.tar.zst.000`."""
+    return output.with_name(f"{output.name}.{index:03d}")
+
+
+def bundle_parts(path: Path) -> list[Path]:
+    """The files a bundle is made of: itself, or its numbered parts in order."""
+    if path.name[-4:-3] == "." and path.name[-3:].isdigit():
+        path = path.with_name(path.name[:-4])
+    if path.is_file():
+        return [path]
+    parts: list[Path] = []
+    while part_name(path, len(parts)).is_file():
+        parts.append(part_name(path, len(parts)))
+    if not parts:
+        raise BadInputError(f"{path}: no such bundle (nor parts {part_name(path, 0).name}, ...)")
+    return parts
+
+
+class _PartWriter(io.RawIOBase):
+    """A write-only file that rolls over to a new part every `max_size` bytes."""
+
+    def __init__(self, output: Path, max_size: int | None) -> None:
+        super().__init__()
+        self.output, self.max_size = output, max_size
+        self.written: list[Path] = []
+        self._handle: IO[bytes] | None = None
+        self._in_part = 0
+
+    def _next(self) -> IO[bytes]:
+        if self._handle is not None:
+            self._handle.close()
+        final = part_name(self.output, len(self.written)) if self.max_size else self.output
+        tmp = final.with_name(final.name + ".partial")
+        self.written.append(final)
+        self._handle = tmp.open("wb")
+        self._in_part = 0
+        return self._handle
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(data)
+        handle = self._handle or self._next()
+        while view:
+            room = len(view) if not self.max_size else self.max_size - self._in_part
+            if room <= 0:
+                handle = self._next()
+                continue
+            n = handle.write(view[:room])
+            self._in_part += n
+            view = view[n:]
+        return len(data)
+
+    def finish(self) -> list[Path]:
+        if self._handle is None:
+            self._next()
+        assert self._handle is not None
+        self._handle.close()
+        for final in self.written:
+            final.with_name(final.name + ".partial").replace(final)
+        return self.written
+
+
+def write_bundle(
+    stage: Path,
+    manifest: BundleManifest,
+    signature: bytes,
+    output: Path,
+    *,
+    max_size: int | None = None,
+    level: int = 3,
+    progress: Callable[[int], None] | None = None,
+) -> list[Path]:
+    """Pack the manifest, its signature and every item from `stage` into `output` (or parts)."""
+    for stale in [output, *output.parent.glob(output.name + ".[0-9][0-9][0-9]")]:
+        stale.unlink(missing_ok=True)
+    sink = _PartWriter(output, max_size)
+    compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
+    with compressor.stream_writer(cast(IO[bytes], sink), closefd=False) as zout:
+        # Closed below, before the compressor is flushed; copybufsize is missing from the stubs.
+        tar = tarfile.open(  # type: ignore[call-overload]  # noqa: SIM115
+            fileobj=zout, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=CHUNK
+        )
+        data = manifest.to_bytes()
+        for name, content in ((MANIFEST_NAME, data), (SIGNATURE_NAME, signature)):
+            tar.addfile(_info(name, len(content)), io.BytesIO(content))
+        for item in manifest.items:
+            with (stage / item.path).open("rb") as handle:
+                tar.addfile(_info(item.path, item.size), handle)
+            if progress:
+                progress(item.size)
+        tar.close()
+    return sink.finish()
+
+
+def _info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o644, 0
+    info.uname = info.gname = "root"
+    return info
+
+
+class _ConcatReader(io.RawIOBase):
+    """The parts of a bundle read as one stream."""
+
+    def __init__(self, parts: list[Path]) -> None:
+        super().__init__()
+        self._parts = list(parts)
+        self._handle: IO[bytes] | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while True:
+            if self._handle is None:
+                if not self._parts:
+                    return 0
+                self._handle = self._parts.pop(0).open("rb")
+            n = self._handle.readinto(buffer)  # type: ignore[attr-defined]
+            if n:
+                return int(n)
+            self._handle.close()
+            self._handle = None
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        super().close()
+
+
+class _Capped(io.RawIOBase):
+    """Decompressed bytes, refused past a limit (a zstd or tar size bomb stops here)."""
+
+    def __init__(self, inner: IO[bytes], limit: int) -> None:
+        super().__init__()
+        self.inner, self.limit, self.count = inner, limit, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.inner.read(len(buffer))
+        self.count += len(data)
+        if self.count > self.limit:
+            raise BadInputError("bundle: more data than its manifest declares (size bomb?)")
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@dataclass(frozen=True)
+class VerifiedBundle:
+    """What a verified bundle holds."""
+
+    manifest: BundleManifest
+    manifest_sha256: str
+    parts: list[Path]
+    manifest_bytes: bytes
+
+
+@dataclass
+class _Reader:
+    parts: list[Path]
+
+    def __post_init__(self) -> None:
+        raw = _ConcatReader(self.parts)
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            cast(IO[bytes], raw), read_across_frames=True
+        )
+        self.capped = _Capped(reader, MAX_MANIFEST_BYTES + 8 * _TAR_OVERHEAD)
+        self.tar: tarfile.TarFile = tarfile.open(  # type: ignore[call-overload]  # noqa: SIM115
+            fileobj=self.capped, mode="r|", copybufsize=CHUNK
+        )
+
+    def members(self) -> Iterator[tarfile.TarInfo]:
+        while True:
+            member = self.tar.next()
+            if member is None:
+                return
+            yield member
+
+    def read_small(self, member: tarfile.TarInfo, expect: str, limit: int) -> bytes:
+        if member.name != expect or not member.isreg() or member.size > limit:
+            raise BadInputError(f"bundle: expected {expect} as the next member, got {member.name}")
+        handle = self.tar.extractfile(member)
+        assert handle is not None
+        return bytes(handle.read())
+
+    def close(self) -> None:
+        self.tar.close()
+        self.capped.close()
+
+
+def _guarded(func: Callable[[], VerifiedBundle]) -> VerifiedBundle:
+    try:
+        return func()
+    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
+        raise BadInputError(
+            f"bundle: corrupt or truncated ({type(exc).__name__}: {exc})",
+            remedy="copy the bundle again and compare its size with the source",
+        ) from None
+
+
+def read_head(path: Path, key: Ed25519PublicKey) -> VerifiedBundle:
+    """The signed manifest of a bundle, reading only its first two members."""
+
+    def run() -> VerifiedBundle:
+        reader = _Reader(bundle_parts(path))
+        try:
+            return _head(reader, key)
+        finally:
+            reader.close()
+
+    return _guarded(run)
+
+
+def _head(reader: _Reader, key: Ed25519PublicKey) -> VerifiedBundle:
+    members = reader.members()
+    first = next(members, None)
+    if first is None:
+        raise BadInputError("bundle: empty archive")
+    data = reader.read_small(first, MANIFEST_NAME, MAX_MANIFEST_BYTES)
+    second = next(members, None)
+    if second is None:
+        raise BadInputError("bundle: unsigned (no manifest.json.sig)")
+    signature = reader.read_small(second, SIGNATURE_NAME, 4096)
+    check_signature(data, signature, key)
+    manifest = parse_manifest(data)
+    return VerifiedBundle(manifest, hashlib.sha256(data).hexdigest(), reader.parts, data)
+
+
+def verify_bundle(
+    path: Path,
+    key: Ed25519PublicKey,
+    *,
+    extract_to: Path | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> VerifiedBundle:
+    """Check signature, every member's path, type, size and sha256; optionally extract.
+
+    With `extract_to`, files are written as `<path>.partial` and renamed once their digest
+    matched; a `.verified` mark names the manifest once the whole bundle passed.
+    """
+
+    def run() -> VerifiedBundle:
+        reader = _Reader(bundle_parts(path))
+        try:
+            head = _head(reader, key)
+            _body(reader, head.manifest, extract_to, progress)
+        finally:
+            reader.close()
+        if extract_to is not None:
+            (extract_to / VERIFIED_MARK).write_text(head.manifest_sha256 + "\n")
+        return head
+
+    return _guarded(run)
+
+
+def _body(
+    reader: _Reader,
+    manifest: BundleManifest,
+    extract_to: Path | None,
+    progress: Callable[[int], None] | None,
+) -> None:
+    items = manifest.by_path()
+    reader.capped.limit += manifest.total_size + _TAR_OVERHEAD * (len(items) + 2)
+    seen: set[str] = set()
+    root = extract_to.resolve() if extract_to else None
+    for member in reader.members():
+        name = check_member_path(member.name.rstrip("/") if member.isdir() else member.name)
+        if member.isdir():
+            continue
+        if not member.isreg():
+            kind = "link" if member.issym() or member.islnk() else "special file"
+            raise BadInputError(f"bundle: {kind} {name!r} refused (only regular files allowed)")
+        item = items.get(name)
+        if item is None or name in seen:
+            raise BadInputError(f"bundle: {name!r} is not listed in the manifest (or repeated)")
+        if member.size != item.size:
+            raise BadInputError(f"bundle: {name}: {member.size} bytes, manifest says {item.size}")
+        seen.add(name)
+        source = reader.tar.extractfile(member)
+        assert source is not None
+        target = _target(root, name) if root else None
+        _copy_checked(source, target, item.sha256, name, progress)
+    missing = sorted(set(items) - seen)
+    if missing:
+        raise BadInputError(
+            f"bundle: truncated or incomplete: {len(missing)} listed files missing"
+            f" (first: {missing[0]})",
+            remedy="copy the bundle (all its parts) again",
+        )
+
+
+def _target(root: Path, name: str) -> Path:
+    target = root / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # A symlink planted in the work folder must not redirect a write outside it.
+    if not target.parent.resolve().is_relative_to(root):
+        raise BadInputError(f"bundle: {name!r} would be written outside {root}")
+    return target
+
+
+def _copy_checked(
+    source: IO[bytes],
+    target: Path | None,
+    sha256: str,
+    name: str,
+    progress: Callable[[int], None] | None,
+) -> None:
+    hasher = hashlib.sha256()
+    partial = target.with_name(target.name + ".partial") if target else None
+    out: IO[bytes] | None = None
+    if partial is not None:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        out = os.fdopen(fd, "wb")
+    try:
+        for chunk in iter(lambda: source.read(CHUNK), b""):
+            hasher.update(chunk)
+            if out is not None:
+                out.write(chunk)
+            if progress:
+                progress(len(chunk))
+    finally:
+        if out is not None:
+            out.close()
+    if hasher.hexdigest() != sha256:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+        raise BadInputError(f"bundle: {name}: sha256 mismatch (corrupted)")
+    if partial is not None and target is not None:
+        partial.replace(target)
+
+
+def first_member(path: Path, name: str) -> bytes:
+    """The first member's content, unverified (for `--since` with an older bundle)."""
+
+    def run() -> bytes:
+        reader = _Reader(bundle_parts(path))
+        try:
+            member = next(reader.members(), None)
+            if member is None:
+                raise BadInputError(f"{path}: empty bundle")
+            return reader.read_small(member, name, MAX_MANIFEST_BYTES)
+        finally:
+            reader.close()
+
+    try:
+        return run()
+    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
+        raise BadInputError(f"{path}: corrupt or truncated ({exc})") from None
+
+
+def already_extracted(work: Path, manifest_sha256: str) -> bool:
+    """True when `work` holds this bundle fully verified by an earlier run."""
+    mark = work / VERIFIED_MARK
+    return mark.is_file() and mark.read_text().strip() == manifest_sha256

@@ -1,0 +1,266 @@
+"""`airgap-bundle`: pull everything a release needs into a work folder, then pack and sign it.
+
+The work folder (`<output>.work/` by default) is the resume point: blobs, charts, wheels and
+binaries already there are not fetched again. Delta bundles (`--since`, `--have`) leave out
+what the site already holds but always carry the image manifests (they are small, and a tag
+must be pushed from them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from installer import __version__
+from installer.airgap.archive import first_member, write_bundle
+from installer.airgap.files import (
+    Source,
+    fetch_binaries,
+    fetch_charts,
+    fetch_wheels,
+    file_item,
+    write_chart_index,
+)
+from installer.airgap.images import (
+    child_descriptors,
+    layout_items,
+    pull_images,
+    read_manifest_blob,
+    upstream_repo,
+)
+from installer.airgap.manifest import (
+    LAYOUT_DIR,
+    MANIFEST_NAME,
+    BundleImage,
+    BundleItem,
+    BundleManifest,
+    DeltaBase,
+    load_private_key,
+    new_manifest,
+    parse_manifest,
+    sign,
+)
+from installer.airgap.progress import Progress, Silent
+from installer.engines.registry import RegistryClient, RegistryEndpoint, TransferStats
+from installer.errors import BadInputError
+from installer.release import ReleaseManifest
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything `airgap-bundle` needs."""
+
+    release: ReleaseManifest
+    output: Path
+    sign_key: Path
+    upstream: RegistryEndpoint | None = None
+    """A mirror holding images under their full upstream name; None pulls from each registry."""
+    charts: Source | None = None
+    wheels: Source | None = None
+    binaries: Path | None = None
+    work_dir: Path | None = None
+    platforms: list[str] = field(default_factory=list)
+    since: Path | None = None
+    have: Path | None = None
+    max_size: int | None = None
+    workers: int = 8
+    level: int = 3
+
+    @property
+    def stage(self) -> Path:
+        """Where content is gathered before packing."""
+        return self.work_dir or self.output.with_name(self.output.name + ".work")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What `airgap-bundle` made."""
+
+    parts: list[Path]
+    manifest: BundleManifest
+    bundle_bytes: int
+    content_bytes: int
+    omitted: int
+    retries: int
+    bytes_received: int
+    seconds: dict[str, float]
+
+
+def build_bundle(opts: BuildOptions, progress: Progress | None = None) -> BuildResult:
+    """Gather, hash, sign and pack; see the module docstring."""
+    progress = progress or Silent()
+    key = load_private_key(opts.sign_key)  # fail on a bad key before any download
+    stage = opts.stage
+    stage.mkdir(parents=True, exist_ok=True)
+    omit, delta_kind, base_sha = _delta_base(opts)
+    seconds: dict[str, float] = {}
+    stats = TransferStats()
+
+    started = time.monotonic()
+    images = _pull(opts, stage, stats, progress)
+    seconds["images"] = time.monotonic() - started
+
+    started = time.monotonic()
+    progress.phase("charts, wheels, binaries", None)
+    items = layout_items(stage, images, omit - _manifest_digests(stage, images))
+    items += _files(opts, stage)
+    seconds["files"] = time.monotonic() - started
+
+    kept = [i for i in items if i.kind in ("layout", "blob") or f"sha256:{i.sha256}" not in omit]
+    omitted_files = {f"sha256:{i.sha256}" for i in items if i not in kept}
+    omitted_blobs = {d for img in images for d in img.blobs} & omit
+    delta = None
+    if delta_kind is not None:
+        delta = DeltaBase(
+            kind=delta_kind, sha256=base_sha, omitted=sorted(omitted_blobs | omitted_files)
+        )
+    source = {"installer": __version__}
+    if opts.upstream is not None:
+        source["registry_mirror"] = opts.upstream.host
+    manifest = new_manifest(
+        source=source,
+        platform_version=opts.release.platform_version,
+        images=images,
+        items=kept,
+        delta=delta,
+    )
+    started = time.monotonic()
+    progress.phase("pack", manifest.total_size)
+    parts = write_bundle(
+        stage,
+        manifest,
+        sign(manifest.to_bytes(), key),
+        opts.output,
+        max_size=opts.max_size,
+        level=opts.level,
+        progress=progress.advance,
+    )
+    (stage / MANIFEST_NAME).write_bytes(manifest.to_bytes())
+    seconds["pack"] = time.monotonic() - started
+    return BuildResult(
+        parts=parts,
+        manifest=manifest,
+        bundle_bytes=sum(p.stat().st_size for p in parts),
+        content_bytes=manifest.total_size,
+        omitted=len(delta.omitted) if delta else 0,
+        retries=stats.retries,
+        bytes_received=stats.bytes_received,
+        seconds=seconds,
+    )
+
+
+def _pull(
+    opts: BuildOptions, stage: Path, stats: TransferStats, progress: Progress
+) -> list[BundleImage]:
+    images = opts.release.images
+    if not images:
+        return []
+    root = stage / LAYOUT_DIR
+    if opts.upstream is None:
+        hosts = {_host(i.name) for i in images}
+        if len(hosts) > 1:
+            raise BadInputError(
+                f"images come from {len(hosts)} registries ({', '.join(sorted(hosts))})",
+                remedy="pass --registry-mirror: a registry holding them under their full names",
+            )
+        endpoint = RegistryEndpoint(host=hosts.pop())
+    else:
+        endpoint = opts.upstream
+    with RegistryClient(
+        endpoint, stats=stats, progress=progress.advance, connections=opts.workers * 2
+    ) as client:
+        return pull_images(
+            client,
+            images,
+            root,
+            mirror=opts.upstream is not None,
+            platforms=opts.platforms,
+            workers=opts.workers,
+            on_total=lambda total: progress.phase("images", total),
+        )
+
+
+def _host(name: str) -> str:
+    host, _ = upstream_repo(name, mirror=False)
+    assert host is not None
+    return host
+
+
+def _manifest_digests(stage: Path, images: list[BundleImage]) -> set[str]:
+    root = stage / LAYOUT_DIR
+    found: set[str] = set()
+    for img in images:
+        found.add(img.digest)
+        top = read_manifest_blob(root, img.digest, img.media_type)
+        found.update(d["digest"] for d in child_descriptors(top))
+    return found
+
+
+def _files(opts: BuildOptions, stage: Path) -> list[BundleItem]:
+    rel = opts.release
+    items: list[BundleItem] = []
+    if rel.charts:
+        if opts.charts is None:
+            raise BadInputError("the release lists charts: pass --charts-from (URL or folder)")
+        fetch_charts(rel.charts, opts.charts, stage / "charts")
+        write_chart_index(stage / "charts", rel.charts)
+        for chart in rel.charts:
+            name = f"charts/{chart.name}-{chart.version}.tgz"
+            items.append(file_item(stage, name, "chart", chart.name, chart.version))
+        items.append(file_item(stage, "charts/index.yaml", "chart-index"))
+    if rel.wheels:
+        if opts.wheels is None:
+            raise BadInputError("the release lists wheels: pass --wheels-from (index or folder)")
+        fetch_wheels(rel.wheels, opts.wheels, stage / "wheels")
+        for wheel in sorted((stage / "wheels").glob("*.whl")):
+            dist, version = wheel.name.split("-")[:2]
+            items.append(file_item(stage, f"wheels/{wheel.name}", "wheel", dist, version))
+    if rel.binaries:
+        if opts.binaries is None:
+            raise BadInputError("the release lists binaries: pass --binaries-from (a folder)")
+        fetch_binaries(rel.binaries, opts.binaries, stage / "binaries")
+        for binary in rel.binaries:
+            rel_path = f"binaries/{binary.name}"
+            items.append(file_item(stage, rel_path, "binary", binary.name, binary.version))
+    return items
+
+
+def _delta_base(opts: BuildOptions) -> tuple[set[str], str | None, str]:
+    """Digests the site already has, and what they came from."""
+    if opts.since and opts.have:
+        raise BadInputError("give --since or --have, not both")
+    if opts.since:
+        data = _read_since(opts.since)
+        older = parse_manifest(data)
+        have = {i.name if i.kind == "blob" else f"sha256:{i.sha256}" for i in older.items}
+        have.update(older.delta.omitted if older.delta else [])
+        return have, "since", _sha(data)
+    if opts.have:
+        data = opts.have.read_bytes()
+        lines = [ln.strip() for ln in data.decode().splitlines()]
+        have = {ln for ln in lines if ln and not ln.startswith("#")}
+        bad = [ln for ln in have if not ln.startswith("sha256:") or len(ln) != 71]
+        if bad:
+            raise BadInputError(f"{opts.have}: not a digest: {bad[0]!r}")
+        return have, "have", _sha(data)
+    return set(), None, ""
+
+
+def _read_since(path: Path) -> bytes:
+    """An older manifest: `manifest.json`, or the one inside an older bundle."""
+    if path.name.endswith(".json"):
+        return path.read_bytes()
+    return first_member(path, MANIFEST_NAME)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def have_list(manifest: BundleManifest) -> str:
+    """A `--have` file listing every digest a site holds after loading `manifest`."""
+    digests = {i.name if i.kind == "blob" else f"sha256:{i.sha256}" for i in manifest.items}
+    digests.update(manifest.delta.omitted if manifest.delta else [])
+    return "".join(f"{d}\n" for d in sorted(digests))

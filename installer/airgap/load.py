@@ -1,0 +1,266 @@
+"""`airgap-load`: push a verified bundle into the site's registry, ChartMuseum and DevPI.
+
+Order and guarantees:
+1. The signed manifest is read first; when the site already holds every image (tags resolve to
+   the bundle's digests), every chart, wheel and binary, the load ends there (seconds).
+2. Otherwise the whole bundle is verified while it is extracted into a work folder (nothing is
+   pushed before every digest matched); a later run re-uses a fully verified work folder.
+3. Blobs go first, in parallel, largest first: HEAD before PUT, a cross-repository mount when
+   another repository of the bundle already has the blob, a streamed upload otherwise.
+4. Manifests go only after all blobs are present: children by digest, then the tag. No tag
+   ever points at a missing blob, and an interrupted load finishes on the next run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from installer.airgap.archive import already_extracted, read_head, verify_bundle
+from installer.airgap.files import sha256_file
+from installer.airgap.hub import ChartMuseum, DevPi
+from installer.airgap.images import blob_path, child_descriptors, read_manifest_blob
+from installer.airgap.manifest import (
+    LAYOUT_DIR,
+    BundleImage,
+    BundleManifest,
+    load_public_key,
+)
+from installer.airgap.progress import Progress, Silent
+from installer.engines.registry import RegistryClient, RegistryEndpoint, TransferStats
+from installer.errors import FailedError
+
+log = logging.getLogger("installer.airgap")
+
+
+@dataclass(frozen=True)
+class LoadTarget:
+    """The site's services."""
+
+    registry: RegistryEndpoint
+    charts: ChartMuseum | None = None
+    pypi: DevPi | None = None
+    binaries_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Everything `airgap-load` needs."""
+
+    bundle: Path
+    verify_key: Path
+    target: LoadTarget
+    work_dir: Path
+    workers: int = 8
+    keep_work: bool = True
+
+
+@dataclass
+class LoadResult:
+    """What the load did."""
+
+    nothing_to_do: bool = False
+    images_tagged: int = 0
+    images_present: int = 0
+    blobs: dict[str, int] = field(default_factory=dict)  # present / mounted / uploaded
+    charts_uploaded: int = 0
+    wheels_uploaded: int = 0
+    binaries_installed: int = 0
+    retries: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def load_bundle(opts: LoadOptions, progress: Progress | None = None) -> LoadResult:
+    """Verify, then push; see the module docstring."""
+    progress = progress or Silent()
+    key = load_public_key(opts.verify_key)
+    result = LoadResult()
+    started = time.monotonic()
+    head = read_head(opts.bundle, key)
+    manifest = head.manifest
+    stats = TransferStats()
+    with RegistryClient(
+        opts.target.registry, stats=stats, connections=opts.workers * 2, progress=progress.advance
+    ) as client:
+        missing_images = _missing_images(client, manifest.images, opts.workers)
+        files_missing = _files_missing(manifest, opts.target)
+        result.images_present = len(manifest.images) - len(missing_images)
+        result.seconds["check"] = time.monotonic() - started
+        if not missing_images and not files_missing:
+            result.nothing_to_do = True
+            result.retries = stats.retries
+            return result
+        started = time.monotonic()
+        work = opts.work_dir / head.manifest_sha256[:16]
+        if not already_extracted(work, head.manifest_sha256):
+            progress.phase("verify and extract", manifest.total_size)
+            work.mkdir(parents=True, exist_ok=True)
+            verify_bundle(opts.bundle, key, extract_to=work, progress=progress.advance)
+        result.seconds["verify"] = time.monotonic() - started
+        started = time.monotonic()
+        if missing_images:
+            _push_images(client, manifest, missing_images, work, opts.workers, progress, result)
+        result.seconds["images"] = time.monotonic() - started
+    started = time.monotonic()
+    _push_files(manifest, work, opts.target, result)
+    result.seconds["files"] = time.monotonic() - started
+    result.retries = stats.retries + _hub_retries(opts.target)
+    if not opts.keep_work:
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _hub_retries(target: LoadTarget) -> int:
+    return sum(s.retries for s in (target.charts, target.pypi) if s is not None)
+
+
+def _missing_images(
+    client: RegistryClient, images: list[BundleImage], workers: int
+) -> list[BundleImage]:
+    def absent(img: BundleImage) -> bool:
+        return client.manifest_digest(img.name, img.tag) != img.digest
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        flags = list(pool.map(absent, images))
+    return [img for img, flag in zip(images, flags, strict=True) if flag]
+
+
+def _files_missing(manifest: BundleManifest, target: LoadTarget) -> bool:
+    for item in manifest.items:
+        if (
+            item.kind == "chart"
+            and target.charts
+            and not target.charts.has(item.name, item.version)
+        ):
+            return True
+        if item.kind == "wheel" and target.pypi and not target.pypi.has(item.path.split("/")[-1]):
+            return True
+        if item.kind == "binary" and target.binaries_dir:
+            installed = target.binaries_dir / item.name
+            if not installed.is_file() or sha256_file(installed) != item.sha256:
+                return True
+    return False
+
+
+def _push_images(
+    client: RegistryClient,
+    manifest: BundleManifest,
+    images: list[BundleImage],
+    work: Path,
+    workers: int,
+    progress: Progress,
+    result: LoadResult,
+) -> None:
+    root = work / LAYOUT_DIR
+    sizes = {i.name: i.size for i in manifest.items if i.kind == "blob"}
+    repos_of: dict[str, list[str]] = {}
+    for img in images:
+        top = read_manifest_blob(root, img.digest, img.media_type)
+        own = {img.digest, *(d["digest"] for d in child_descriptors(top))}
+        for digest in img.blobs:
+            if digest not in own:
+                repos = repos_of.setdefault(digest, [])
+                if img.name not in repos:
+                    repos.append(img.name)
+    all_repos = sorted({img.name for img in manifest.images})
+    progress.phase("push images", sum(sizes.get(d, 0) for d in repos_of))
+
+    def place(digest: str) -> list[str]:
+        outcomes = []
+        repos = repos_of[digest]
+        path = blob_path(root, digest)
+        if digest not in sizes:  # left out of a delta bundle: the site must have it somewhere
+            return [_ensure_present(client, digest, repos, all_repos)]
+        for n, repo in enumerate(repos):
+            outcomes.append(
+                client.push_blob(repo, digest, path, mount_from=repos[0] if n else None)
+            )
+        return outcomes
+
+    order = sorted(repos_of, key=lambda d: -sizes.get(d, 0))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for outcomes in pool.map(place, order):
+            for outcome in outcomes:
+                result.blobs[outcome] = result.blobs.get(outcome, 0) + 1
+
+    def tag(img: BundleImage) -> None:
+        top = read_manifest_blob(root, img.digest, img.media_type)
+        for desc in child_descriptors(top):
+            if client.manifest_digest(img.name, desc["digest"]) is None:
+                child = read_manifest_blob(root, desc["digest"], desc.get("mediaType"))
+                client.put_manifest(img.name, desc["digest"], child)
+        client.put_manifest(img.name, img.tag, top)
+        log.info("tagged %s:%s -> %s", img.name, img.tag, img.digest)
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(tag, images))
+    result.images_tagged = len(images)
+
+
+def _ensure_present(
+    client: RegistryClient, digest: str, repos: list[str], candidates: list[str]
+) -> str:
+    """A blob a delta bundle left out: present in each repo, or mounted from one that has it."""
+    source = next((r for r in [*repos, *candidates] if client.blob_exists(r, digest)), None)
+    if source is None:
+        raise FailedError(
+            f"the delta bundle needs {digest}, which the site registry does not hold",
+            remedy="load the bundle this delta was cut against first, or build a full bundle",
+        )
+    for repo in repos:
+        if repo == source or client.blob_exists(repo, digest):
+            continue
+        if not client.mount_blob(repo, digest, source):
+            raise FailedError(
+                f"{digest} is in {source} but the site registry refused to mount it into {repo}",
+                remedy="load the full bundle instead of the delta",
+            )
+    return "present"
+
+
+def _push_files(
+    manifest: BundleManifest, work: Path, target: LoadTarget, result: LoadResult
+) -> None:
+    for item in manifest.items:
+        path = work / item.path
+        if item.kind == "chart" and target.charts is not None:
+            if target.charts.upload(item.name, item.version, path):
+                result.charts_uploaded += 1
+        elif item.kind == "wheel" and target.pypi is not None:
+            if target.pypi.upload(path, item.name, item.version):
+                result.wheels_uploaded += 1
+        elif (
+            item.kind == "binary"
+            and target.binaries_dir is not None
+            and _install_binary(path, target.binaries_dir / item.name, item.sha256)
+        ):
+            result.binaries_installed += 1
+
+
+def _install_binary(source: Path, dest: Path, sha256: str) -> bool:
+    if dest.is_file() and sha256_file(dest) == sha256:
+        return False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.copyfile(source, tmp)
+    tmp.chmod(0o755)
+    tmp.replace(dest)
+    return True
+
+
+def loaded_manifest_path(state_root: Path, manifest_sha256: str) -> Path:
+    """Where a loaded bundle's manifest is kept (the `--since` of the next delta)."""
+    return state_root / "airgap" / "loaded" / f"{manifest_sha256}.json"
+
+
+def record_loaded(state_root: Path, manifest_bytes: bytes) -> Path:
+    """Keep the manifest of a completed load (exactly as signed)."""
+    path = loaded_manifest_path(state_root, hashlib.sha256(manifest_bytes).hexdigest())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(manifest_bytes)
+    return path

@@ -1,0 +1,1 @@
+"""Thin typed adapters over the real tools (registry, Ansible, Pulumi, SSH, Kubernetes)."""

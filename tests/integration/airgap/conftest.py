@@ -1,0 +1,3 @@
+"""Air-gap integration tests: real registries on loopback (tests/fixtures/registries.py)."""
+
+from tests.fixtures.registries import *  # noqa: F403

@@ -1,0 +1,165 @@
+"""Shared steps of the air-gap integration tests: release files, keys, the CLI, registry checks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from installer.airgap.manifest import write_keypair
+from tests.fixtures.registries import PASSWORD, USER, Registry, Upstream
+
+ACCEPT = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+
+
+def write_release(path: Path, names: list[str], extra: str = "") -> Path:
+    """A release manifest listing `names` (`repo:tag`)."""
+    lines = ['platform_version: "25.12.0"', "images:"]
+    for name in sorted(names):
+        repo, tag = name.rsplit(":", 1)
+        lines.append(f'  - {{name: {repo}, tag: "{tag}", component: platform}}')
+    lines.append("charts: []" if "charts:" not in extra else "")
+    path.write_text("\n".join(lines) + "\n" + extra)
+    return path
+
+
+def keypair(folder: Path, name: str = "sign") -> tuple[Path, Path]:
+    """A fresh ed25519 key pair."""
+    folder.mkdir(parents=True, exist_ok=True)
+    private, public = folder / f"{name}.pem", folder / f"{name}.pub.pem"
+    write_keypair(private, public)
+    return private, public
+
+
+def cli(
+    *args: str, log_dir: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `installer` command."""
+    argv = [sys.executable, "-m", "installer.cli", "--log-dir", str(log_dir), *args]
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(argv, capture_output=True, text=True, env=full_env, check=False)
+
+
+def bundle_args(upstream: Upstream, release: Path, output: Path, key: Path) -> list[str]:
+    """`airgap-bundle` arguments pulling from the test upstream."""
+    reg = upstream.registry
+    return [
+        "airgap-bundle",
+        "--release",
+        str(release),
+        "--output-file",
+        str(output),
+        "--sign-key",
+        str(key),
+        "--registry-mirror",
+        reg.host,
+        "--upstream-ca",
+        str(reg.pki.ca_cert),
+        "--upstream-user",
+        USER,
+    ]
+
+
+def load_args(
+    bundle: Path, pub: Path, reg: Registry, work: Path, host: str | None = None
+) -> list[str]:
+    """`airgap-load` arguments targeting `reg` (or a proxy in front of it)."""
+    return [
+        "airgap-load",
+        str(bundle),
+        "--verify-key",
+        str(pub),
+        "--registry",
+        host or reg.host,
+        "--ca",
+        str(reg.pki.ca_cert),
+        "--user",
+        USER,
+        "--work-dir",
+        str(work),
+    ]
+
+
+PASSWORD_ENV = {"INSTALLER_UPSTREAM_PASSWORD": PASSWORD, "INSTALLER_HUB_PASSWORD": PASSWORD}
+
+
+def catalog(reg: Registry) -> list[str]:
+    """Repositories in the registry."""
+    with reg.http() as http:
+        return list(http.get("/v2/_catalog").json().get("repositories") or [])
+
+
+def skopeo_digest(reg: Registry, ref: str, cert_dir: Path) -> str:
+    """The digest of `ref` as skopeo sees it on `reg`, trusting only the test CA."""
+    cert_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(reg.pki.ca_cert, cert_dir / "ca.crt")
+    done = subprocess.run(
+        [
+            "skopeo",
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            str(cert_dir),
+            "--creds",
+            f"{USER}:{PASSWORD}",
+            f"docker://{reg.host}/{ref}",
+        ],
+        capture_output=True,
+        check=True,
+    )
+    return "sha256:" + hashlib.sha256(done.stdout).hexdigest()
+
+
+def broken_tags(reg: Registry) -> list[str]:
+    """Tags whose manifest (or a child's) references a blob or manifest the registry lacks."""
+    broken = []
+    with reg.http() as http:
+        for repo in catalog(reg):
+            tags = http.get(f"/v2/{repo}/tags/list").json().get("tags") or []
+            for tag in tags:
+                todo = [tag]
+                while todo:
+                    ref = todo.pop()
+                    r = http.get(f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT})
+                    if r.status_code != 200:
+                        broken.append(f"{repo}:{tag} -> {ref}")
+                        continue
+                    doc = json.loads(r.content)
+                    todo += [d["digest"] for d in doc.get("manifests", [])]
+                    blobs = [doc["config"], *doc["layers"]] if "config" in doc else []
+                    for desc in blobs:
+                        if http.head(f"/v2/{repo}/blobs/{desc['digest']}").status_code != 200:
+                            broken.append(f"{repo}:{tag} -> blob {desc['digest']}")
+    return broken
+
+
+def site_digests(reg: Registry, names: list[str]) -> dict[str, str | None]:
+    """What each `repo:tag` resolves to on the site registry."""
+    found: dict[str, str | None] = {}
+    with reg.http() as http:
+        for name in names:
+            repo, tag = name.rsplit(":", 1)
+            r = http.get(f"/v2/{repo}/manifests/{tag}", headers={"Accept": ACCEPT})
+            found[name] = (
+                "sha256:" + hashlib.sha256(r.content).hexdigest() if r.status_code == 200 else None
+            )
+    return found
+
+
+def http_ok(url: str, ca: Path) -> bool:
+    """True when `url` answers 200."""
+    return httpx.get(url, verify=ssl.create_default_context(cafile=str(ca))).status_code == 200
