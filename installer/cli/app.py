@@ -11,7 +11,14 @@ import click
 import typer
 
 from installer import __version__
-from installer.cli import airgap_cmd, init_cmd, inventory_cmd, stacks_cmd, validate_cmd
+from installer.cli import (
+    airgap_cmd,
+    bootstrap_cmd,
+    init_cmd,
+    inventory_cmd,
+    stacks_cmd,
+    validate_cmd,
+)
 from installer.cli.render import render_error, render_unexpected
 from installer.cli.state import STATE, OutputFormat
 from installer.errors import ExitCode, InstallerError
@@ -59,6 +66,9 @@ def _global(
 # Registration in one place: one module per command or group.
 app.command("validate")(validate_cmd.validate)
 app.command("init")(init_cmd.init)
+app.command("bootstrap")(bootstrap_cmd.bootstrap)
+app.command("plan")(bootstrap_cmd.plan)
+app.command("status")(bootstrap_cmd.status)
 app.add_typer(inventory_cmd.group, name="inventory")
 app.command("airgap-bundle")(airgap_cmd.airgap_bundle)
 app.command("airgap-verify")(airgap_cmd.airgap_verify)

@@ -1,0 +1,142 @@
+"""`installer bootstrap`, `installer plan`, `installer status`: the main job and its views."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from installer import bootstrap as runner
+from installer.cli.progress import event_printer, plan_payload, print_plan
+from installer.cli.render import emit_json, is_json, out
+from installer.cli.state import STATE, InventoryOption, OutputOption, begin
+from installer.errors import BadInputError, ExitCode
+from installer.inventory import Inventory, load_inventory
+from installer.journal import Journal
+from installer.lock import site_lock
+from installer.phases.base import PhaseContext
+from installer.phases.catalog import load_phases, select
+from installer.state import StateDir
+
+OnlyOption = Annotated[
+    list[str] | None, typer.Option("--only", help="Run only this phase (repeatable).")
+]
+FromOption = Annotated[str | None, typer.Option("--from", help="Start at this phase.")]
+SkipOption = Annotated[
+    list[str] | None, typer.Option("--skip", help="Leave this phase out (repeatable).")
+]
+
+
+def _context(inv: Inventory, inventory: Path, dry_run: bool) -> PhaseContext:
+    assert STATE.run is not None
+    return PhaseContext(
+        inventory=inv,
+        inventory_path=inventory,
+        state=StateDir(inv.site.state_dir),
+        run_dir=STATE.run.folder,
+        emit=runner.EventLog(STATE.run.folder, event_printer),
+        dry_run=dry_run,
+    )
+
+
+def bootstrap(
+    inventory: InventoryOption,
+    only: OnlyOption = None,
+    start: FromOption = None,
+    skip: SkipOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; for CI.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan only; change nothing.")] = False,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Ignore the journal: run every phase again.")
+    ] = False,
+    output: OutputOption = None,
+) -> None:
+    """Install the site: preflight, VM, bundle, nodes, storage, DNS, Keycloak, platform, verify."""
+    begin("bootstrap", output)
+    inv = load_inventory(inventory)
+    names = select(only, start, skip)
+    phases = load_phases(names)
+    state = StateDir(inv.site.state_dir)
+    with site_lock(state.root, f"bootstrap --inventory {inventory}"):
+        ctx = _context(inv, inventory, dry_run)
+        if dry_run or not yes:
+            plans = runner.plan(ctx, phases, names)
+            if not is_json():
+                print_plan(plans)
+            if dry_run:
+                if is_json():
+                    emit_json({"ok": True, "dry_run": True, **plan_payload(plans)})
+                return
+            if is_json() or not sys.stdin.isatty():
+                raise BadInputError(
+                    "bootstrap changes the site and asks first; there is no terminal to ask on",
+                    remedy="pass --yes (after reviewing `installer plan`), or --dry-run",
+                )
+            if not typer.confirm("Apply this plan?", default=False):
+                raise typer.Exit(int(ExitCode.FAILED))
+        report = runner.apply(ctx, phases, names, Journal(state.journal), resume=not restart)
+    if is_json():
+        emit_json(
+            {
+                "event": "summary",
+                "ok": report.ok,
+                "changes": report.changes,
+                "phases": [o.as_dict() for o in report.outcomes],
+            }
+        )
+    else:
+        verdict = "[green]bootstrap ok[/]" if report.ok else "[red]bootstrap failed[/]"
+        folder = STATE.run.folder if STATE.run else "-"
+        out.print(f"{verdict}: {report.changes} change(s); log in {folder}")
+    if not report.ok:
+        raise typer.Exit(int(ExitCode.FAILED))
+
+
+def plan(
+    inventory: InventoryOption,
+    only: OnlyOption = None,
+    start: FromOption = None,
+    skip: SkipOption = None,
+    expect_no_changes: Annotated[
+        bool,
+        typer.Option("--expect-no-changes", help="Exit 1 when anything would change (drift)."),
+    ] = False,
+    output: OutputOption = None,
+) -> None:
+    """Show what bootstrap would change, phase by phase, changing nothing."""
+    begin("plan", output)
+    inv = load_inventory(inventory)
+    names = select(only, start, skip)
+    phases = load_phases(names)
+    ctx = _context(inv, inventory, dry_run=True)
+    if is_json():
+        ctx.emit = runner.EventLog(ctx.run_dir)  # one JSON document, not an event stream
+    plans = runner.plan(ctx, phases, names)
+    payload = plan_payload(plans)
+    if is_json():
+        emit_json({"ok": True, **payload})
+    else:
+        print_plan(plans)
+    if expect_no_changes and payload["changes"]:
+        raise typer.Exit(int(ExitCode.FAILED))
+
+
+def status(inventory: InventoryOption, output: OutputOption = None) -> None:
+    """The last outcome of every phase, from the journal."""
+    begin("status", output)
+    inv = load_inventory(inventory)
+    journal = Journal(StateDir(inv.site.state_dir).journal)
+    data = journal.data
+    if is_json():
+        emit_json({"ok": True, **data.model_dump()})
+        return
+    out.print(f"last bootstrap: {data.bootstrap}")
+    table = Table()
+    for col in ("phase", "state", "changes", "finished", "message"):
+        table.add_column(col)
+    for name, entry in data.phases.items():
+        table.add_row(name, entry.state, str(entry.changes), entry.finished or "-", entry.message)
+    out.print(table)
