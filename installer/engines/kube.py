@@ -1,0 +1,362 @@
+"""A thin typed adapter over the kubernetes client: connect, read, and the few writes checks need.
+
+Every failure is a typed installer error: a kubeconfig or context that does not exist is bad
+input (exit 2); an API that does not answer, or refuses the credentials, is an environment
+problem (exit 3); any other API error is a failure carrying the server's message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from installer.errors import BadInputError, EnvironmentProblem, FailedError
+
+log = logging.getLogger("installer.kube")
+TIMEOUT_S = 15.0
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class NodeTaint:
+    """A taint as the node carries it."""
+
+    key: str
+    value: str
+    effect: str
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What checks read of a node."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    taints: tuple[NodeTaint, ...] = ()
+    allocatable: Mapping[str, str] = field(default_factory=dict)
+    ready: bool = False
+    ready_message: str = ""
+    unschedulable: bool = False
+
+
+@dataclass(frozen=True)
+class StorageClassInfo:
+    """A StorageClass and whether it is the default."""
+
+    name: str
+    provisioner: str
+    default: bool
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """Whether a Deployment is Available, with the condition's message."""
+
+    name: str
+    namespace: str
+    available: bool
+    message: str
+    ready_replicas: int
+    replicas: int
+
+
+@dataclass(frozen=True)
+class PodState:
+    """Where a pod stands with the scheduler."""
+
+    name: str
+    node: str | None
+    phase: str
+    unschedulable: str | None
+    """The scheduler's message when it reported the pod Unschedulable."""
+
+
+@dataclass(frozen=True)
+class AccessReview:
+    """The answer to "may I <verb> <resource>?"."""
+
+    allowed: bool
+    reason: str
+
+
+def _api_error(where: str, exc: BaseException) -> Exception:
+    from kubernetes.client.exceptions import ApiException
+
+    if isinstance(exc, ApiException):
+        if exc.status in (401, 403):
+            return EnvironmentProblem(
+                f"the Kubernetes API of {where} refused the installer ({exc.status} {exc.reason})",
+                remedy="use a kubeconfig whose user has the rights preflight lists (kube.rbac)",
+            )
+        body = (exc.body or "").strip() if isinstance(exc.body, str) else ""
+        detail = body[:300] or str(exc.reason)
+        return FailedError(f"the Kubernetes API of {where} answered {exc.status}: {detail}")
+    reason = getattr(exc, "reason", None) or exc
+    return EnvironmentProblem(
+        f"the Kubernetes API of {where} is unreachable: {reason}",
+        remedy="check the server address in the kubeconfig, that the API server is up, and the"
+        " network between here and it",
+    )
+
+
+class Kube:
+    """One cluster's API, as one kubeconfig context sees it."""
+
+    def __init__(self, api_client: Any, where: str) -> None:
+        self._api = api_client
+        self.where = where
+
+    @classmethod
+    def connect(cls, kubeconfig: Path, context: str | None = None) -> Kube:
+        """Load `kubeconfig` (and `context`, else its current one). No request is made yet."""
+        from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
+
+        if not kubeconfig.is_file():
+            raise BadInputError(
+                f"kubeconfig {kubeconfig} does not exist",
+                remedy="set clusters[].kubeconfig to the cluster's kubeconfig file",
+            )
+        try:
+            contexts, current = config.list_kube_config_contexts(config_file=str(kubeconfig))
+        except (ConfigException, OSError, ValueError) as exc:
+            raise BadInputError(f"kubeconfig {kubeconfig} is not usable: {exc}") from None
+        names = [c["name"] for c in contexts or []]
+        if context is not None and context not in names:
+            raise BadInputError(
+                f"kubeconfig {kubeconfig} has no context {context!r}"
+                f" (it has: {', '.join(names) or 'none'})",
+                remedy="set clusters[].context to one of the file's contexts",
+            )
+        if context is None and not current:
+            raise BadInputError(
+                f"kubeconfig {kubeconfig} has no current context",
+                remedy="set clusters[].context in the inventory",
+            )
+        configuration = client.Configuration()
+        try:
+            config.load_kube_config(
+                config_file=str(kubeconfig), context=context, client_configuration=configuration
+            )
+        except (ConfigException, OSError, ValueError) as exc:
+            raise BadInputError(f"kubeconfig {kubeconfig}: {exc}") from None
+        configuration.retries = 1  # an unreachable API should fail in seconds, not minutes
+        where = f"{kubeconfig}" + (f" (context {context})" if context else "")
+        return cls(client.ApiClient(configuration), where)
+
+    @property
+    def server(self) -> str:
+        """The API server URL."""
+        return str(self._api.configuration.host)
+
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        kwargs.setdefault("_request_timeout", TIMEOUT_S)
+        try:
+            return fn(*args, **kwargs)
+        except (ApiException, HTTPError, OSError) as exc:
+            raise _api_error(self.where, exc) from None
+
+    def _optional(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """Like `_call`, but None when the object does not exist (404)."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
+        kwargs.setdefault("_request_timeout", TIMEOUT_S)
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _api_error(self.where, exc) from None
+        except (HTTPError, OSError) as exc:
+            raise _api_error(self.where, exc) from None
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def version(self) -> tuple[str, int, int, datetime | None]:
+        """(gitVersion, major, minor, the server's clock from its Date header)."""
+        from kubernetes import client
+
+        data, _, headers = self._call(client.VersionApi(self._api).get_code_with_http_info)
+        major = int("".join(ch for ch in str(data.major) if ch.isdigit()) or 0)
+        minor = int("".join(ch for ch in str(data.minor) if ch.isdigit()) or 0)
+        date_header = (headers or {}).get("Date")
+        server_time = parsedate_to_datetime(date_header) if date_header else None
+        return str(data.git_version), major, minor, server_time
+
+    def can_i(
+        self,
+        verb: str,
+        resource: str,
+        group: str = "",
+        *,
+        namespace: str | None = None,
+        subresource: str | None = None,
+    ) -> AccessReview:
+        """SelfSubjectAccessReview: may this kubeconfig's user do it?"""
+        from kubernetes import client
+
+        body = client.V1SelfSubjectAccessReview(
+            spec=client.V1SelfSubjectAccessReviewSpec(
+                resource_attributes=client.V1ResourceAttributes(
+                    verb=verb,
+                    resource=resource,
+                    group=group,
+                    namespace=namespace,
+                    subresource=subresource,
+                )
+            )
+        )
+        review = self._call(
+            client.AuthorizationV1Api(self._api).create_self_subject_access_review, body
+        )
+        status = review.status
+        return AccessReview(
+            bool(status.allowed), str(status.reason or status.evaluation_error or "")
+        )
+
+    def nodes(self) -> list[NodeInfo]:
+        """Every node, sorted by name."""
+        from kubernetes import client
+
+        listing = self._call(client.CoreV1Api(self._api).list_node)
+        return sorted((_node(item) for item in listing.items), key=lambda n: n.name)
+
+    def storage_classes(self) -> list[StorageClassInfo]:
+        """Every StorageClass, sorted by name."""
+        from kubernetes import client
+
+        listing = self._call(client.StorageV1Api(self._api).list_storage_class)
+        key = "storageclass.kubernetes.io/is-default-class"
+        return sorted(
+            (
+                StorageClassInfo(
+                    name=item.metadata.name,
+                    provisioner=str(item.provisioner),
+                    default=(item.metadata.annotations or {}).get(key) == "true",
+                )
+                for item in listing.items
+            ),
+            key=lambda s: s.name,
+        )
+
+    def deployment(self, namespace: str, name: str) -> DeploymentState | None:
+        """A Deployment's availability, or None when it does not exist."""
+        from kubernetes import client
+
+        item = self._optional(
+            client.AppsV1Api(self._api).read_namespaced_deployment, name, namespace
+        )
+        if item is None:
+            return None
+        status = item.status
+        available = next((c for c in status.conditions or [] if c.type == "Available"), None)
+        return DeploymentState(
+            name=name,
+            namespace=namespace,
+            available=available is not None and available.status == "True",
+            message=str(available.message) if available is not None else "no Available condition",
+            ready_replicas=int(status.ready_replicas or 0),
+            replicas=int(item.spec.replicas if item.spec.replicas is not None else 1),
+        )
+
+    def pod(self, namespace: str, name: str) -> PodState | None:
+        """Where the pod stands with the scheduler, or None when it is gone."""
+        from kubernetes import client
+
+        item = self._optional(client.CoreV1Api(self._api).read_namespaced_pod, name, namespace)
+        if item is None:
+            return None
+        unschedulable = None
+        for cond in item.status.conditions or []:
+            if (cond.type, cond.status, cond.reason) == ("PodScheduled", "False", "Unschedulable"):
+                unschedulable = str(cond.message or "unschedulable")
+        return PodState(
+            name=name,
+            node=item.spec.node_name,
+            phase=str(item.status.phase or ""),
+            unschedulable=unschedulable,
+        )
+
+    # --- writes (short-lived objects of the acceptance checks) --------------------------------
+
+    def create_namespace(self, name: str, labels: Mapping[str, str]) -> None:
+        """Create a namespace (it must not exist)."""
+        from kubernetes import client
+
+        body = client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=dict(labels)))
+        self._call(client.CoreV1Api(self._api).create_namespace, body)
+
+    def delete_namespace(self, name: str) -> None:
+        """Delete a namespace and everything in it (no error when it is already gone)."""
+        from kubernetes import client
+
+        self._optional(
+            client.CoreV1Api(self._api).delete_namespace,
+            name,
+            body=client.V1DeleteOptions(propagation_policy="Background"),
+        )
+
+    def namespaces(self, label_selector: str) -> list[str]:
+        """Names of namespaces matching `label_selector`."""
+        from kubernetes import client
+
+        listing = self._call(
+            client.CoreV1Api(self._api).list_namespace, label_selector=label_selector
+        )
+        return sorted(item.metadata.name for item in listing.items)
+
+    def create_pod(self, namespace: str, manifest: Mapping[str, Any]) -> None:
+        """Create a pod from a manifest (a dict as `kubectl apply` would read it)."""
+        from kubernetes import client
+
+        self._call(client.CoreV1Api(self._api).create_namespaced_pod, namespace, dict(manifest))
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete a pod at once (no error when it is gone)."""
+        from kubernetes import client
+
+        self._optional(
+            client.CoreV1Api(self._api).delete_namespaced_pod,
+            name,
+            namespace,
+            grace_period_seconds=0,
+        )
+
+    def close(self) -> None:
+        """Release the connection pool."""
+        self._api.close()
+
+
+def _node(item: Any) -> NodeInfo:
+    ready = next((c for c in item.status.conditions or [] if c.type == "Ready"), None)
+    return NodeInfo(
+        name=item.metadata.name,
+        labels=dict(item.metadata.labels or {}),
+        annotations=dict(item.metadata.annotations or {}),
+        taints=tuple(NodeTaint(t.key, t.value or "", t.effect) for t in (item.spec.taints or [])),
+        allocatable=dict(item.status.allocatable or {}),
+        ready=ready is not None and ready.status == "True",
+        ready_message=str(ready.message or ready.reason or "") if ready is not None else "",
+        unschedulable=bool(item.spec.unschedulable),
+    )
+
+
+@contextmanager
+def connected(kubeconfig: Path, context: str | None = None) -> Iterator[Kube]:
+    """`Kube.connect` as a context manager that closes the pool."""
+    kube = Kube.connect(kubeconfig, context)
+    try:
+        yield kube
+    finally:
+        kube.close()
