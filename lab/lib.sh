@@ -72,3 +72,45 @@ wait_for() {
 
 # port_free ADDR PORT: true when nothing listens there.
 port_free() { ! ss -Hltn "sport = :$2" 2>/dev/null | grep -q "$1:$2\|\*:$2\|0.0.0.0:$2\|\[::\]:$2"; }
+
+# --- lab CA and server certificates (lab part 2: upstream registry, chart repo, wheel index,
+# Keycloak). One CA for the stand-in "internet", apart from the cluster's own PKI.
+LAB_CA_DIR="$LAB_STATE/ca"
+
+# lab_ca: create the lab CA once (key 0600); prints the CA certificate's path.
+lab_ca() {
+  mkdir -p "$LAB_CA_DIR"
+  if [[ ! -s "$LAB_CA_DIR/ca.crt" ]]; then
+    (umask 077; openssl genrsa -out "$LAB_CA_DIR/ca.key" 2048 2>/dev/null)
+    openssl req -x509 -new -key "$LAB_CA_DIR/ca.key" -sha256 -days 825 -subj "/CN=onprem-installer lab CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+      -out "$LAB_CA_DIR/ca.crt" 2>/dev/null
+  fi
+  printf '%s\n' "$LAB_CA_DIR/ca.crt"
+}
+
+# lab_cert NAME SAN...: a server certificate signed by the lab CA, at $LAB_CA_DIR/NAME.{crt,key}
+# (key 0600), made once. SANs like IP:127.0.0.1 DNS:localhost.
+lab_cert() {
+  local name="$1"; shift
+  local san; san="$(IFS=,; printf '%s' "$*")"
+  lab_ca >/dev/null
+  [[ -s "$LAB_CA_DIR/$name.crt" && -s "$LAB_CA_DIR/$name.key" ]] && return 0
+  (umask 077; openssl genrsa -out "$LAB_CA_DIR/$name.key" 2048 2>/dev/null)
+  openssl req -new -key "$LAB_CA_DIR/$name.key" -subj "/CN=$name" -out "$LAB_CA_DIR/$name.csr" 2>/dev/null
+  openssl x509 -req -in "$LAB_CA_DIR/$name.csr" -CA "$LAB_CA_DIR/ca.crt" -CAkey "$LAB_CA_DIR/ca.key" \
+    -CAcreateserial -days 825 -sha256 -out "$LAB_CA_DIR/$name.crt" \
+    -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' "$san") 2>/dev/null
+  rm -f "$LAB_CA_DIR/$name.csr"
+}
+
+# lab_secret FILE: print the secret kept in FILE, creating it (random, 0600) the first time.
+lab_secret() {
+  local f="$1"
+  if [[ ! -s "$f" ]]; then
+    mkdir -p "$(dirname "$f")"
+    (umask 077; openssl rand -hex 16 >"$f")
+  fi
+  chmod 0600 "$f"
+  cat "$f"
+}

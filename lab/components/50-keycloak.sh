@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# 50-keycloak: the Keycloak server distribution from Maven Central, started in dev mode on a
+# lab-only address with HTTPS from the lab CA and a known admin password.
+# VERB: build | up | down | status.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+
+KC_CACHE="$LAB_CACHE/keycloak-$KEYCLOAK_VERSION"
+KC_STATE="$LAB_STATE/keycloak"
+KC_READY_SECONDS="${LAB_KEYCLOAK_READY_SECONDS:-240}"
+
+build() {
+  [[ -x "$KC_CACHE/dist/bin/kc.sh" ]] && return 0
+  local logf; logf="$(logfile build-keycloak)"
+  log "keycloak $KEYCLOAK_VERSION: fetching the server distribution (log $logf)"
+  mvn -B -q dependency:copy -Dartifact="org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:tar.gz" \
+    -DoutputDirectory="$KC_CACHE/download" >>"$logf" 2>&1 || die "keycloak: download failed; see $logf"
+  rm -rf "$KC_CACHE/dist.tmp"; mkdir -p "$KC_CACHE/dist.tmp"
+  tar -xzf "$KC_CACHE/download/keycloak-quarkus-dist-$KEYCLOAK_VERSION.tar.gz" -C "$KC_CACHE/dist.tmp" \
+    --strip-components=1 >>"$logf" 2>&1 || die "keycloak: unpacking failed; see $logf"
+  mv "$KC_CACHE/dist.tmp" "$KC_CACHE/dist"
+}
+
+# Keycloak 26 needs Java 21 or later; Debian 12 ships 17, so take the first newer JDK present.
+find_java_home() {
+  local j v
+  for j in "${JAVA_HOME:-}" /usr/lib/jvm/*; do
+    [[ -n "$j" && -x "$j/bin/java" ]] || continue
+    v="$("$j/bin/java" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')"
+    if [[ "${v%%.*}" =~ ^[0-9]+$ ]] && (( ${v%%.*} >= 21 )); then printf '%s\n' "$j"; return 0; fi
+  done
+  return 1
+}
+
+url() { printf 'https://127.0.0.1:%s\n' "$LAB_KEYCLOAK_PORT"; }
+
+ready() {
+  curl -fsS --cacert "$LAB_CA_DIR/ca.crt" --max-time 5 "$(url)/realms/master/.well-known/openid-configuration" >/dev/null
+}
+
+up() {
+  [[ -x "$KC_CACHE/dist/bin/kc.sh" ]] || die "keycloak: not built; run lab/build"
+  local java_home password
+  java_home="$(find_java_home)" || die "keycloak: needs Java 21 or later and found none; see $(logfile keycloak)"
+  password="$(lab_secret "$KC_STATE/admin-password")"
+  lab_cert keycloak IP:127.0.0.1 DNS:localhost
+  if ! is_running keycloak; then
+    port_free 127.0.0.1 "$LAB_KEYCLOAK_PORT" || die "keycloak: port $LAB_KEYCLOAK_PORT is taken; see $(logfile keycloak)"
+    # A private copy: dev mode writes its database and build output under the distribution.
+    if [[ ! -x "$KC_STATE/server/bin/kc.sh" ]]; then
+      rm -rf "$KC_STATE/server"; cp -a "$KC_CACHE/dist" "$KC_STATE/server"
+    fi
+    JAVA_HOME="$java_home" PATH="$java_home/bin:$PATH" \
+      KC_BOOTSTRAP_ADMIN_USERNAME=admin KC_BOOTSTRAP_ADMIN_PASSWORD="$password" \
+      start_daemon keycloak "$KC_STATE/server/bin/kc.sh" start-dev \
+        --http-enabled=false --https-port="$LAB_KEYCLOAK_PORT" --hostname-strict=false \
+        --https-certificate-file="$LAB_CA_DIR/keycloak.crt" \
+        --https-certificate-key-file="$LAB_CA_DIR/keycloak.key" \
+        --http-management-port="$LAB_KEYCLOAK_MGMT_PORT" --health-enabled=true \
+        --http-host=127.0.0.1
+  fi
+  log "keycloak: waiting up to ${KC_READY_SECONDS}s for $(url)"
+  wait_for keycloak "$KC_READY_SECONDS" ready
+  mkdir -p "$LAB_STATE/env.d"
+  {
+    printf 'export LAB_KEYCLOAK_URL=%q\n' "$(url)"
+    printf 'export LAB_KEYCLOAK_ADMIN=admin\n'
+    printf 'export LAB_KEYCLOAK_PASSWORD_FILE=%q\n' "$KC_STATE/admin-password"
+    printf 'export LAB_KEYCLOAK_CA=%q\n' "$LAB_CA_DIR/ca.crt"
+  } >"$LAB_STATE/env.d/50-keycloak.env"
+  log "keycloak: ready at $(url)"
+}
+
+down() {
+  stop_daemon keycloak
+  rm -rf "$KC_STATE/server" "$LAB_STATE/env.d/50-keycloak.env"
+}
+
+status() {
+  if is_running keycloak && ready; then printf 'keycloak\trunning\t%s\n' "$(url)"
+  else printf 'keycloak\tdown\t%s\n' "$(logfile keycloak)"; return 1; fi
+}
+
+case "${1:-}" in
+  build) build ;;
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) die "usage: $0 build|up|down|status" ;;
+esac
