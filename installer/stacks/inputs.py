@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from installer.inventory.models import Cluster, Inventory
+from installer.errors import BadInputError
+from installer.inventory.models import Cluster, Inventory, Storage
 from installer.release import ReleaseManifest, load_release
 from installer.site import cluster_names, hub_urls
 from installer.stacks import ComponentName, StackInput
 from installer.stacks.common import KubeTarget
+from installer.stacks.dns import DnsArgs, DnsRecord
 from installer.stacks.livecluster import LiveNode, read_nodes
 from installer.stacks.nodeplan import plan_nodes
 from installer.stacks.nodes import NodesArgs
@@ -24,6 +27,7 @@ from installer.stacks.platformconfig import (
     controller_images,
     oidc_issuer,
 )
+from installer.stacks.storage import CHART_PASSWORD_KEY, ChartSource, StorageArgs, StorageClassSpec
 from installer.state import HUB_USER, StateDir
 
 HUB_PASSWORD_SECRET = "hub-password"  # noqa: S105 - a state-folder name (airgap-load uses it)
@@ -79,6 +83,107 @@ def platform_input(
     return StackInput(component="platform", args=args, secrets=secrets)
 
 
+LVM_VOLUME_GROUP = "openebs-vg"
+"""Volume group the nodes playbook creates on the inventory's raw disks for LocalPV-LVM."""
+
+
+def openebs_values(storage: Storage) -> dict[str, Any]:
+    """Values of the openebs chart (4.x keys) for the inventory's engine."""
+    return {
+        "engines": {
+            "local": {
+                "lvm": {"enabled": storage.engine == "localpv-lvm"},
+                "zfs": {"enabled": False},
+            },
+            "replicated": {"mayastor": {"enabled": False}},
+        },
+        "localpv-provisioner": {
+            "localpv": {"basePath": storage.hostpath_dir},
+            # The stack owns the classes (names and the default follow the inventory).
+            "hostpathClass": {"enabled": False},
+        },
+        "openebs-crds": {"csi": {"volumeSnapshots": {"enabled": False}}},
+        "loki": {"enabled": False},
+        "alloy": {"enabled": False},
+    }
+
+
+def storage_classes(storage: Storage) -> list[StorageClassSpec]:
+    """The inventory's default StorageClass for its engine."""
+    if storage.engine == "localpv-hostpath":
+        config = (
+            "- name: StorageType\n  value: hostpath\n"
+            f"- name: BasePath\n  value: {storage.hostpath_dir}\n"
+        )
+        return [
+            StorageClassSpec(
+                name=storage.default_class,
+                provisioner="openebs.io/local",
+                annotations={"openebs.io/cas-type": "local", "cas.openebs.io/config": config},
+                default=True,
+            )
+        ]
+    if storage.engine == "localpv-lvm":
+        return [
+            StorageClassSpec(
+                name=storage.default_class,
+                provisioner="local.csi.openebs.io",
+                parameters={"storage": "lvm", "volgroup": LVM_VOLUME_GROUP, "fsType": "ext4"},
+                default=True,
+            )
+        ]
+    raise BadInputError(
+        f"storage engine {storage.engine} is not supported by this release: the pinned openebs"
+        " chart (4.x) has no cStor",
+        remedy="use engine localpv-lvm (raw disks) or localpv-hostpath",
+    )
+
+
+def storage_input(
+    inv: Inventory, cluster: Cluster, state: StateDir, release: ReleaseManifest | None = None
+) -> StackInput:
+    """The storage stack: the openebs chart from the site ChartMuseum and the classes."""
+    manifest = release or load_release()
+    chart = next((c for c in manifest.charts if c.name == "openebs"), None)
+    if chart is None:
+        raise BadInputError("the release manifest has no openebs chart")
+    classes = storage_classes(cluster.storage)
+    args = StorageArgs(
+        cluster=cluster.name,
+        kube=kube_target(cluster),
+        engine=cluster.storage.engine,
+        source=ChartSource(
+            repo=hub_urls(inv).charts,
+            chart=chart.name,
+            version=chart.version,
+            username=HUB_USER,
+            ca_file=str(state.ca_cert.resolve()),
+        ),
+        values=openebs_values(cluster.storage),
+        classes=classes,
+    )
+    return StackInput(
+        component="storage",
+        args=args,
+        secrets={CHART_PASSWORD_KEY: state.secret(HUB_PASSWORD_SECRET)},
+    )
+
+
+def dns_input(inv: Inventory, cluster: Cluster, state: StateDir) -> StackInput:
+    """The dns stack: every name of the cluster's zone on its ingress IPs."""
+    names = cluster_names(inv, cluster)
+    ips = [str(ip) for ip in cluster.ingress_ips]
+    args = DnsArgs(
+        cluster=cluster.name,
+        kube=kube_target(cluster),
+        domain=names.domain,
+        ingress_ips=ips,
+        records=[DnsRecord(name=name, addresses=ips) for name in names.records],
+        vm_serves_dns=inv.aux_vm.dns.enabled,
+    )
+    return StackInput(component="dns", args=args)
+
+
 def oidc_client_secret_name(cluster: Cluster) -> str:
     """State-folder name of the platform client's secret (the keycloak step sets it there)."""
     return f"keycloak-client-{cluster.name}"
@@ -89,7 +194,12 @@ Builder = Callable[[Inventory, Cluster, StateDir], StackInput]
 
 def builders() -> dict[ComponentName, Builder]:
     """The input builder of every component that exists."""
-    out: dict[ComponentName, Builder] = {"nodes": nodes_input, "platform": platform_input}
+    out: dict[ComponentName, Builder] = {
+        "nodes": nodes_input,
+        "storage": storage_input,
+        "dns": dns_input,
+        "platform": platform_input,
+    }
     return out
 
 

@@ -17,9 +17,7 @@ from installer.stacks.inputs import platform_input
 from installer.stacks.platform import PlatformArgs, PlatformControllers
 from installer.state import StateDir
 from tests.unit.stacks.conftest import lab_nodes
-from tests.unit.stacks.mocks import run_program
-
-SECRET_SIG = "4dabf18193072939515e22adb298388d"  # pulumi's special-signature key
+from tests.unit.stacks.mocks import run_program, unwrap
 
 
 @pytest.fixture
@@ -131,9 +129,9 @@ def test_pull_and_oidc_secrets_are_pulumi_secrets(args: PlatformArgs) -> None:
     mocks = run_program(lambda: _build(args, seen))
     assert seen == {"pull": True, "oidc": True, "config": False}
     # On the wire to the engine the value travels in Pulumi's secret envelope.
-    wrapped = mocks.named("pull-secret-platform").inputs["stringData"]
-    assert wrapped[SECRET_SIG] == "1b47061264138c4ac30d75fd1eb44270"
-    pull = json.loads(wrapped["value"][".dockerconfigjson"])
+    data, secret = unwrap(mocks.named("pull-secret-platform").inputs["stringData"])
+    assert secret
+    pull = json.loads(data[".dockerconfigjson"])
     login = pull["auths"][args.registry]
     assert (login["username"], login["password"]) == ("installer", "hub-pass-123")
 
