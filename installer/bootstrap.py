@@ -19,7 +19,15 @@ from typing import Any
 from installer import __version__
 from installer.errors import InstallerError
 from installer.journal import Journal, PhaseState, inputs_hash
-from installer.phases.base import Event, EventSink, Phase, PhaseContext, PhasePlan, Status
+from installer.phases.base import (
+    Event,
+    EventSink,
+    Phase,
+    PhaseContext,
+    PhasePlan,
+    Removable,
+    Status,
+)
 from installer.phases.catalog import ALWAYS_RUN, closure
 from installer.redact import REDACTOR
 
@@ -154,4 +162,43 @@ def apply(
             journal.end_bootstrap(ok=False)
             return report
     journal.end_bootstrap(ok=True)
+    return report
+
+
+def removable(phases: Mapping[str, Phase], names: list[str]) -> list[Removable]:
+    """The selected phases that can be taken back, in reverse install order."""
+    return [p for n in reversed(names) if isinstance(p := phases[n], Removable)]
+
+
+def destroy_plan(
+    ctx: PhaseContext, phases: Mapping[str, Phase], names: list[str], *, purge: bool
+) -> list[PhasePlan]:
+    """What `destroy()` would remove, phase by phase in reverse order."""
+    return [p.destroy_plan(ctx, purge=purge) for p in removable(phases, names)]
+
+
+def destroy(
+    ctx: PhaseContext,
+    phases: Mapping[str, Phase],
+    names: list[str],
+    journal: Journal,
+    *,
+    purge: bool = False,
+) -> BootstrapReport:
+    """Take the site back in reverse order; stop at the first failure (re-run continues)."""
+    report = BootstrapReport()
+    for phase in removable(phases, names):
+        ctx.emit(Event("phase_started", phase.name, "destroying"))
+        result = phase.destroy(ctx, purge=purge)
+        outcome = PhaseOutcome(phase.name, str(result.status), len(result.changes), result.message)
+        report.outcomes.append(outcome)
+        ctx.emit(Event("phase_finished", phase.name, result.message, outcome.as_dict()))
+        if not result.ok:
+            journal.data.bootstrap = "failed"
+            journal.save()
+            return report
+        journal.data.phases.pop(phase.name, None)
+        journal.save()
+    journal.data.bootstrap = "none"
+    journal.save()
     return report

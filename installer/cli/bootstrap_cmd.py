@@ -140,3 +140,41 @@ def status(inventory: InventoryOption, output: OutputOption = None) -> None:
     for name, entry in data.phases.items():
         table.add_row(name, entry.state, str(entry.changes), entry.finished or "-", entry.message)
     out.print(table)
+
+
+def destroy(
+    inventory: InventoryOption,
+    only: OnlyOption = None,
+    skip: SkipOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask; for CI.")] = False,
+    purge: Annotated[
+        bool, typer.Option("--purge", help="Also delete the VM's data (images, charts, wheels).")
+    ] = False,
+    output: OutputOption = None,
+) -> None:
+    """Take the site back in reverse order; shows what goes and asks first."""
+    begin("destroy", output)
+    inv = load_inventory(inventory)
+    names = select(only, None, skip)
+    phases = load_phases(names)
+    state = StateDir(inv.site.state_dir)
+    with site_lock(state.root, f"destroy --inventory {inventory}"):
+        ctx = _context(inv, inventory, dry_run=False)
+        plans = runner.destroy_plan(ctx, phases, names, purge=purge)
+        if not is_json():
+            print_plan(plans)
+        if not yes:
+            if is_json() or not sys.stdin.isatty():
+                raise BadInputError(
+                    "destroy removes the platform and asks first; there is no terminal to ask on",
+                    remedy="pass --yes",
+                )
+            if not typer.confirm("Destroy all of this?", default=False):
+                raise typer.Exit(int(ExitCode.FAILED))
+        report = runner.destroy(ctx, phases, names, Journal(state.journal), purge=purge)
+    if is_json():
+        emit_json(
+            {"event": "summary", "ok": report.ok, "phases": [o.as_dict() for o in report.outcomes]}
+        )
+    if not report.ok:
+        raise typer.Exit(int(ExitCode.FAILED))

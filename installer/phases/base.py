@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from installer.inventory import Inventory
 from installer.state import StateDir
@@ -163,4 +163,19 @@ class Phase(Protocol):
 
     def apply(self, ctx: PhaseContext) -> PhaseResult:
         """Converge; a second call with nothing drifted changes nothing."""
+        ...
+
+
+@runtime_checkable
+class Removable(Protocol):
+    """A phase that can take back what it installed (`installer destroy`)."""
+
+    name: str
+
+    def destroy_plan(self, ctx: PhaseContext, *, purge: bool) -> PhasePlan:
+        """What `destroy()` would remove, removing nothing."""
+        ...
+
+    def destroy(self, ctx: PhaseContext, *, purge: bool) -> PhaseResult:
+        """Remove what the phase installed; with `purge`, also the data it kept."""
         ...

@@ -319,3 +319,48 @@ def test_unreadable_journal_is_bad_input(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(BadInputError, match="journal"):
         Journal(path)
+
+
+@dataclass
+class FakeRemovable(FakePhase):
+    """A fake phase that can also be taken back."""
+
+    purged: list[bool] = field(default_factory=list)
+
+    def destroy_plan(self, ctx: PhaseContext, *, purge: bool) -> PhasePlan:
+        return PhasePlan(self.name, [Change("t", "delete", "thing", self.name)])
+
+    def destroy(self, ctx: PhaseContext, *, purge: bool) -> PhaseResult:
+        self.calls.append(f"destroy:{self.name}")
+        self.purged.append(purge)
+        if self.fail:
+            return PhaseResult(self.name, Status.FAILED, message="stuck")
+        return PhaseResult(self.name, Status.OK, [Change("t", "delete", "thing", self.name)])
+
+
+def test_destroy_runs_in_reverse_order_and_clears_the_journal(ctx: PhaseContext) -> None:
+    calls: list[str] = []
+    phases: dict[str, Any] = fakes(calls)
+    for name in ("auxvm", "nodes", "platform"):
+        phases[name] = FakeRemovable(name, calls)
+    bootstrap.apply(ctx, phases, list(PHASE_ORDER), journal(ctx))
+    calls.clear()
+    plans = bootstrap.destroy_plan(ctx, phases, list(PHASE_ORDER), purge=False)
+    assert [p.phase for p in plans] == ["platform", "nodes", "auxvm"]
+    report = bootstrap.destroy(ctx, phases, list(PHASE_ORDER), journal(ctx), purge=True)
+    assert calls == ["destroy:platform", "destroy:nodes", "destroy:auxvm"]
+    assert report.ok and phases["auxvm"].purged == [True]
+    data = journal(ctx).data
+    assert data.bootstrap == "none"
+    assert not {"auxvm", "nodes", "platform"} & set(data.phases)
+
+
+def test_destroy_stops_at_a_failure(ctx: PhaseContext) -> None:
+    calls: list[str] = []
+    phases: dict[str, Any] = fakes(calls)
+    phases["platform"] = FakeRemovable("platform", calls)
+    phases["nodes"] = FakeRemovable("nodes", calls, fail=True)
+    phases["auxvm"] = FakeRemovable("auxvm", calls)
+    report = bootstrap.destroy(ctx, phases, list(PHASE_ORDER), journal(ctx))
+    assert calls == ["destroy:platform", "destroy:nodes"]
+    assert not report.ok
