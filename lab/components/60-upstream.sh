@@ -33,7 +33,8 @@ build_images() {
   logf="$(logfile build-upstream-images)"
   log "upstream images: building stand-ins (log $logf)"
   mkdir -p "$d"; rm -rf "$d/oci.tmp"
-  seed images | bash "$LAB_DIR/upstream/build-images.sh" "$d/oci.tmp" "$LAB_CACHE/build/upstream-images" \
+  seed images >"$d/plan.tsv"
+  bash "$LAB_DIR/upstream/build-images.sh" "$d/oci.tmp" "$LAB_CACHE/build/upstream-images" <"$d/plan.tsv" \
     >>"$logf" 2>&1 || die "buildah: building the upstream stand-in images failed; see $logf"
   rm -rf "$LAB_CACHE/build/upstream-images"
   mv "$d/oci.tmp" "$d/oci"

@@ -1,0 +1,199 @@
+"""The stand-in upstream holds everything the release manifest names, behind TLS and auth.
+
+- registry: `skopeo inspect` answers for every manifest image at its mirror path
+  (`<registry>/<full upstream name>:<tag>`), with the lab CA and credentials, and refuses
+  anonymous pulls; the Keycloak stand-in carries a layer of 200 MB or more;
+- chart repository: index.yaml lists every manifest chart at its version, and each chart
+  renders the kinds of objects the real chart does;
+- wheel index: pip, given that index only, downloads the installer with all its dependencies.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from installer.release import ChartRef, ImageRef, ReleaseManifest, load_release
+from tests.fixtures.lab_services import LabServices
+
+pytestmark = pytest.mark.e2e
+
+MANIFEST: ReleaseManifest = load_release()
+
+# Kinds each stand-in chart renders with the installer's usual values (the real charts' kinds).
+CHART_KINDS = {
+    "openebs": {"CustomResourceDefinition", "CSIDriver", "DaemonSet", "Deployment", "StorageClass"},
+    "keycloakx": {"Service", "ServiceAccount", "StatefulSet"},
+    "platform-api-poller": {"Deployment", "Service"},
+    "platform-apps": {"ClusterRole", "ClusterRoleBinding", "Deployment", "Service"},
+}
+
+
+def _skopeo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["skopeo", *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.mark.parametrize("image", MANIFEST.images, ids=lambda i: f"{i.name}:{i.tag}")
+def test_registry_serves_every_image(
+    image: ImageRef, lab_services: LabServices, tmp_path: Path
+) -> None:
+    ref = f"docker://{lab_services.registry}/{image.name}:{image.tag}"
+    proc = _skopeo(
+        "inspect",
+        "--cert-dir",
+        str(lab_services.cert_dir(tmp_path)),
+        "--creds",
+        lab_services.auth.pair,
+        ref,
+    )
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert info["Name"] == f"{lab_services.registry}/{image.name}"
+    assert info["Labels"]["org.opencontainers.image.title"] == image.name
+    assert info["Labels"]["org.opencontainers.image.version"] == image.tag
+    assert len(info["Layers"]) >= 2  # the shared busybox base and the image's own layer
+
+
+def test_registry_refuses_anonymous_pulls(lab_services: LabServices, tmp_path: Path) -> None:
+    image = MANIFEST.images[0]
+    proc = _skopeo(
+        "inspect",
+        "--cert-dir",
+        str(lab_services.cert_dir(tmp_path)),
+        "--no-creds",
+        f"docker://{lab_services.registry}/{image.name}:{image.tag}",
+    )
+    assert proc.returncode != 0
+    assert "unauthorized" in proc.stderr.lower() or "authentication" in proc.stderr.lower()
+
+
+def test_images_share_layers_and_one_is_large(lab_services: LabServices, tmp_path: Path) -> None:
+    layer_sizes: dict[str, int] = {}
+    uses: Counter[str] = Counter()
+    for image in MANIFEST.images:
+        proc = _skopeo(
+            "inspect",
+            "--raw",
+            "--cert-dir",
+            str(lab_services.cert_dir(tmp_path)),
+            "--creds",
+            lab_services.auth.pair,
+            f"docker://{lab_services.registry}/{image.name}:{image.tag}",
+        )
+        assert proc.returncode == 0, proc.stderr
+        for layer in json.loads(proc.stdout)["layers"]:
+            layer_sizes[layer["digest"]] = layer["size"]
+            uses[layer["digest"]] += 1
+    assert max(layer_sizes.values()) >= 200 * 1000 * 1000
+    assert uses.most_common(1)[0][1] == len(MANIFEST.images)  # the busybox base everywhere
+    assert sum(layer_sizes.values()) < 1024**3  # stays a sane download
+
+
+def _charts_index(services: LabServices) -> dict[str, list[dict[str, object]]]:
+    resp = httpx.get(
+        f"{services.charts_url}/index.yaml",
+        verify=str(services.ca),
+        auth=(services.auth.user, services.auth.password),
+        timeout=30,
+    )
+    resp.raise_for_status()
+    entries: dict[str, list[dict[str, object]]] = yaml.safe_load(resp.text)["entries"]
+    return entries
+
+
+def test_chart_index_lists_every_chart(lab_services: LabServices) -> None:
+    entries = _charts_index(lab_services)
+    for chart in MANIFEST.charts:
+        versions = {str(e["version"]) for e in entries.get(chart.name, [])}
+        assert chart.version in versions, f"{chart.name} {chart.version} not in index.yaml"
+
+
+def test_chart_repository_needs_credentials(lab_services: LabServices) -> None:
+    resp = httpx.get(f"{lab_services.charts_url}/index.yaml", verify=str(lab_services.ca))
+    assert resp.status_code == 401
+
+
+@pytest.mark.parametrize("chart", MANIFEST.charts, ids=lambda c: c.name)
+def test_chart_pulls_and_renders_real_kinds(
+    chart: ChartRef, lab_services: LabServices, tmp_path: Path
+) -> None:
+    auth = lab_services.auth
+    pull = subprocess.run(
+        [
+            str(lab_services.helm),
+            "pull",
+            chart.name,
+            "--version",
+            chart.version,
+            "--repo",
+            lab_services.charts_url,
+            "--username",
+            auth.user,
+            "--password-stdin",
+            "--ca-file",
+            str(lab_services.ca),
+            "-d",
+            str(tmp_path),
+        ],
+        input=auth.password,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    assert pull.returncode == 0, pull.stderr
+    archive = tmp_path / f"{chart.name}-{chart.version}.tgz"
+    rendered = subprocess.run(
+        [str(lab_services.helm), "template", "lab", str(archive), "--namespace", "lab"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    kinds = {d["kind"] for d in yaml.safe_load_all(rendered.stdout) if d}
+    assert CHART_KINDS[chart.name] <= kinds
+
+
+def test_wheel_index_serves_the_installer(lab_services: LabServices, tmp_path: Path) -> None:
+    auth = lab_services.auth
+    index = lab_services.pypi_url.replace("https://", f"https://{auth.user}:{auth.password}@", 1)
+    wheel = next(w for w in MANIFEST.wheels if w.name == "onprem-installer")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-cache-dir",
+            "--disable-pip-version-check",
+            "--index-url",
+            index,
+            "--cert",
+            str(lab_services.ca),
+            "--only-binary",
+            ":all:",
+            "-d",
+            str(tmp_path / "dl"),
+            f"{wheel.name}=={wheel.version}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PIP_CONFIG_FILE": "/dev/null"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    names = {p.name.split("-")[0].lower() for p in (tmp_path / "dl").iterdir()}
+    assert {"onprem_installer", "pulumi", "pulumi_kubernetes", "pydantic"} <= names
