@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 
 from tests.fixtures.registries import PASSWORD, USER, Registry, free_port
+from tests.integration.airgap.helpers import ACCEPT
 
 Hook = Callable[[int, str, str, "ProxyHandler"], str | None]
 """(request number, method, path, handler) -> None, "reset", or "half-body-reset"."""
@@ -91,7 +92,9 @@ class FaultyProxy:
         )
         auth = (USER, PASSWORD)
         for digest in digests:
-            r = self.upstream.head(f"/v2/{repo}/manifests/{digest}", auth=auth)
+            r = self.upstream.head(
+                f"/v2/{repo}/manifests/{digest}", auth=auth, headers={"Accept": ACCEPT}
+            )
             if r.status_code != 200:
                 self.violations.append(f"{repo}:{ref} -> missing child {digest}")
         for digest in refs:

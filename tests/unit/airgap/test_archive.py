@@ -1,0 +1,218 @@
+"""The bundle file: signed manifest first, every member checked; hostile bundles are refused."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from installer.airgap.archive import bundle_parts, read_head, verify_bundle, write_bundle
+from installer.airgap.manifest import (
+    BundleItem,
+    BundleManifest,
+    load_private_key,
+    load_public_key,
+    new_manifest,
+    sign,
+    write_keypair,
+)
+from installer.errors import BadInputError, ExitCode
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> tuple[Path, Path]:
+    private, public = tmp_path / "k.pem", tmp_path / "k.pub"
+    write_keypair(private, public)
+    assert private.stat().st_mode & 0o777 == 0o600
+    return private, public
+
+
+def _stage(tmp_path: Path, files: dict[str, bytes]) -> tuple[Path, BundleManifest]:
+    stage = tmp_path / "stage"
+    items = []
+    for rel, data in files.items():
+        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+        (stage / rel).write_bytes(data)
+        items.append(
+            BundleItem(
+                kind="wheel",
+                name=rel,
+                path=rel,
+                size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
+        )
+    manifest = new_manifest(source={}, platform_version="1", images=[], items=items)
+    return stage, manifest
+
+
+FILES = {"wheels/a-1-py3-none-any.whl": b"a" * 5000, "charts/b-1.tgz": bytes(range(256)) * 40}
+
+
+@pytest.fixture
+def bundle(tmp_path: Path, keys: tuple[Path, Path]) -> Path:
+    stage, manifest = _stage(tmp_path, FILES)
+    out = tmp_path / "b.tar.zst"
+    signature = sign(manifest.to_bytes(), load_private_key(keys[0]))
+    write_bundle(stage, manifest, signature, out)
+    return out
+
+
+def _refused(path: Path, pub: Path, fragment: str, extract: Path | None = None) -> None:
+    with pytest.raises(BadInputError) as caught:
+        verify_bundle(path, load_public_key(pub), extract_to=extract)
+    assert caught.value.exit_code == ExitCode.BAD_INPUT
+    assert fragment in caught.value.message
+
+
+def test_good_bundle_verifies_and_extracts(
+    tmp_path: Path, bundle: Path, keys: tuple[Path, Path]
+) -> None:
+    dest = tmp_path / "x"
+    dest.mkdir()
+    verified = verify_bundle(bundle, load_public_key(keys[1]), extract_to=dest)
+    assert {i.path for i in verified.manifest.items} == set(FILES)
+    for rel, data in FILES.items():
+        assert (dest / rel).read_bytes() == data
+    assert not list(dest.rglob("*.partial"))
+
+
+def test_flipped_byte_is_refused(tmp_path: Path, bundle: Path, keys: tuple[Path, Path]) -> None:
+    data = bytearray(bundle.read_bytes())
+    for offset in (len(data) // 3, len(data) // 2, len(data) - 10):
+        broken = tmp_path / f"flip{offset}.tar.zst"
+        copy = bytearray(data)
+        copy[offset] ^= 0x01
+        broken.write_bytes(bytes(copy))
+        _refused(broken, keys[1], "bundle:")
+
+
+def test_truncated_bundle_is_refused(tmp_path: Path, bundle: Path, keys: tuple[Path, Path]) -> None:
+    data = bundle.read_bytes()
+    for cut in (len(data) // 4, len(data) // 2, len(data) - 4):
+        short = tmp_path / f"cut{cut}.tar.zst"
+        short.write_bytes(data[:cut])
+        _refused(short, keys[1], "bundle:")
+
+
+def test_wrong_key_is_refused(tmp_path: Path, bundle: Path) -> None:
+    other, other_pub = tmp_path / "o.pem", tmp_path / "o.pub"
+    write_keypair(other, other_pub)
+    _refused(bundle, other_pub, "signature does not match")
+    with pytest.raises(BadInputError):
+        read_head(bundle, load_public_key(other_pub))
+
+
+def _craft(path: Path, members: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    path.write_bytes(zstandard.ZstdCompressor().compress(raw.getvalue()))
+    return path
+
+
+def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def _signed_head(manifest: BundleManifest, key: Path) -> list[tuple[tarfile.TarInfo, bytes]]:
+    data = manifest.to_bytes()
+    return [
+        _file("manifest.json", data),
+        _file("manifest.json.sig", sign(data, load_private_key(key))),
+    ]
+
+
+def test_unsigned_bundle_is_refused(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    _, manifest = _stage(tmp_path, FILES)
+    path = _craft(tmp_path / "u.tar.zst", [_file("manifest.json", manifest.to_bytes())])
+    _refused(path, keys[1], "unsigned")
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("../evil", tarfile.REGTYPE),
+        ("/etc/evil", tarfile.REGTYPE),
+        ("wheels/../../evil", tarfile.REGTYPE),
+        ("wheels/link", tarfile.SYMTYPE),
+        ("wheels/hard", tarfile.LNKTYPE),
+        ("wheels/dev", tarfile.CHRTYPE),
+        ("wheels/fifo", tarfile.FIFOTYPE),
+    ],
+)
+def test_hostile_members_are_refused(
+    tmp_path: Path, keys: tuple[Path, Path], name: str, kind: bytes
+) -> None:
+    _, manifest = _stage(tmp_path, FILES)
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+        info.linkname = "../../../etc/passwd"
+    payload = b"x" * 10 if kind == tarfile.REGTYPE else b""
+    info.size = len(payload)
+    path = _craft(tmp_path / "h.tar.zst", [*_signed_head(manifest, keys[0]), (info, payload)])
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    _refused(path, keys[1], "bundle:", extract=dest)
+    assert list(dest.rglob("*")) == []
+    assert not (tmp_path / "evil").exists()
+
+
+def test_unsafe_path_in_signed_manifest_is_refused(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    _, manifest = _stage(tmp_path, FILES)
+    data = manifest.to_bytes().replace(b'"charts/b-1.tgz"', b'"../charts/b-1.tgz"')
+    head = [
+        _file("manifest.json", data),
+        _file("manifest.json.sig", sign(data, load_private_key(keys[0]))),
+    ]
+    _refused(_craft(tmp_path / "p.tar.zst", head), keys[1], "unsafe path")
+
+
+def test_member_larger_than_declared_is_refused(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    _, manifest = _stage(tmp_path, FILES)
+    big = _file("charts/b-1.tgz", b"\0" * 10_000_000)
+    path = _craft(tmp_path / "bomb.tar.zst", [*_signed_head(manifest, keys[0]), big])
+    assert path.stat().st_size < 100_000  # compresses to almost nothing: a size bomb
+    _refused(path, keys[1], "manifest says")
+
+
+def test_unlisted_member_is_refused(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    _, manifest = _stage(tmp_path, FILES)
+    extra = _file("wheels/extra.whl", b"zz")
+    path = _craft(tmp_path / "x.tar.zst", [*_signed_head(manifest, keys[0]), extra])
+    _refused(path, keys[1], "not listed")
+
+
+def test_symlink_in_work_folder_cannot_redirect_writes(
+    tmp_path: Path, bundle: Path, keys: tuple[Path, Path]
+) -> None:
+    dest, outside = tmp_path / "dest", tmp_path / "outside"
+    dest.mkdir()
+    outside.mkdir()
+    (dest / "wheels").symlink_to(outside)
+    _refused(bundle, keys[1], "outside", extract=dest)
+    assert list(outside.iterdir()) == []
+
+
+def test_parts_split_and_join(tmp_path: Path, keys: tuple[Path, Path]) -> None:
+    import os
+
+    files = {"wheels/big-1-py3-none-any.whl": os.urandom(300_000)}
+    stage, manifest = _stage(tmp_path, files)
+    out = tmp_path / "p.tar.zst"
+    signature = sign(manifest.to_bytes(), load_private_key(keys[0]))
+    parts = write_bundle(stage, manifest, signature, out, max_size=100_000)
+    assert len(parts) >= 3
+    assert all(p.stat().st_size <= 100_000 for p in parts)
+    assert bundle_parts(out) == parts == bundle_parts(parts[0])
+    verify_bundle(out, load_public_key(keys[1]))
+    parts[-2].unlink()
+    _refused(out, keys[1], "bundle:")
