@@ -11,13 +11,16 @@ result), each wave in parallel, each check under its own time limit.
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from installer.errors import InstallerError
@@ -149,6 +152,15 @@ class Report:
     def summary(self) -> dict[str, int]:
         """Counts by status."""
         return {str(s): self.count(s) for s in Status}
+
+    def write(self, folder: Path) -> Path:
+        """Keep the report as `<folder>/<kind>-report.json` (0600), where support bundles look."""
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{self.kind}-report.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(self.as_dict(), handle, indent=2)
+        return path
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form: what `--output json` prints and what the run folder keeps."""

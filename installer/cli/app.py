@@ -14,9 +14,11 @@ from installer import __version__
 from installer.cli import (
     airgap_cmd,
     bootstrap_cmd,
+    checks_cmd,
     init_cmd,
     inventory_cmd,
     stacks_cmd,
+    support_cmd,
     validate_cmd,
 )
 from installer.cli.render import render_error, render_unexpected
@@ -75,6 +77,9 @@ app.command("airgap-bundle")(airgap_cmd.airgap_bundle)
 app.command("airgap-verify")(airgap_cmd.airgap_verify)
 app.command("airgap-load")(airgap_cmd.airgap_load)
 app.add_typer(stacks_cmd.group, name="stacks")
+app.command("preflight")(checks_cmd.preflight)
+app.command("verify")(checks_cmd.verify)
+app.command("support-bundle")(support_cmd.support_bundle)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -333,6 +333,35 @@ class Kube:
             grace_period_seconds=0,
         )
 
+    def create_pvc(
+        self, namespace: str, name: str, storage_class: str, size: str, labels: Mapping[str, str]
+    ) -> None:
+        """Create a ReadWriteOnce PersistentVolumeClaim."""
+        from kubernetes import client
+
+        body = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "labels": dict(labels)},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": storage_class,
+                "resources": {"requests": {"storage": size}},
+            },
+        }
+        self._call(
+            client.CoreV1Api(self._api).create_namespaced_persistent_volume_claim, namespace, body
+        )
+
+    def pvc_phase(self, namespace: str, name: str) -> str | None:
+        """A claim's phase (`Pending`, `Bound`), or None when it does not exist."""
+        from kubernetes import client
+
+        item = self._optional(
+            client.CoreV1Api(self._api).read_namespaced_persistent_volume_claim, name, namespace
+        )
+        return None if item is None else str(item.status.phase or "")
+
     def close(self) -> None:
         """Release the connection pool."""
         self._api.close()

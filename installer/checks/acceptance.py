@@ -1,0 +1,234 @@
+"""Acceptance checks that schedule real pods: presets land on their pools, job nodes stay closed.
+
+Each pod is built exactly as the job controller builds a job's pod (`installer.site`): required
+node affinity on the pool label `In [pools]`, the preset's tolerations, requests equal to limits.
+Pods live in one namespace per run, labelled as the installer's, and are deleted when the check
+ends, pass or fail; the namespace is deleted when the run ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+from installer.checks.catalog import make
+from installer.checks.context import SiteAccess
+from installer.checks.framework import Check, Finding, passed, problem
+from installer.checks.preflight_kube import pool_members
+from installer.engines.kube import Kube, PodState
+from installer.inventory.models import Cluster, NodePool, Preset
+from installer.site import (
+    JOB_TAINT,
+    POOL_LABEL,
+    pool_taints,
+    preset_resources,
+    preset_tolerations,
+    site_image,
+)
+
+log = logging.getLogger("installer.checks")
+MANAGED_BY = {"app.kubernetes.io/managed-by": "onprem-installer"}
+PURPOSE_LABEL = "onprem-installer/purpose"
+PROBE_IMAGE = "busybox:latest"
+"""The platform's guide has every node preload busybox, so the pod never waits on a pull."""
+SCHEDULE_WAIT_S = 40.0
+
+
+def _affinity(pools: list[str]) -> dict[str, Any]:
+    term = {"matchExpressions": [{"key": POOL_LABEL, "operator": "In", "values": pools}]}
+    required = {"nodeSelectorTerms": [term]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}}
+
+
+def _pod(
+    name: str,
+    image: str,
+    pools: list[str],
+    tolerations: list[tuple[str, str]],
+    resources: Mapping[str, str],
+    labels: Mapping[str, str],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {**MANAGED_BY, PURPOSE_LABEL: "verify", **labels}},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 0,
+            "automountServiceAccountToken": False,
+            "affinity": _affinity(pools),
+            "tolerations": [
+                {"key": key, "operator": "Exists", "effect": effect} for key, effect in tolerations
+            ],
+            "containers": [
+                {
+                    "name": "probe",
+                    "image": image,
+                    "imagePullPolicy": "IfNotPresent",
+                    "command": ["sleep", "60"],
+                    "resources": {"requests": dict(resources), "limits": dict(resources)},
+                }
+            ],
+        },
+    }
+
+
+def preset_pod(access: SiteAccess, cluster: Cluster, preset: Preset, name: str) -> dict[str, Any]:
+    """The pod the job controller would create for a job of `preset`."""
+    return _pod(
+        name,
+        site_image(access.inventory, PROBE_IMAGE),
+        list(preset.pools),
+        [(t.key, t.effect) for t in preset_tolerations(preset, cluster)],
+        preset_resources(preset),
+        {"platform.apolo.us/preset": preset.name, "platform.neuromation.io/preset": preset.name},
+    )
+
+
+def untolerated_pod(access: SiteAccess, pool: NodePool, name: str) -> dict[str, Any]:
+    """A pod aimed at `pool` that tolerates every taint of the pool except the job taint."""
+    keys = sorted({(t.key, t.effect) for t in pool_taints(pool) if t.key != JOB_TAINT})
+    return _pod(
+        name, site_image(access.inventory, PROBE_IMAGE), [pool.name], keys, {"cpu": "10m"}, {}
+    )
+
+
+class TestNamespace:
+    """One namespace per cluster and run for the test pods; created on first use."""
+
+    def __init__(self) -> None:
+        self._names: dict[str, tuple[Kube, str]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, access: SiteAccess, cluster: Cluster) -> tuple[Kube, str]:
+        """The cluster's API and the namespace (created now if needed)."""
+        with self._lock:
+            if cluster.name not in self._names:
+                kube = access.kube(cluster)
+                name = f"installer-verify-{secrets.token_hex(4)}"
+                kube.create_namespace(name, {**MANAGED_BY, PURPOSE_LABEL: "verify"})
+                self._names[cluster.name] = (kube, name)
+            return self._names[cluster.name]
+
+    def delete(self) -> None:
+        """Delete every namespace made (and the pods in it)."""
+        with self._lock:
+            for kube, name in self._names.values():
+                try:
+                    kube.delete_namespace(name)
+                except Exception:  # clean-up must try every namespace; the log keeps why
+                    log.exception("could not delete namespace %s", name)
+            self._names.clear()
+
+
+def _schedule(kube: Kube, namespace: str, manifest: dict[str, Any]) -> PodState:
+    """Create the pod and wait until the scheduler placed it or gave up on it."""
+    name = manifest["metadata"]["name"]
+    kube.create_pod(namespace, manifest)
+    deadline = time.monotonic() + SCHEDULE_WAIT_S
+    state = kube.pod(namespace, name)
+    while state is not None and not state.node and not state.unschedulable:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+        state = kube.pod(namespace, name)
+    if state is None:
+        return PodState(name, None, "Gone", "the pod disappeared before it was scheduled")
+    return state
+
+
+def check_preset(
+    access: SiteAccess, namespaces: TestNamespace, cluster: Cluster, preset: Preset
+) -> Finding:
+    """A pod of `preset` lands on a node of its pools."""
+    kube, namespace = namespaces.get(access, cluster)
+    name = f"preset-{preset.name}-{secrets.token_hex(3)}"[:63]
+    try:
+        state = _schedule(kube, namespace, preset_pod(access, cluster, preset, name))
+        pools = ", ".join(preset.pools)
+        if state.unschedulable:
+            return problem(
+                f"a pod of {preset.name} (pools {pools}) was not scheduled: {state.unschedulable}",
+                "re-run the nodes phase; check the pools' labels, taints and free resources",
+            )
+        if not state.node:
+            return problem(f"a pod of {preset.name} was not scheduled within {SCHEDULE_WAIT_S:g}s")
+        nodes = kube.nodes()
+        allowed = {
+            n.name
+            for pool in cluster.node_pools
+            if pool.name in preset.pools
+            for n in pool_members(pool, nodes)
+        }
+        if state.node not in allowed:
+            label = next((n.labels.get(POOL_LABEL) for n in nodes if n.name == state.node), None)
+            return problem(
+                f"a pod of {preset.name} landed on {state.node}, which is not in pools {pools}"
+                f" (its {POOL_LABEL} is {label!r})",
+                "remove the pool label from nodes outside the pool; re-run the nodes phase",
+                node=state.node,
+            )
+        return passed(f"scheduled on {state.node} (pools {pools})", node=state.node)
+    finally:
+        kube.delete_pod(namespace, name)
+
+
+def check_job_taint(
+    access: SiteAccess, namespaces: TestNamespace, cluster: Cluster, pool: NodePool
+) -> Finding:
+    """A pod without the job toleration is not scheduled onto the job pool."""
+    kube, namespace = namespaces.get(access, cluster)
+    name = f"untolerated-{pool.name}-{secrets.token_hex(3)}"[:63]
+    try:
+        state = _schedule(kube, namespace, untolerated_pod(access, pool, name))
+        if state.node:
+            return problem(
+                f"a pod without the {JOB_TAINT} toleration was scheduled on {state.node}:"
+                f" the pool's job taint is missing",
+                "re-run the nodes phase to restore the taint",
+                node=state.node,
+            )
+        message = state.unschedulable or ""
+        if JOB_TAINT not in message:
+            return problem(
+                "the pod stayed pending, but not because of the job taint:"
+                f" {message or 'no reason given'}",
+                "check that the pool's nodes carry its label (sched.preset fails too then)",
+            )
+        return passed(f"refused by the {JOB_TAINT} taint")
+    finally:
+        kube.delete_pod(namespace, name)
+
+
+def scheduling_checks(access: SiteAccess, namespaces: TestNamespace) -> list[Check]:
+    """sched.preset per preset and sched.job_taint per job pool, for every cluster."""
+    api = ("kube.api",)
+    checks = []
+    for cluster in access.inventory.clusters:
+        for preset in cluster.presets:
+            checks.append(
+                make(
+                    "sched.preset",
+                    f"cluster/{cluster.name}/preset/{preset.name}",
+                    partial(check_preset, access, namespaces, cluster, preset),
+                    requires=api,
+                    timeout_s=60,
+                )
+            )
+        for pool in cluster.node_pools:
+            if pool.jobs:
+                checks.append(
+                    make(
+                        "sched.job_taint",
+                        f"cluster/{cluster.name}/pool/{pool.name}",
+                        partial(check_job_taint, access, namespaces, cluster, pool),
+                        requires=api,
+                        timeout_s=60,
+                    )
+                )
+    return checks

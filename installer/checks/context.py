@@ -1,0 +1,141 @@
+"""What checks reach the site through: the VM over SSH, each cluster's API, the hub's services.
+
+Connections are opened on first use, shared by the checks of one run (they run in parallel),
+and closed by `close()`.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from installer.checks.gpu import CommandRunner
+from installer.checks.remote import SshHost
+from installer.engines.kube import Kube
+from installer.inventory import Inventory
+from installer.inventory.models import Cluster
+from installer.site import hub_hostname
+from installer.state import StateDir
+
+ServiceKind = Literal["registry", "chartmuseum", "devpi"]
+HTTP_TIMEOUT_S = 10.0
+
+# What each hub service answers on a path that needs no login, and how to recognise it.
+_HEALTH: dict[ServiceKind, str] = {"registry": "/v2/", "chartmuseum": "/health", "devpi": "/+api"}
+
+
+@dataclass(frozen=True)
+class ServiceAnswer:
+    """What listens on a hub port: nothing, the expected service, or something else."""
+
+    state: Literal["closed", "ours", "foreign"]
+    detail: str
+
+
+def tcp_open(address: str, port: int, timeout_s: float = 3.0) -> bool:
+    """True when something accepts TCP connections on address:port."""
+    try:
+        with socket.create_connection((address, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def identify_service(
+    kind: ServiceKind, address: str, port: int, ca_file: Path | None
+) -> ServiceAnswer:
+    """Is the hub service `kind` answering on address:port over TLS verified by `ca_file`?"""
+    if not tcp_open(address, port):
+        return ServiceAnswer("closed", f"nothing listens on {address}:{port}")
+    if ca_file is None or not ca_file.is_file():
+        return ServiceAnswer(
+            "foreign", f"{address}:{port} is taken, and there is no site CA yet to trust it by"
+        )
+    context = ssl.create_default_context(cafile=str(ca_file))
+    url = f"https://{address}:{port}{_HEALTH[kind]}"
+    try:
+        response = httpx.get(url, verify=context, timeout=HTTP_TIMEOUT_S)
+    except httpx.ConnectError as exc:
+        return ServiceAnswer("foreign", f"{url}: TLS or connection failed: {exc}")
+    except httpx.HTTPError as exc:
+        return ServiceAnswer("foreign", f"{url}: {type(exc).__name__}: {exc}")
+    ok = False
+    if kind == "registry":
+        api = response.headers.get("Docker-Distribution-Api-Version", "")
+        ok = response.status_code in (200, 401) and api.startswith("registry/2")
+    elif kind == "chartmuseum":
+        ok = response.status_code == 200 and '"healthy"' in response.text
+    else:
+        ok = response.status_code in (200, 401) and "application/json" in response.headers.get(
+            "content-type", ""
+        )
+    if ok:
+        return ServiceAnswer("ours", f"{url} answers as the {kind} (HTTP {response.status_code})")
+    return ServiceAnswer(
+        "foreign", f"{url} answers HTTP {response.status_code}, but not as the {kind}"
+    )
+
+
+@dataclass
+class SiteAccess:
+    """The live site as the checks of one run reach it."""
+
+    inventory: Inventory
+    bundle: Path | None = None
+    _vm: SshHost | None = field(default=None, init=False)
+    _kube: dict[str, Kube] = field(default_factory=dict, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    @property
+    def state(self) -> StateDir:
+        """The installer's state folder."""
+        return StateDir(Path(self.inventory.site.state_dir))
+
+    @property
+    def vm_address(self) -> str:
+        """The VM's address."""
+        return str(self.inventory.aux_vm.address)
+
+    @property
+    def hub_host(self) -> str:
+        """The VM's DNS name."""
+        return hub_hostname(self.inventory)
+
+    def site_ca(self) -> Path | None:
+        """The CA the hub's certificates chain to, when it exists yet."""
+        tls = self.inventory.aux_vm.tls
+        path = Path(tls.ca_cert) if tls.ca == "provided" and tls.ca_cert else self.state.ca_cert
+        return path if path.is_file() else None
+
+    def vm(self) -> SshHost:
+        """The VM over SSH (one connection for the run)."""
+        with self._lock:
+            if self._vm is None:
+                self._vm = SshHost(self.vm_address, self.inventory.aux_vm.ssh)
+            return self._vm
+
+    def node_host(self, node: str) -> CommandRunner | None:
+        """A node over SSH, when the inventory gives a way to reach it (it does not yet)."""
+        return None
+
+    def kube(self, cluster: Cluster) -> Kube:
+        """The cluster's API (BadInputError for a bad kubeconfig or context)."""
+        with self._lock:
+            if cluster.name not in self._kube:
+                self._kube[cluster.name] = Kube.connect(Path(cluster.kubeconfig), cluster.context)
+            return self._kube[cluster.name]
+
+    def close(self) -> None:
+        """Close every connection opened for the run."""
+        with self._lock:
+            if self._vm is not None:
+                self._vm.close()
+            for kube in self._kube.values():
+                kube.close()
+            self._kube.clear()

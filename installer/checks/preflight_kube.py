@@ -1,0 +1,310 @@
+"""Preflight checks of each cluster: API, version, clock, rights, pool nodes, GPUs, disks."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from functools import partial
+
+from installer.checks import gpu as gpu_probe
+from installer.checks.catalog import make
+from installer.checks.context import SiteAccess
+from installer.checks.framework import Check, Finding, Severity, note, passed, problem
+from installer.checks.gpu import CommandRunner
+from installer.checks.preflight_vm import evaluate_clock
+from installer.engines.kube import NodeInfo
+from installer.inventory.models import Cluster, NodePool, StorageDisk
+from installer.site import GPU_RESOURCES
+
+KUBE_MIN = (1, 28)
+KUBE_MAX_TESTED = (1, 36)
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"
+
+
+@dataclass(frozen=True)
+class Right:
+    """One thing the installer must be allowed to do."""
+
+    verb: str
+    resource: str
+    group: str = ""
+    why: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.resource}{'.' + self.group if self.group else ''}"
+
+
+RIGHTS: tuple[Right, ...] = (
+    Right("list", "nodes", why="preflight, nodes"),
+    Right("patch", "nodes", why="nodes: pool labels and taints"),
+    Right("create", "namespaces", why="storage, keycloak, platform"),
+    Right("create", "serviceaccounts", why="platform"),
+    Right("create", "secrets", why="platform: pull and OIDC secrets"),
+    Right("create", "configmaps", why="platform: presets and pools"),
+    Right("create", "services", why="platform"),
+    Right("create", "deployments", "apps", why="platform controllers"),
+    Right("create", "daemonsets", "apps", why="storage (OpenEBS)"),
+    Right("create", "clusterroles", "rbac.authorization.k8s.io", why="platform, storage"),
+    Right("create", "clusterrolebindings", "rbac.authorization.k8s.io", why="platform"),
+    Right("bind", "clusterroles", "rbac.authorization.k8s.io", why="platform"),
+    Right("create", "storageclasses", "storage.k8s.io", why="storage"),
+    Right("create", "customresourcedefinitions", "apiextensions.k8s.io", why="storage"),
+    Right("create", "priorityclasses", "scheduling.k8s.io", why="platform"),
+    Right("create", "ingresses", "networking.k8s.io", why="platform, dns"),
+    Right("create", "pods", why="verify: test pods"),
+    Right("delete", "namespaces", why="verify: clean-up"),
+)
+
+
+def evaluate_version(git_version: str, major: int, minor: int) -> Finding:
+    """Is the server version in the supported range?"""
+    if (major, minor) < KUBE_MIN:
+        return problem(
+            f"Kubernetes {git_version} is older than {KUBE_MIN[0]}.{KUBE_MIN[1]}",
+            "upgrade the cluster",
+        )
+    if (major, minor) > KUBE_MAX_TESTED:
+        return problem(
+            f"Kubernetes {git_version} is newer than the newest tested release"
+            f" {KUBE_MAX_TESTED[0]}.{KUBE_MAX_TESTED[1]}",
+            "expect it to work; report problems with this version",
+            severity=Severity.WARN,
+        )
+    return passed(f"Kubernetes {git_version} is supported")
+
+
+def pool_members(pool: NodePool, nodes: Sequence[NodeInfo]) -> list[NodeInfo]:
+    """The nodes a pool names, or those its selector matches (existing ones only)."""
+    if pool.nodes is not None:
+        wanted = set(pool.nodes)
+        return [n for n in nodes if n.name in wanted]
+    selector = pool.selector or {}
+    return [n for n in nodes if all(n.labels.get(k) == v for k, v in selector.items())]
+
+
+def evaluate_pool_nodes(pool: NodePool, nodes: Sequence[NodeInfo]) -> Finding:
+    """Every node named in the pool exists and is Ready; a selector matches Ready nodes."""
+    members = pool_members(pool, nodes)
+    problems = []
+    if pool.nodes is not None:
+        missing = sorted(set(pool.nodes) - {n.name for n in members})
+        if missing:
+            problems.append(f"not in the cluster: {', '.join(missing)}")
+    elif not members:
+        selector = ",".join(f"{k}={v}" for k, v in (pool.selector or {}).items())
+        return problem(
+            f"no node matches the selector {selector}",
+            "fix the pool's selector or label the nodes (GFD sets nvidia.com/gpu.product)",
+        )
+    not_ready = [f"{n.name} ({n.ready_message or 'not Ready'})" for n in members if not n.ready]
+    if not_ready:
+        problems.append(f"not Ready: {', '.join(not_ready)}")
+    if problems:
+        return problem(
+            "; ".join(problems),
+            "fix the node names in the pool, or bring the nodes back (kubectl get nodes)",
+            nodes=[n.name for n in members],
+        )
+    names = ", ".join(n.name for n in members)
+    return passed(f"{len(members)} node(s) Ready: {names}", nodes=[n.name for n in members])
+
+
+def evaluate_gpu_nodes(pool: NodePool, nodes: Sequence[NodeInfo]) -> Finding:
+    """GPU nodes of the pool expose the pool's GPUs (device plugin) and product (GFD)."""
+    assert pool.gpu is not None
+    resource = GPU_RESOURCES[pool.gpu.vendor]
+    members = pool_members(pool, nodes)
+    if not members:
+        return problem("no nodes of the pool exist", "see kube.nodes")
+    problems = []
+    for node in members:
+        count = node.allocatable.get(resource)
+        if count is None:
+            problems.append(f"{node.name}: no allocatable {resource} (device plugin not running)")
+        elif count != str(pool.gpu.count):
+            problems.append(
+                f"{node.name}: allocatable {resource} is {count}, the pool says {pool.gpu.count}"
+            )
+        if pool.gpu.vendor != "nvidia":
+            continue
+        product = node.labels.get(GPU_PRODUCT_LABEL)
+        if product is None:
+            problems.append(
+                f"{node.name}: no {GPU_PRODUCT_LABEL} label (GPU feature discovery not running)"
+            )
+        elif product != pool.gpu.model:
+            problems.append(
+                f"{node.name}: {GPU_PRODUCT_LABEL} is {product}, the pool says {pool.gpu.model}"
+            )
+        memory = node.labels.get(GPU_MEMORY_LABEL, "")
+        if pool.gpu.memory is not None and memory.isdigit():
+            want = pool.gpu.memory // 2**20
+            if int(memory) < want * (1 - gpu_probe.MEMORY_TOLERANCE):
+                problems.append(
+                    f"{node.name}: {GPU_MEMORY_LABEL} is {memory} MiB, the pool says {want} MiB"
+                )
+    if problems:
+        return problem(
+            "; ".join(problems),
+            "install the GPU Operator (or the device plugin and GFD), or fix the pool's gpu block",
+        )
+    return passed(
+        f"{len(members)} node(s) with {pool.gpu.count} x {pool.gpu.model}",
+        nodes=[n.name for n in members],
+    )
+
+
+def check_api(access: SiteAccess, cluster: Cluster) -> Finding:
+    """The API answers /version."""
+    kube = access.kube(cluster)
+    git_version, _, _, _ = kube.version()
+    return passed(f"{kube.server} answers (Kubernetes {git_version})")
+
+
+def check_version(access: SiteAccess, cluster: Cluster) -> Finding:
+    """Server version in range."""
+    git_version, major, minor, _ = access.kube(cluster).version()
+    return evaluate_version(git_version, major, minor)
+
+
+def check_clock(access: SiteAccess, cluster: Cluster) -> Finding:
+    """Compare the API server's Date header with this host's clock."""
+    before = time.time()
+    _, _, _, server_time = access.kube(cluster).version()
+    after = time.time()
+    if server_time is None:
+        return note("the API server sent no Date header; its clock was not compared")
+    # The Date header has whole seconds: widen the window by one.
+    return evaluate_clock(
+        server_time.replace(tzinfo=UTC).timestamp() + 0.5, before - 0.5, after + 0.5
+    )
+
+
+def check_rbac(access: SiteAccess, cluster: Cluster) -> Finding:
+    """SelfSubjectAccessReview for every right the phases need."""
+    kube = access.kube(cluster)
+    missing = [
+        right for right in RIGHTS if not kube.can_i(right.verb, right.resource, right.group).allowed
+    ]
+    if missing:
+        return problem(
+            "the kubeconfig's user may not: " + "; ".join(f"{r} ({r.why})" for r in missing),
+            "use a cluster-admin kubeconfig for the install, or grant the rights listed",
+            missing=[str(r) for r in missing],
+        )
+    return passed(f"all {len(RIGHTS)} rights the phases need are granted")
+
+
+def check_pool(access: SiteAccess, cluster: Cluster, pool: NodePool) -> Finding:
+    """Nodes of one pool."""
+    return evaluate_pool_nodes(pool, access.kube(cluster).nodes())
+
+
+def check_gpu(access: SiteAccess, cluster: Cluster, pool: NodePool) -> Finding:
+    """GPU resources and labels of one pool's nodes."""
+    return evaluate_gpu_nodes(pool, access.kube(cluster).nodes())
+
+
+def check_gpu_probe(access: SiteAccess, cluster: Cluster, pool: NodePool) -> Finding:
+    """nvidia-smi on each reachable node of a GPU pool."""
+    assert pool.gpu is not None
+    if pool.gpu.vendor != "nvidia":
+        return note(f"no hardware probe for {pool.gpu.vendor} GPUs; node labels were checked")
+    members = pool_members(pool, access.kube(cluster).nodes())
+    reachable = [(n.name, access.node_host(n.name)) for n in members]
+    hosts = [(name, host) for name, host in reachable if host is not None]
+    if not hosts:
+        return note(
+            "no node of the pool is reachable over SSH (the inventory gives no node access):"
+            " GPUs were checked through node labels only"
+        )
+    return evaluate_probes(pool, hosts)
+
+
+def evaluate_probes(pool: NodePool, hosts: Sequence[tuple[str, CommandRunner]]) -> Finding:
+    """Probe each host with nvidia-smi and compare with the pool."""
+    assert pool.gpu is not None
+    problems = []
+    for name, host in hosts:
+        try:
+            found = gpu_probe.probe(host)
+        except gpu_probe.ProbeError as exc:
+            problems.append(f"{name}: {exc}")
+            continue
+        problems.extend(f"{name}: {p}" for p in gpu_probe.compare(found, pool.gpu))
+    if problems:
+        return problem("; ".join(problems), "fix the node's driver or the pool's gpu block")
+    return passed(f"nvidia-smi agrees with the pool on {len(hosts)} node(s)")
+
+
+def evaluate_disk(device: str, host: CommandRunner) -> Finding:
+    """A disk for OpenEBS: a block device, no signature, no partitions, not mounted."""
+    if host.run(["test", "-b", device]).rc != 0:
+        return problem(f"{device} is not a block device on the node", "fix storage.disks")
+    blkid = host.run(["sudo", "-n", "blkid", "-p", "-o", "export", device])
+    if blkid.rc == 0:
+        fields = dict(line.split("=", 1) for line in blkid.stdout.splitlines() if "=" in line)
+        kind = fields.get("TYPE") or fields.get("PTTYPE") or "a signature"
+        return problem(
+            f"{device} carries {kind}: it is formatted, OpenEBS needs a raw disk",
+            f"wipe it (wipefs -a {device}) once nothing on it is needed, or pick another disk",
+        )
+    if blkid.rc != 2:  # 2: nothing found; anything else is an error of blkid itself
+        return problem(f"blkid failed on {device}: {blkid.stderr.strip() or blkid.rc}")
+    parts = host.run(["lsblk", "-nro", "NAME,MOUNTPOINT", device])
+    lines = [line.split() for line in parts.stdout.splitlines() if line.strip()]
+    if len(lines) > 1:
+        return problem(f"{device} has partitions: {', '.join(p[0] for p in lines[1:])}")
+    mounted = host.run(["findmnt", "-rn", "-S", device])
+    if mounted.rc == 0 and mounted.stdout.strip():
+        return problem(f"{device} is mounted at {mounted.stdout.split()[0]}", f"unmount {device}")
+    return passed(f"{device} is raw and unmounted")
+
+
+def check_disk(access: SiteAccess, disk: StorageDisk) -> Finding:
+    """One disk of storage.disks on its node."""
+    host = access.node_host(disk.node)
+    if host is None:
+        return note(
+            f"{disk.node} is not reachable over SSH (the inventory gives no node access);"
+            f" check by hand: lsblk -f {disk.device}"
+        )
+    return evaluate_disk(disk.device, host)
+
+
+def kube_checks(access: SiteAccess, cluster: Cluster) -> list[Check]:
+    """Every cluster check of preflight."""
+    target = f"cluster/{cluster.name}"
+    api = ("kube.api",)
+    checks = [
+        make("kube.api", target, partial(check_api, access, cluster)),
+        make("kube.version", target, partial(check_version, access, cluster), requires=api),
+        make("kube.clock", target, partial(check_clock, access, cluster), requires=api),
+        make("kube.rbac", target, partial(check_rbac, access, cluster), requires=api, timeout_s=60),
+    ]
+    for pool in cluster.node_pools:
+        where = f"{target}/pool/{pool.name}"
+        checks.append(
+            make("kube.nodes", where, partial(check_pool, access, cluster, pool), requires=api)
+        )
+        if pool.gpu is not None:
+            checks.append(
+                make("kube.gpu", where, partial(check_gpu, access, cluster, pool), requires=api)
+            )
+            checks.append(
+                make(
+                    "gpu.probe",
+                    where,
+                    partial(check_gpu_probe, access, cluster, pool),
+                    requires=api,
+                    timeout_s=90,
+                )
+            )
+    if cluster.storage.engine in ("cstor", "localpv-lvm"):
+        for disk in cluster.storage.disks:
+            where = f"node/{disk.node}:{disk.device}"
+            checks.append(make("storage.disks", where, partial(check_disk, access, disk)))
+    return checks

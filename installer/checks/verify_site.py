@@ -1,0 +1,245 @@
+"""Acceptance checks of what the phases built: registry, OIDC, storage, controllers.
+
+A check whose subject a phase has not built yet fails and names that phase: verify proves an
+install, so "not there" is never a pass.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import ssl
+import time
+from functools import partial
+from pathlib import Path
+
+import httpx
+
+from installer.checks.acceptance import MANAGED_BY, PURPOSE_LABEL, TestNamespace, untolerated_pod
+from installer.checks.catalog import make
+from installer.checks.context import HTTP_TIMEOUT_S, SiteAccess
+from installer.checks.framework import Check, Finding, note, passed, problem
+from installer.engines.kube import NodeInfo
+from installer.inventory.models import Cluster
+from installer.release import load_release
+from installer.site import cluster_names, normalize_image
+from installer.state import HUB_USER
+
+HUB_PASSWORD_SECRET = "hub-password"  # noqa: S105 - the state-folder name airgap-load reads
+CONTROLLERS = ("job-controller", "app-controller")
+KWOK_ANNOTATION = "kwok.x-k8s.io/node"
+PROVISION_WAIT_S = 120.0
+_MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+
+
+def controller_image() -> str:
+    """The job controller's upstream image from the release manifest."""
+    release = load_release()
+    images = release.images_for("platform")
+    if not images:
+        return "ghcr.io/neuro-inc/platformapi:latest"
+    return f"{images[0].name}:{images[0].tag}"
+
+
+def _hub_password(access: SiteAccess) -> str | None:
+    path = access.state.secrets / HUB_PASSWORD_SECRET
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+
+
+def check_registry_image(access: SiteAccess) -> Finding:
+    """The job controller's image resolves in the site registry, TLS verified by the site CA."""
+    ca = access.site_ca()
+    if ca is None:
+        return problem(
+            "there is no site CA: the auxvm phase has not run",
+            "run `installer bootstrap --only auxvm`",
+        )
+    ref = normalize_image(controller_image())
+    repository, _, tag = ref.rpartition(":")
+    port = access.inventory.aux_vm.services.registry.port
+    url = f"https://{access.vm_address}:{port}/v2/{repository}/manifests/{tag}"
+    context = ssl.create_default_context(cafile=str(ca))
+    headers = {"Accept": _MANIFEST_TYPES}
+    try:
+        with httpx.Client(verify=context, timeout=HTTP_TIMEOUT_S) as http:
+            response = http.head(url, headers=headers)
+            if response.status_code == 401:
+                password = _hub_password(access)
+                if password is None:
+                    return problem(
+                        f"{url} wants a login and the hub password is not in the state folder",
+                        "run the auxvm phase from this state folder",
+                    )
+                response = http.head(url, headers=headers, auth=(HUB_USER, password))
+    except httpx.HTTPError as exc:
+        return problem(
+            f"the site registry at {access.vm_address}:{port} does not answer over TLS: {exc}",
+            "run the auxvm phase; check the registry's certificate against the site CA",
+        )
+    if response.status_code == 200:
+        digest = response.headers.get("Docker-Content-Digest", "")
+        return passed(f"{access.hub_host}:{port}/{ref} resolves ({digest or 'no digest'})")
+    if response.status_code == 404:
+        return problem(
+            f"{access.hub_host}:{port}/{ref} is not in the site registry",
+            "run airgap-load (air-gapped sites) or the platform phase's image sync",
+        )
+    return problem(f"{url} answered HTTP {response.status_code}")
+
+
+def oidc_issuer(access: SiteAccess, cluster: Cluster) -> tuple[str, Path | None]:
+    """The realm's issuer URL and the CA that signs Keycloak's certificate."""
+    kc = cluster.keycloak
+    domain = cluster_names(access.inventory, cluster).domain
+    base = kc.url.rstrip("/") if kc.url else f"https://keycloak.{domain}"
+    ca = Path(kc.ca_cert) if kc.ca_cert else (access.site_ca() if kc.mode == "in-cluster" else None)
+    return f"{base}/realms/{kc.realm}", ca
+
+
+def check_oidc(access: SiteAccess, cluster: Cluster) -> Finding:
+    """The issuer's discovery document answers and names the same issuer."""
+    issuer, ca = oidc_issuer(access, cluster)
+    url = f"{issuer}/.well-known/openid-configuration"
+    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca)) if ca else True
+    try:
+        response = httpx.get(url, verify=verify, timeout=HTTP_TIMEOUT_S)
+    except httpx.HTTPError as exc:
+        return problem(f"{url}: {exc}", "run the keycloak phase; check Keycloak's address and CA")
+    if response.status_code == 404:
+        return problem(
+            f"{url} answered 404: the realm {cluster.keycloak.realm} does not exist",
+            "run the keycloak phase",
+        )
+    if response.status_code != 200:
+        return problem(f"{url} answered HTTP {response.status_code}", "run the keycloak phase")
+    try:
+        document = json.loads(response.text)
+    except ValueError:
+        return problem(f"{url} did not answer with JSON")
+    if document.get("issuer") != issuer:
+        return problem(
+            f"discovery names issuer {document.get('issuer')!r}, the platform expects {issuer}",
+            "set Keycloak's hostname so that its issuer matches the platform's",
+        )
+    return passed(f"{issuer} publishes its discovery document")
+
+
+def check_storage_classes(access: SiteAccess, cluster: Cluster) -> Finding:
+    """The inventory's default class exists and is the only default."""
+    classes = access.kube(cluster).storage_classes()
+    want = cluster.storage.default_class
+    defaults = [c.name for c in classes if c.default]
+    if want not in {c.name for c in classes}:
+        names = ", ".join(c.name for c in classes) or "none"
+        return problem(
+            f"StorageClass {want} does not exist (classes: {names})", "run the storage phase"
+        )
+    if defaults != [want]:
+        return problem(
+            f"the default StorageClass is {', '.join(defaults) or 'not set'}, not only {want}",
+            "run the storage phase; remove the default annotation from other classes",
+        )
+    return passed(f"StorageClass {want} exists and is the default")
+
+
+def _simulated(nodes: list[NodeInfo]) -> bool:
+    return bool(nodes) and all(n.annotations.get(KWOK_ANNOTATION) == "fake" for n in nodes)
+
+
+def check_provisioning(access: SiteAccess, namespaces: TestNamespace, cluster: Cluster) -> Finding:
+    """A claim of the default class binds (real nodes only)."""
+    kube = access.kube(cluster)
+    if _simulated(kube.nodes()):
+        return note(
+            "volume provisioning cannot be checked here: every node is simulated (kwok), so"
+            " no storage driver runs; it is checked on real clusters"
+        )
+    kube, namespace = namespaces.get(access, cluster)
+    name = f"provision-{secrets.token_hex(3)}"
+    labels = {**MANAGED_BY, PURPOSE_LABEL: "verify"}
+    kube.create_pvc(namespace, name, cluster.storage.default_class, "64Mi", labels)
+    # WaitForFirstConsumer classes bind only once a pod uses the claim: give it one.
+    pod = untolerated_pod(access, cluster.node_pools[0], name)
+    spec = pod["spec"]
+    spec.pop("affinity")
+    spec["tolerations"] = [{"operator": "Exists"}]
+    spec["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": name}}]
+    spec["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    try:
+        kube.create_pod(namespace, pod)
+        deadline = time.monotonic() + PROVISION_WAIT_S
+        phase = kube.pvc_phase(namespace, name)
+        while phase != "Bound" and time.monotonic() < deadline:
+            time.sleep(1)
+            phase = kube.pvc_phase(namespace, name)
+    finally:
+        kube.delete_pod(namespace, name)
+    if phase != "Bound":
+        return problem(
+            f"a 64Mi claim of {cluster.storage.default_class} is {phase} after"
+            f" {PROVISION_WAIT_S:g}s",
+            "check the OpenEBS pods and their disks",
+        )
+    return passed(f"a claim of {cluster.storage.default_class} bound")
+
+
+def check_controller(access: SiteAccess, cluster: Cluster, name: str) -> Finding:
+    """A controller Deployment is Available."""
+    namespace = cluster.platform.namespace
+    state = access.kube(cluster).deployment(namespace, name)
+    if state is None:
+        return problem(
+            f"Deployment {namespace}/{name} does not exist: the platform phase has not run",
+            "run `installer bootstrap --only platform`",
+        )
+    if not state.available:
+        return problem(
+            f"Deployment {namespace}/{name} is not Available ({state.ready_replicas}/"
+            f"{state.replicas} ready): {state.message}",
+            f"kubectl -n {namespace} describe deployment {name}",
+        )
+    return passed(f"{namespace}/{name} Available ({state.ready_replicas}/{state.replicas})")
+
+
+def site_checks(access: SiteAccess, namespaces: TestNamespace) -> list[Check]:
+    """The non-scheduling acceptance checks."""
+    api = ("kube.api",)
+    checks = [make("hub.registry_image", "hub/registry", partial(check_registry_image, access))]
+    for cluster in access.inventory.clusters:
+        target = f"cluster/{cluster.name}"
+        checks += [
+            make("oidc.discovery", target, partial(check_oidc, access, cluster)),
+            make(
+                "storage.classes",
+                target,
+                partial(check_storage_classes, access, cluster),
+                requires=api,
+            ),
+            make(
+                "storage.provisioning",
+                target,
+                partial(check_provisioning, access, namespaces, cluster),
+                requires=("storage.classes",),
+                timeout_s=PROVISION_WAIT_S + 30,
+            ),
+        ]
+        checks += [
+            make(
+                "platform.controllers",
+                f"{target}/deployment/{name}",
+                partial(check_controller, access, cluster, name),
+                requires=api,
+            )
+            for name in CONTROLLERS
+        ]
+    return checks
