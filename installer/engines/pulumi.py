@@ -29,6 +29,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from installer.engines.pulumi_toolchain import offline_environment
 from installer.errors import EnvironmentProblem, FailedError
 from installer.redact import REDACTOR
 from installer.stacks import StackInput, program_of
@@ -37,7 +38,6 @@ from installer.state import StateDir
 
 log = logging.getLogger("installer.engines.pulumi")
 
-PASSPHRASE_SECRET = "pulumi-passphrase"  # noqa: S105 - the name of the file, not its value
 NO_CHANGE_OPS = frozenset({"same", "read"})
 DYNAMIC_PLUGIN = "pulumi-resource-pulumi-python"
 
@@ -123,13 +123,7 @@ class PulumiEngine:
     @property
     def backend(self) -> str:
         """The backend URL (a file backend in the state folder by default)."""
-        return self.backend_url or f"file://{self.state.pulumi / 'backend'}"
-
-    @property
-    def passphrase_file(self) -> Path:
-        """The passphrase file (created on first use, 0600)."""
-        self.state.secret(PASSPHRASE_SECRET)
-        return self.state.secrets / PASSPHRASE_SECRET
+        return self.backend_url or (self.state.pulumi / "backend").resolve().as_uri()
 
     def _cli_dir(self) -> Path:
         candidates = [self.bin_dir] if self.bin_dir else []
@@ -174,25 +168,12 @@ class PulumiEngine:
         return root
 
     def env(self) -> dict[str, str]:
-        """Environment of every CLI call: offline, file backend, passphrase from a file."""
-        cli = self._cli_dir()
-        home = self.state.pulumi / "home"
-        home.mkdir(parents=True, exist_ok=True)
-        if self.backend.startswith("file://"):
-            Path(self.backend.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
-        path = os.pathsep.join(
-            [str(self._dynamic_plugin_dir()), str(cli), os.environ.get("PATH", "")]
-        )
-        return {
-            "PATH": path,
-            "PULUMI_HOME": str(home),
-            "PULUMI_BACKEND_URL": self.backend,
-            "PULUMI_CONFIG_PASSPHRASE_FILE": str(self.passphrase_file),
-            "PULUMI_SKIP_UPDATE_CHECK": "true",
-            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-            "PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK": "true",
-            "PULUMI_PYTHON_CMD": sys.executable,
-        }
+        """Environment of every CLI call: offline, file backend, passphrase from a 0600 file."""
+        env = offline_environment(self.state.pulumi, bin_dir=self._cli_dir())
+        env["PULUMI_BACKEND_URL"] = self.backend
+        env["PATH"] = os.pathsep.join([str(self._dynamic_plugin_dir()), env["PATH"]])
+        env["PULUMI_PYTHON_CMD"] = sys.executable
+        return env
 
     # --- project folders and config -----------------------------------------------------
 

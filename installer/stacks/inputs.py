@@ -12,6 +12,14 @@ from installer.site import cluster_names, hub_urls
 from installer.stacks import ComponentName, StackInput
 from installer.stacks.common import KubeTarget
 from installer.stacks.dns import DnsArgs, DnsRecord
+from installer.stacks.keycloak import (
+    ADMIN_PASSWORD_KEY,
+    CLIENT_SECRET_KEY,
+    DB_PASSWORD_KEY,
+    IDP_SECRET_KEY,
+    InClusterKeycloak,
+    KeycloakArgs,
+)
 from installer.stacks.livecluster import LiveNode, read_nodes
 from installer.stacks.nodeplan import plan_nodes
 from installer.stacks.nodes import NodesArgs
@@ -87,8 +95,14 @@ LVM_VOLUME_GROUP = "openebs-vg"
 """Volume group the nodes playbook creates on the inventory's raw disks for LocalPV-LVM."""
 
 
-def openebs_values(storage: Storage) -> dict[str, Any]:
-    """Values of the openebs chart (4.x keys) for the inventory's engine."""
+def openebs_values(inv: Inventory, storage: Storage) -> dict[str, Any]:
+    """Values of the openebs chart (4.x keys) for the inventory's engine, images from the site
+    registry (each keeps its upstream path: `<hub>/docker.io/openebs/...`)."""
+    hub = hub_urls(inv).registry
+
+    def image(upstream: str) -> dict[str, str]:
+        return {"registry": f"{hub}/{upstream}/"}
+
     return {
         "engines": {
             "local": {
@@ -98,9 +112,15 @@ def openebs_values(storage: Storage) -> dict[str, Any]:
             "replicated": {"mayastor": {"enabled": False}},
         },
         "localpv-provisioner": {
-            "localpv": {"basePath": storage.hostpath_dir},
+            "localpv": {"basePath": storage.hostpath_dir, "image": image("docker.io")},
+            "helperPod": {"image": image("docker.io")},
             # The stack owns the classes (names and the default follow the inventory).
             "hostpathClass": {"enabled": False},
+        },
+        "lvm-localpv": {
+            "lvmController": {"provisioner": {"image": image("registry.k8s.io")}},
+            "lvmNode": {"driverRegistrar": {"image": image("registry.k8s.io")}},
+            "lvmPlugin": {"image": image("docker.io")},
         },
         "openebs-crds": {"csi": {"volumeSnapshots": {"enabled": False}}},
         "loki": {"enabled": False},
@@ -159,7 +179,7 @@ def storage_input(
             username=HUB_USER,
             ca_file=str(state.ca_cert.resolve()),
         ),
-        values=openebs_values(cluster.storage),
+        values=openebs_values(inv, cluster.storage),
         classes=classes,
     )
     return StackInput(
@@ -184,6 +204,78 @@ def dns_input(inv: Inventory, cluster: Cluster, state: StateDir) -> StackInput:
     return StackInput(component="dns", args=args)
 
 
+CLI_CALLBACK = "http://localhost:54540/*"
+"""Where the platform's CLI receives the login redirect."""
+
+
+def keycloak_input(
+    inv: Inventory, cluster: Cluster, state: StateDir, release: ReleaseManifest | None = None
+) -> StackInput:
+    """The keycloak stack: the chart (in-cluster) and the realm, client and identity provider."""
+    kc = cluster.keycloak
+    domain = cluster_names(inv, cluster).domain
+    secrets = {CLIENT_SECRET_KEY: state.secret(oidc_client_secret_name(cluster))}
+    in_cluster = None
+    if kc.mode == "external":
+        assert kc.url is not None and kc.admin_password is not None  # the inventory rules
+        url = kc.url
+        secrets[ADMIN_PASSWORD_KEY] = kc.admin_password.resolve()
+    else:
+        hostname = f"keycloak.{domain}"
+        url = f"https://{hostname}"
+        secrets[ADMIN_PASSWORD_KEY] = (
+            kc.admin_password.resolve()
+            if kc.admin_password
+            else state.secret(f"keycloak-admin-{cluster.name}")
+        )
+        secrets[DB_PASSWORD_KEY] = state.secret(f"keycloak-db-{cluster.name}")
+        secrets[CHART_PASSWORD_KEY] = state.secret(HUB_PASSWORD_SECRET)
+        manifest = release or load_release()
+        chart = next((c for c in manifest.charts if c.name == "keycloak"), None)
+        if chart is None:
+            raise BadInputError("the release manifest has no keycloak chart")
+        in_cluster = InClusterKeycloak(
+            source=ChartSource(
+                repo=hub_urls(inv).charts,
+                chart=chart.name,
+                version=chart.version,
+                username=HUB_USER,
+                ca_file=str(state.ca_cert.resolve()),
+            ),
+            hostname=hostname,
+            values={
+                "auth": {"adminUser": kc.admin_user},
+                # Images resolve through the site registry, keeping their upstream path.
+                "global": {"imageRegistry": f"{hub_urls(inv).registry}/docker.io"},
+                "proxyHeaders": "xforwarded",
+                "ingress": {"enabled": True, "hostname": hostname, "tls": True},
+                "postgresql": {"enabled": True},
+            },
+        )
+    idp = kc.identity_provider
+    idp_dict = None
+    if idp is not None:
+        idp_dict = {"alias": idp.alias, "type": idp.type, "client_id": idp.client_id}
+        if idp.client_secret is not None:
+            secrets[IDP_SECRET_KEY] = idp.client_secret.resolve()
+    args = KeycloakArgs(
+        cluster=cluster.name,
+        kube=kube_target(cluster),
+        mode=kc.mode,
+        url=url,
+        ca_file=str(state.ca_cert.resolve()) if state.ca_cert.is_file() else None,
+        admin_user=kc.admin_user,
+        realm=kc.realm,
+        client_id=kc.client_id,
+        redirect_uris=[f"https://{domain}/*", CLI_CALLBACK],
+        web_origins=[f"https://{domain}"],
+        identity_provider=idp_dict,
+        idp_from_url=(idp.discovery_url or idp.metadata_url) if idp else None,
+        in_cluster=in_cluster,
+    )
+    return StackInput(component="keycloak", args=args, secrets=secrets)
+
+
 def oidc_client_secret_name(cluster: Cluster) -> str:
     """State-folder name of the platform client's secret (the keycloak step sets it there)."""
     return f"keycloak-client-{cluster.name}"
@@ -198,6 +290,7 @@ def builders() -> dict[ComponentName, Builder]:
         "nodes": nodes_input,
         "storage": storage_input,
         "dns": dns_input,
+        "keycloak": keycloak_input,
         "platform": platform_input,
     }
     return out

@@ -21,10 +21,9 @@ from installer.site import (
     site_image,
 )
 
+# The job controller is the platform's poller, which runs from the platform API image.
 JOB_CONTROLLER_IMAGE = "ghcr.io/neuro-inc/platformapi"
-# The release manifest names no separate app controller image yet: the app controller runs from
-# the platform API image too, until the manifest gets one.
-APP_CONTROLLER_IMAGE = JOB_CONTROLLER_IMAGE
+APP_CONTROLLER_IMAGE = "ghcr.io/neuro-inc/platform-apps"
 
 
 def _gpu(gpu: PresetGpu | None) -> dict[str, Any] | None:

@@ -83,11 +83,14 @@ def test_controllers_run_site_images_with_the_label_keys(
 ) -> None:
     mocks = run_program(lambda: _build(args, {}))
     registry = hub_urls(site).registry
-    platformapi = next(i for i in load_release().images if i.name.endswith("/platformapi"))
-    for name in ("deploy-job-controller", "deploy-app-controller"):
+    tags = {i.name: i.tag for i in load_release().images}
+    for name, image in (
+        ("deploy-job-controller", "ghcr.io/neuro-inc/platformapi"),
+        ("deploy-app-controller", "ghcr.io/neuro-inc/platform-apps"),
+    ):
         pod = mocks.named(name).inputs["spec"]["template"]["spec"]
         container = pod["containers"][0]
-        assert container["image"] == f"{registry}/ghcr.io/neuro-inc/platformapi:{platformapi.tag}"
+        assert container["image"] == f"{registry}/{image}:{tags[image]}"
         env = {e["name"]: e["value"] for e in container["env"]}
         assert env["NP_KUBE_NODE_LABEL_JOB"] == JOB_LABEL
         assert env["NP_KUBE_NODE_LABEL_PREEMPTIBLE"] == PREEMPTIBLE_LABEL

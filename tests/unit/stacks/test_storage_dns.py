@@ -42,6 +42,10 @@ def test_openebs_comes_from_the_site_chart_repo_with_the_chart_keys(
     assert values["engines"]["replicated"]["mayastor"]["enabled"] is False
     assert values["localpv-provisioner"]["localpv"]["basePath"] == "/var/openebs/local"
     assert values["localpv-provisioner"]["hostpathClass"]["enabled"] is False
+    hub = hub_urls(site).registry
+    assert values["localpv-provisioner"]["localpv"]["image"]["registry"] == f"{hub}/docker.io/"
+    lvm = values["lvm-localpv"]
+    assert lvm["lvmNode"]["driverRegistrar"]["image"]["registry"] == f"{hub}/registry.k8s.io/"
     (cls,) = mocks.of_type("kubernetes:storage.k8s.io/v1:StorageClass")
     assert cls.inputs["metadata"]["name"] == "openebs-platform"
     assert (
