@@ -1,0 +1,74 @@
+"""The files a hand-run `pulumi up` reads: Pulumi.<cluster>.yaml keeps what the CLI wrote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import SecretStr
+from ruamel.yaml import YAML
+
+from installer.engines.pulumi import ResourceChange, StackSummary, write_stack_args
+from installer.stacks import StackInput
+from installer.stacks.common import KubeTarget
+from installer.stacks.dns import DnsArgs, DnsRecord
+
+
+def _input(ips: list[str], secrets: dict[str, SecretStr] | None = None) -> StackInput:
+    args = DnsArgs(
+        cluster="main",
+        kube=KubeTarget(kubeconfig="/k/kubeconfig", context="lab"),
+        domain="main.example.com",
+        ingress_ips=ips,
+        records=[DnsRecord(name="main.example.com", addresses=ips)],
+        vm_serves_dns=True,
+    )
+    return StackInput(component="dns", args=args, secrets=secrets or {})
+
+
+def test_args_are_written_structured_and_salt_and_secrets_kept(tmp_path: Path) -> None:
+    path = tmp_path / "Pulumi.main.yaml"
+    path.write_text(
+        "encryptionsalt: v1:abc:def\n"
+        "config:\n"
+        "  kubernetes:suppressHelmHookWarnings: 'true'\n"
+        "  onprem-dns:token:\n    secure: v1:AAAA\n"
+        "  onprem-dns:stale: old\n",
+        encoding="utf-8",
+    )
+    si = _input(["10.0.0.1"], {"token": SecretStr("t0ken-value")})
+    write_stack_args(tmp_path, si)
+    doc = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    assert doc["encryptionsalt"] == "v1:abc:def"
+    config = doc["config"]
+    assert config["onprem-dns:token"] == {"secure": "v1:AAAA"}
+    assert config["kubernetes:suppressHelmHookWarnings"] == "true"
+    assert "onprem-dns:stale" not in config
+    assert config["onprem-dns:args"]["ingress_ips"] == ["10.0.0.1"]
+    assert "t0ken-value" not in path.read_text(encoding="utf-8")
+
+
+def test_a_secret_no_longer_wanted_is_dropped(tmp_path: Path) -> None:
+    (tmp_path / "Pulumi.main.yaml").write_text(
+        "config:\n  onprem-dns:token:\n    secure: v1:AAAA\n", encoding="utf-8"
+    )
+    write_stack_args(tmp_path, _input(["10.0.0.2"]))
+    doc = YAML(typ="safe").load((tmp_path / "Pulumi.main.yaml").read_text(encoding="utf-8"))
+    assert set(doc["config"]) == {"onprem-dns:args"}
+
+
+def test_summary_counts_only_real_changes() -> None:
+    summary = StackSummary(
+        component="nodes",
+        stack="lab",
+        action="preview",
+        counts={"same": 10, "update": 1, "create": 2},
+        steps=(
+            ResourceChange("same", "urn:a", "t", "a"),
+            ResourceChange("update", "urn:b", "t", "b", ("spec",)),
+        ),
+    )
+    assert summary.changes == 3
+    assert [s.name for s in summary.changed] == ["b"]
+    assert summary.as_dict()["steps"] == [
+        {"op": "update", "type": "t", "name": "b", "diffs": ["spec"]}
+    ]
