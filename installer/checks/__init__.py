@@ -10,7 +10,7 @@ from functools import partial
 from pathlib import Path
 
 from installer.checks import catalog
-from installer.checks.acceptance import TestNamespace, scheduling_checks
+from installer.checks.acceptance import ProbeNamespace, scheduling_checks
 from installer.checks.context import SiteAccess
 from installer.checks.framework import Check, CheckResult, Report, Severity, Status, run_checks
 from installer.checks.preflight_kube import check_api, kube_checks
@@ -39,7 +39,7 @@ def preflight_checks(access: SiteAccess) -> list[Check]:
     return checks + dns_checks(access, "preflight") + hub_checks(access)
 
 
-def verify_checks(access: SiteAccess, namespaces: TestNamespace) -> list[Check]:
+def verify_checks(access: SiteAccess, namespaces: ProbeNamespace) -> list[Check]:
     """Every acceptance check for the site, in report order."""
     checks = [
         catalog.make("kube.api", f"cluster/{c.name}", partial(check_api, access, c))
@@ -70,7 +70,7 @@ def run_preflight(
 def run_verify(inventory: Inventory, *, strict: bool = False) -> Report:
     """Run the acceptance checks; test pods and their namespace are removed, pass or fail."""
     access = SiteAccess(inventory)
-    namespaces = TestNamespace()
+    namespaces = ProbeNamespace()
     try:
         return run_checks(
             "verify",

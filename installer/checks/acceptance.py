@@ -98,7 +98,7 @@ def untolerated_pod(access: SiteAccess, pool: NodePool, name: str) -> dict[str, 
     )
 
 
-class TestNamespace:
+class ProbeNamespace:
     """One namespace per cluster and run for the test pods; created on first use."""
 
     def __init__(self) -> None:
@@ -143,7 +143,7 @@ def _schedule(kube: Kube, namespace: str, manifest: dict[str, Any]) -> PodState:
 
 
 def check_preset(
-    access: SiteAccess, namespaces: TestNamespace, cluster: Cluster, preset: Preset
+    access: SiteAccess, namespaces: ProbeNamespace, cluster: Cluster, preset: Preset
 ) -> Finding:
     """A pod of `preset` lands on a node of its pools."""
     kube, namespace = namespaces.get(access, cluster)
@@ -179,7 +179,7 @@ def check_preset(
 
 
 def check_job_taint(
-    access: SiteAccess, namespaces: TestNamespace, cluster: Cluster, pool: NodePool
+    access: SiteAccess, namespaces: ProbeNamespace, cluster: Cluster, pool: NodePool
 ) -> Finding:
     """A pod without the job toleration is not scheduled onto the job pool."""
     kube, namespace = namespaces.get(access, cluster)
@@ -205,7 +205,7 @@ def check_job_taint(
         kube.delete_pod(namespace, name)
 
 
-def scheduling_checks(access: SiteAccess, namespaces: TestNamespace) -> list[Check]:
+def scheduling_checks(access: SiteAccess, namespaces: ProbeNamespace) -> list[Check]:
     """sched.preset per preset and sched.job_taint per job pool, for every cluster."""
     api = ("kube.api",)
     checks = []

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from installer.checks.acceptance import MANAGED_BY, PURPOSE_LABEL, TestNamespace, untolerated_pod
+from installer.checks.acceptance import MANAGED_BY, PURPOSE_LABEL, ProbeNamespace, untolerated_pod
 from installer.checks.catalog import make
 from installer.checks.context import HTTP_TIMEOUT_S, SiteAccess
 from installer.checks.framework import Check, Finding, note, passed, problem
@@ -156,7 +156,7 @@ def _simulated(nodes: list[NodeInfo]) -> bool:
     return bool(nodes) and all(n.annotations.get(KWOK_ANNOTATION) == "fake" for n in nodes)
 
 
-def check_provisioning(access: SiteAccess, namespaces: TestNamespace, cluster: Cluster) -> Finding:
+def check_provisioning(access: SiteAccess, namespaces: ProbeNamespace, cluster: Cluster) -> Finding:
     """A claim of the default class binds (real nodes only)."""
     kube = access.kube(cluster)
     if _simulated(kube.nodes()):
@@ -211,7 +211,7 @@ def check_controller(access: SiteAccess, cluster: Cluster, name: str) -> Finding
     return passed(f"{namespace}/{name} Available ({state.ready_replicas}/{state.replicas})")
 
 
-def site_checks(access: SiteAccess, namespaces: TestNamespace) -> list[Check]:
+def site_checks(access: SiteAccess, namespaces: ProbeNamespace) -> list[Check]:
     """The non-scheduling acceptance checks."""
     api = ("kube.api",)
     checks = [make("hub.registry_image", "hub/registry", partial(check_registry_image, access))]
