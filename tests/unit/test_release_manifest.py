@@ -140,6 +140,7 @@ INSTALLER_KEYS = {
         "localpv-provisioner.hostpathClass.name",
         "localpv-provisioner.hostpathClass.isDefaultClass",
         "localpv-provisioner.hostpathClass.basePath",
+        "localpv-provisioner.localpv.basePath",
         "localpv-provisioner.localpv.image.registry",
         "localpv-provisioner.helperPod.image.registry",
         "lvm-localpv.lvmPlugin.image.registry",
@@ -147,22 +148,27 @@ INSTALLER_KEYS = {
         "loki.enabled",
         "alloy.enabled",
     ],
-    "keycloakx": [
+    "keycloak": [
+        "global.imageRegistry",
+        "global.imagePullSecrets",
+        "image.registry",
         "image.repository",
         "image.tag",
-        "imagePullSecrets",
-        "replicas",
-        "command",
-        "args",
-        "extraEnv",
-        "database.vendor",
-        "database.hostname",
-        "database.existingSecret",
-        "http.relativePath",
+        "auth.adminUser",
+        "auth.existingSecret",
+        "auth.passwordSecretKey",
+        "proxyHeaders",
+        "production",
+        "extraEnvVars",
         "ingress.enabled",
         "ingress.ingressClassName",
-        "ingress.rules",
+        "ingress.hostname",
         "ingress.tls",
+        "postgresql.enabled",
+        "postgresql.image.registry",
+        "postgresql.auth.existingSecret",
+        "externalDatabase.host",
+        "externalDatabase.existingSecret",
         "tolerations",
         "nodeSelector",
     ],
@@ -204,6 +210,9 @@ def test_chart_image_defaults_name_manifest_images(manifest: ReleaseManifest) ->
     refs = {i.name for i in manifest.images}
     for chart in manifest.charts:
         values = yaml.safe_load((seed.chart_source(chart) / "values.yaml").read_text("utf-8"))
-        repo = values.get("image", {}).get("repository")
+        image = values.get("image", {})
+        repo = image.get("repository")
         if repo:
-            assert repo in refs, f"{chart.name} defaults to {repo}, not in the manifest"
+            # Bitnami charts split the registry host out of the repository.
+            full = f"{image['registry']}/{repo}" if "registry" in image else repo
+            assert full in refs, f"{chart.name} defaults to {full}, not in the manifest"
