@@ -12,6 +12,7 @@ every other taint as it is. Labels stay with `NodePatch` (maps are per-key under
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -30,27 +31,66 @@ _ATTEMPTS = 8
 _TIMEOUT_S = 30
 
 
-def _identity(taint: dict[str, Any]) -> tuple[str, str]:
+Taint = dict[str, Any]
+
+
+def _identity(taint: Taint) -> tuple[str, str]:
     return (str(taint["key"]), str(taint["effect"]))
 
 
-def merge_taints(
-    current: list[dict[str, Any]],
-    remove: list[dict[str, Any]],
-    add: list[dict[str, Any]],
-) -> list[dict[str, Any]]:
-    """`current` without the taints in `remove` (by key and effect), with those in `add` set.
+def _clean(taint: Taint) -> Taint:
+    return {"key": taint["key"], "value": taint.get("value", ""), "effect": taint["effect"]}
 
-    Taints of others keep their place and their fields (timeAdded included).
 
-    >>> merge_taints([{"key": "a", "effect": "NoSchedule"}], [], [{"key": "b", "value": "",
-    ...     "effect": "NoSchedule"}])  # doctest: +NORMALIZE_WHITESPACE
-    [{'key': 'a', 'effect': 'NoSchedule'}, {'key': 'b', 'value': '', 'effect': 'NoSchedule'}]
+@dataclass(frozen=True)
+class TaintPlan:
+    """A node's taints after a change, and what the installer owns among them."""
+
+    taints: list[Taint]
+    owned: list[Taint]
+    displaced: list[Taint]
+
+
+def reconcile_taints(
+    current: list[Taint], desired: list[Taint], owned: list[Taint], displaced: list[Taint]
+) -> TaintPlan:
+    """The node's taints with `desired` in place, touching nothing the installer does not own.
+
+    Identity is key and effect. A desired taint already on the node with the same value (the
+    GPU operator's `nvidia.com/gpu`, say) stays its owner's: the installer does not own it and
+    will not remove it. One with another value is taken over and its original kept in
+    `displaced`, to be put back when the installer lets go. Owned taints no longer desired are
+    removed (their displaced originals restored). Others' taints keep their place and fields.
+
+    >>> plan = reconcile_taints([{"key": "a", "effect": "NoSchedule"}], [{"key": "b",
+    ...     "value": "", "effect": "NoSchedule"}], [], [])
+    >>> [t["key"] for t in plan.taints], [t["key"] for t in plan.owned]
+    (['a', 'b'], ['b'])
     """
-    drop = {_identity(t) for t in remove} | {_identity(t) for t in add}
-    kept = [t for t in current if _identity(t) not in drop]
-    ours = [{"key": t["key"], "value": t.get("value", ""), "effect": t["effect"]} for t in add]
-    return kept + ours
+    wanted = {_identity(t) for t in desired}
+    result = list(current)
+    for taint in owned:
+        if _identity(taint) in wanted:
+            continue
+        result = [t for t in result if _identity(t) != _identity(taint)]
+        result += [_clean(d) for d in displaced if _identity(d) == _identity(taint)]
+    owned_ids = {_identity(t) for t in owned if _identity(t) in wanted}
+    new_owned: list[Taint] = []
+    new_displaced = [d for d in displaced if _identity(d) in wanted]
+    for taint in map(_clean, desired):
+        here = next((t for t in result if _identity(t) == _identity(taint)), None)
+        if here is None:
+            result.append(taint)
+            new_owned.append(taint)
+        elif here.get("value", "") == taint["value"]:
+            if _identity(taint) in owned_ids:
+                new_owned.append(taint)
+        else:
+            if _identity(taint) not in owned_ids:
+                new_displaced.append(_clean(here))
+            result = [taint if _identity(t) == _identity(taint) else t for t in result]
+            new_owned.append(taint)
+    return TaintPlan(taints=result, owned=new_owned, displaced=new_displaced)
 
 
 def _api(props: dict[str, Any]) -> Any:
@@ -75,9 +115,9 @@ def _as_dicts(taints: Any) -> list[dict[str, Any]]:
 
 
 def change_node_taints(
-    props: dict[str, Any], remove: list[dict[str, Any]], add: list[dict[str, Any]]
-) -> None:
-    """Apply `merge_taints` to the live node, retrying when someone else changed it meanwhile."""
+    props: dict[str, Any], desired: list[Taint], owned: list[Taint], displaced: list[Taint]
+) -> TaintPlan:
+    """Apply `reconcile_taints` to the live node, retrying when someone changed it meanwhile."""
     from kubernetes.client.exceptions import ApiException
 
     api = _api(props)
@@ -85,20 +125,20 @@ def change_node_taints(
     for attempt in range(_ATTEMPTS):
         node = api.read_node(name, _request_timeout=_TIMEOUT_S)
         current = _as_dicts(node.spec.taints)
-        wanted = merge_taints(current, remove, add)
-        if wanted == current:
-            return
+        plan = reconcile_taints(current, desired, owned, displaced)
+        if plan.taints == current:
+            return plan
         patch = [
             {
                 "op": "test",
                 "path": "/metadata/resourceVersion",
                 "value": node.metadata.resource_version,
             },
-            {"op": "add", "path": "/spec/taints", "value": wanted},
+            {"op": "add", "path": "/spec/taints", "value": plan.taints},
         ]
         try:
             api.patch_node(name, patch, field_manager=FIELD_MANAGER, _request_timeout=_TIMEOUT_S)
-            return
+            return plan
         except ApiException as exc:
             # 409/422: the node changed between read and write (the test op failed); read again.
             if exc.status not in (409, 422) or attempt == _ATTEMPTS - 1:
@@ -106,23 +146,29 @@ def change_node_taints(
                     f"node {name}: cannot change taints: {exc.status} {exc.reason}"
                 ) from None
             time.sleep(0.2 * (attempt + 1))
+    raise RuntimeError(f"node {name}: taints kept changing; giving up")  # pragma: no cover
 
 
-def _outs(props: dict[str, Any]) -> dict[str, Any]:
-    return {k: props.get(k) for k in ("node", "kubeconfig", "context", "taints")}
+_INPUTS = ("node", "kubeconfig", "context", "taints")
+
+
+def _outs(props: dict[str, Any], plan: TaintPlan) -> dict[str, Any]:
+    return {**{k: props.get(k) for k in _INPUTS}, "owned": plan.owned, "displaced": plan.displaced}
+
+
+def _list(props: dict[str, Any], key: str) -> list[Taint]:
+    return list(props.get(key) or [])
 
 
 class NodeTaintsProvider(ResourceProvider):
     """CRUD for the installer's taints on one node."""
 
     def create(self, props: dict[str, Any]) -> CreateResult:
-        change_node_taints(props, [], list(props["taints"]))
-        return CreateResult(id_=str(props["node"]), outs=_outs(props))
+        plan = change_node_taints(props, _list(props, "taints"), [], [])
+        return CreateResult(id_=str(props["node"]), outs=_outs(props, plan))
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = [
-            k for k in ("node", "kubeconfig", "context", "taints") if olds.get(k) != news.get(k)
-        ]
+        changed = [k for k in _INPUTS if olds.get(k) != news.get(k)]
         return DiffResult(
             changes=bool(changed),
             replaces=["node"] if "node" in changed else [],
@@ -130,30 +176,31 @@ class NodeTaintsProvider(ResourceProvider):
         )
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        change_node_taints(news, list(olds.get("taints") or []), list(news["taints"]))
-        return UpdateResult(outs=_outs(news))
+        plan = change_node_taints(
+            news, _list(news, "taints"), _list(olds, "owned"), _list(olds, "displaced")
+        )
+        return UpdateResult(outs=_outs(news, plan))
 
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            change_node_taints(props, list(props.get("taints") or []), [])
+            change_node_taints(props, [], _list(props, "owned"), _list(props, "displaced"))
         except ApiException as exc:
             if exc.status != 404:  # a node that is gone has no taints left to remove
                 raise
 
     def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        # Refresh reports which of the installer's taints are still on the node, so the next
-        # update puts back the ones someone removed.
+        # Refresh reports which desired taints are still on the node, so the next update puts
+        # back the ones someone removed.
         node = _api(props).read_node(id_, _request_timeout=_TIMEOUT_S)
-        live = {(t["key"], t["effect"]): t for t in _as_dicts(node.spec.taints)}
+        live = {_identity(t): t for t in _as_dicts(node.spec.taints)}
         present = [
             t
-            for t in props.get("taints") or []
-            if (t["key"], t["effect"]) in live
-            and live[(t["key"], t["effect"])].get("value", "") == t.get("value", "")
+            for t in _list(props, "taints")
+            if _identity(t) in live and live[_identity(t)].get("value", "") == t.get("value", "")
         ]
-        return ReadResult(id_=id_, outs={**_outs(props), "taints": present})
+        return ReadResult(id_=id_, outs={**props, "taints": present})
 
 
 class NodeTaints(Resource):

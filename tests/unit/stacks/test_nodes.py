@@ -24,7 +24,7 @@ from installer.stacks.inputs import nodes_input
 from installer.stacks.livecluster import LiveNode
 from installer.stacks.nodeplan import plan_nodes
 from installer.stacks.nodes import NodesArgs
-from installer.stacks.taints import merge_taints
+from installer.stacks.taints import reconcile_taints
 from installer.state import StateDir
 from tests.unit.stacks.conftest import cpu_node, gpu_node, lab_nodes
 from tests.unit.stacks.mocks import RecordingMocks, run_program
@@ -188,8 +188,12 @@ def test_pool_without_jobs_or_gpu_gets_labels_and_no_taints(site: Inventory) -> 
 
 # --- taint arithmetic (what the dynamic provider writes to the node) -------------------------
 
+JOB = {"key": JOB_TAINT, "value": "true", "effect": "NoSchedule"}
+GPU = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+SPOT = {"key": PREEMPTIBLE_TAINT, "value": "true", "effect": "NoSchedule"}
 
-def test_merge_keeps_other_taints_and_their_order() -> None:
+
+def test_others_taints_keep_their_place_and_fields_and_only_ours_go_away() -> None:
     theirs = [
         {
             "key": "node.kubernetes.io/unschedulable",
@@ -198,27 +202,41 @@ def test_merge_keeps_other_taints_and_their_order() -> None:
         },
         {"key": "example.com/dedicated", "value": "db", "effect": "NoExecute"},
     ]
-    ours = [{"key": JOB_TAINT, "value": "true", "effect": "NoSchedule"}]
-    merged = merge_taints(theirs, [], ours)
-    assert merged == [*theirs, {"key": JOB_TAINT, "value": "true", "effect": "NoSchedule"}]
-    assert merge_taints(merged, ours, []) == theirs
+    plan = reconcile_taints(theirs, [JOB], [], [])
+    assert plan.taints == [*theirs, JOB]
+    assert plan.owned == [JOB]
+    gone = reconcile_taints(plan.taints, [], plan.owned, plan.displaced)
+    assert gone.taints == theirs
+    assert gone.owned == [] and gone.displaced == []
 
 
-def test_merge_replaces_a_taint_of_the_same_key_and_effect() -> None:
-    current = [
-        {"key": "nvidia.com/gpu", "value": "old", "effect": "NoSchedule"},
-        {"key": "nvidia.com/gpu", "value": "x", "effect": "NoExecute"},
-    ]
-    ours = [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
-    merged = merge_taints(current, [], ours)
-    assert merged == [current[1], ours[0]]
+def test_a_taint_already_there_with_our_value_stays_its_owners() -> None:
+    # The GPU operator tainted the node before the installer came.
+    plan = reconcile_taints([GPU], [JOB, GPU], [], [])
+    assert plan.taints == [GPU, JOB]
+    assert plan.owned == [JOB]
+    assert reconcile_taints(plan.taints, [], plan.owned, plan.displaced).taints == [GPU]
 
 
-def test_merge_on_update_removes_only_what_the_installer_dropped() -> None:
-    old = [
-        {"key": JOB_TAINT, "value": "true", "effect": "NoSchedule"},
-        {"key": PREEMPTIBLE_TAINT, "value": "true", "effect": "NoSchedule"},
-    ]
-    new = [{"key": JOB_TAINT, "value": "true", "effect": "NoSchedule"}]
+def test_a_taint_with_another_value_is_taken_over_and_given_back() -> None:
+    theirs = {"key": "nvidia.com/gpu", "value": "old", "effect": "NoSchedule"}
+    other_effect = {"key": "nvidia.com/gpu", "value": "x", "effect": "NoExecute"}
+    plan = reconcile_taints([theirs, other_effect], [GPU], [], [])
+    assert plan.taints == [GPU, other_effect]
+    assert plan.owned == [GPU] and plan.displaced == [theirs]
+    back = reconcile_taints(plan.taints, [], plan.owned, plan.displaced)
+    assert back.taints == [other_effect, theirs]
+
+
+def test_update_removes_only_what_the_installer_dropped() -> None:
     other = {"key": "example.com/x", "value": "", "effect": "NoSchedule"}
-    assert merge_taints([other, *old], old, new) == [other, *new]
+    first = reconcile_taints([other], [JOB, SPOT], [], [])
+    second = reconcile_taints(first.taints, [JOB], first.owned, first.displaced)
+    assert second.taints == [other, JOB]
+    assert second.owned == [JOB]
+
+
+def test_a_second_run_changes_nothing() -> None:
+    first = reconcile_taints([GPU], [JOB, GPU, SPOT], [], [])
+    second = reconcile_taints(first.taints, [JOB, GPU, SPOT], first.owned, first.displaced)
+    assert second == first
