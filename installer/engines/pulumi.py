@@ -251,7 +251,7 @@ class PulumiEngine:
             component=si.component,
             stack=si.stack,
             action="preview",
-            counts=dict(result.change_summary),
+            counts=_counts(result.change_summary),
             steps=tuple(steps),
             recovered=recovered,
         )
@@ -268,7 +268,7 @@ class PulumiEngine:
             component=si.component,
             stack=si.stack,
             action="up",
-            counts=dict(result.summary.resource_changes or {}),
+            counts=_counts(result.summary.resource_changes),
             steps=tuple(steps),
             outputs=outputs,
             recovered=recovered,
@@ -285,7 +285,7 @@ class PulumiEngine:
             component=si.component,
             stack=si.stack,
             action="refresh",
-            counts=dict(result.summary.resource_changes or {}),
+            counts=_counts(result.summary.resource_changes),
             steps=tuple(steps),
             recovered=recovered,
         )
@@ -301,7 +301,7 @@ class PulumiEngine:
             component=si.component,
             stack=si.stack,
             action="destroy",
-            counts=dict(result.summary.resource_changes or {}),
+            counts=_counts(result.summary.resource_changes),
             steps=tuple(steps),
             recovered=recovered,
         )
@@ -353,6 +353,10 @@ class PulumiEngine:
             log.warning("%s/%s: removed %s", si.project, si.stack, what)
             cleared.append(what)
         return cleared
+
+
+def _counts(ops: Any) -> dict[str, int]:
+    return {str(getattr(op, "value", op)): int(n) for op, n in (ops or {}).items()}
 
 
 def _alive(pid: int) -> bool:
