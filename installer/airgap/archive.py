@@ -120,8 +120,9 @@ def write_bundle(
     compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
     with compressor.stream_writer(cast(IO[bytes], sink), closefd=False) as zout:
         # Closed below, before the compressor is flushed; copybufsize is missing from the stubs.
+        # A large bufsize matters: tarfile's stream buffer re-slices itself per block.
         tar = tarfile.open(  # type: ignore[call-overload]  # noqa: SIM115
-            fileobj=zout, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=CHUNK
+            fileobj=zout, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK, copybufsize=CHUNK
         )
         data = manifest.to_bytes()
         for name, content in ((MANIFEST_NAME, data), (SIGNATURE_NAME, signature)):
@@ -211,7 +212,7 @@ class _Reader:
         )
         self.capped = _Capped(reader, MAX_MANIFEST_BYTES + 8 * _TAR_OVERHEAD)
         self.tar: tarfile.TarFile = tarfile.open(  # type: ignore[call-overload]  # noqa: SIM115
-            fileobj=self.capped, mode="r|", copybufsize=CHUNK
+            fileobj=self.capped, mode="r|", bufsize=CHUNK, copybufsize=CHUNK
         )
 
     def members(self) -> Iterator[tarfile.TarInfo]:

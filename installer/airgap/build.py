@@ -66,7 +66,7 @@ class BuildOptions:
     have: Path | None = None
     max_size: int | None = None
     workers: int = 8
-    level: int = 3
+    level: int = 1
 
     @property
     def stage(self) -> Path:

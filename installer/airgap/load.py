@@ -170,23 +170,24 @@ def _push_images(
     all_repos = sorted({img.name for img in manifest.images})
     progress.phase("push images", sum(sizes.get(d, 0) for d in repos_of))
 
-    def place(digest: str) -> list[str]:
-        outcomes = []
+    def first(digest: str) -> str:
         repos = repos_of[digest]
-        path = blob_path(root, digest)
         if digest not in sizes:  # left out of a delta bundle: the site must have it somewhere
-            return [_ensure_present(client, digest, repos, all_repos)]
-        for n, repo in enumerate(repos):
-            outcomes.append(
-                client.push_blob(repo, digest, path, mount_from=repos[0] if n else None)
-            )
-        return outcomes
+            return _ensure_present(client, digest, repos, all_repos)
+        return client.push_blob(repos[0], digest, blob_path(root, digest))
 
+    def other(job: tuple[str, str]) -> str:
+        repo, digest = job
+        return client.push_blob(
+            repo, digest, blob_path(root, digest), mount_from=repos_of[digest][0]
+        )
+
+    # Each blob is uploaded once (largest first), then mounted into the other repositories.
     order = sorted(repos_of, key=lambda d: -sizes.get(d, 0))
+    mounts = [(r, d) for d in order if d in sizes for r in repos_of[d][1:]]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for outcomes in pool.map(place, order):
-            for outcome in outcomes:
-                result.blobs[outcome] = result.blobs.get(outcome, 0) + 1
+        for outcome in [*pool.map(first, order), *pool.map(other, mounts)]:
+            result.blobs[outcome] = result.blobs.get(outcome, 0) + 1
 
     def tag(img: BundleImage) -> None:
         top = read_manifest_blob(root, img.digest, img.media_type)

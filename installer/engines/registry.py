@@ -401,10 +401,11 @@ class RegistryClient:
     ) -> str:
         """Make `digest` present in `repo`: `present`, `mounted` or `uploaded`.
 
-        HEAD first; then a cross-repository mount when another repository has it; then a
+        HEAD first (or, given `mount_from`, a cross-repository mount straight away); then a
         monolithic streamed upload. A failed upload starts again from a fresh session.
         """
-        if self.blob_exists(repo, digest):
+        # A mount answers 201 for a blob the repository already has: no HEAD needed first.
+        if not mount_from and self.blob_exists(repo, digest):
             return "present"
         scope = f"repository:{repo}:pull,push"
         if mount_from:

@@ -1,0 +1,371 @@
+"""Air-gap bundle benchmark: `installer airgap-bundle` / `airgap-load` against skopeo, side by side.
+
+A synthetic release (20 images by default: shared base layers, one 500 MB layer, about 2 GB in
+all) is pushed to a local upstream registry (docker-registry, TLS + htpasswd). Then, in one run:
+
+- build: `installer airgap-bundle` versus `skopeo copy docker://... oci:<one layout>:<ref>` for
+  each image, one after the other (what an operator would script);
+- load: `installer airgap-load` into an empty registry versus `skopeo copy oci:... docker://...`
+  per image into another empty registry; then a re-load when everything is present;
+- floor: the same bytes through `sha256sum` and a plain `cp`.
+
+Prints `name: ours_s skopeo_s ratio` per figure, plus sizes and peak memory. `--scale 0.05` makes
+a small release for a quick check. Generated layers are cached under the bench cache folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from installer.airgap.manifest import write_keypair
+from installer.engines.registry import OCI_MANIFEST, Manifest, RegistryClient, sha256_digest
+from tests.fixtures.registries import PASSWORD, USER, make_pki, start_registry
+
+MB = 1024 * 1024
+CACHE = Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "onprem-installer" / "bench"))
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+
+
+class _Hashing(io.RawIOBase):
+    """Forwards writes and hashes them."""
+
+    def __init__(self, inner: io.RawIOBase | gzip.GzipFile | io.BufferedWriter) -> None:
+        super().__init__()
+        self.inner, self.hash, self.size = inner, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self.hash.update(data)
+        self.size += len(data)
+        self.inner.write(data)
+        return len(data)
+
+
+class _Random(io.RawIOBase):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        self.left -= n
+        return os.urandom(n)
+
+
+def make_layer(folder: Path, name: str, size: int) -> dict[str, object]:
+    """A gzip (stored blocks: cheap to make, still valid gzip) tar layer of random bytes."""
+    meta = folder / f"{name}.json"
+    if meta.is_file():
+        return json.loads(meta.read_text())  # type: ignore[no-any-return]
+    tmp = folder / f"{name}.partial"
+    with tmp.open("wb") as raw:
+        outer = _Hashing(raw)
+        with gzip.GzipFile(fileobj=outer, mode="wb", compresslevel=0, mtime=0) as gz:
+            inner = _Hashing(gz)
+            with tarfile.open(fileobj=inner, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                info = tarfile.TarInfo(f"data/{name}")
+                info.size = size
+                tar.addfile(info, _Random(size))
+    digest = "sha256:" + outer.hash.hexdigest()
+    tmp.replace(folder / digest[7:])
+    desc = {"digest": digest, "size": outer.size, "diff_id": "sha256:" + inner.hash.hexdigest()}
+    meta.write_text(json.dumps(desc))
+    return desc
+
+
+def plan(scale: float, images: int) -> list[list[tuple[str, int]]]:
+    """Layers per image: two shared bases, one big layer in the first image, one own layer each."""
+    base1, base2 = int(200 * MB * scale), int(100 * MB * scale)
+    big = int(500 * MB * scale)
+    own = int((2000 * MB * scale - base1 - base2 - big) / images)
+    layers = []
+    for n in range(images):
+        mine = [("base1", base1), ("base2", base2), (f"own{n:02d}", own)]
+        if n == 0:
+            mine.append(("big", big))
+        layers.append(mine)
+    return layers
+
+
+def seed(client: RegistryClient, folder: Path, scale: float, count: int) -> list[str]:
+    """Generate (once) and push the synthetic images; returns `name:tag` references."""
+    folder.mkdir(parents=True, exist_ok=True)
+    layout = plan(scale, count)
+    wanted = {name: size for img in layout for name, size in img}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        descs = dict(
+            zip(wanted, pool.map(lambda kv: make_layer(folder, *kv), wanted.items()), strict=True)
+        )
+    refs = []
+    jobs = []
+    for n, img in enumerate(layout):
+        repo = f"bench.example/airgap/img-{n:02d}"
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "rootfs": {
+                    "type": "layers",
+                    "diff_ids": [descs[name]["diff_id"] for name, _ in img],
+                },
+            }
+        ).encode()
+        cfg_path = folder / f"config-{n:02d}"
+        cfg_path.write_bytes(config)
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": OCI_CONFIG,
+                "digest": sha256_digest(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": OCI_LAYER,
+                    "digest": descs[name]["digest"],
+                    "size": descs[name]["size"],
+                }
+                for name, _ in img
+            ],
+        }
+        raw = json.dumps(manifest).encode()
+        jobs.append((repo, cfg_path, sha256_digest(config), [descs[name] for name, _ in img], raw))
+        refs.append(f"{repo}:1.0")
+
+    def push(job: tuple[str, Path, str, list[dict[str, object]], bytes]) -> None:
+        repo, cfg_path, cfg_digest, layers, raw = job
+        client.push_blob(repo, cfg_digest, cfg_path)
+        for desc in layers:
+            digest = str(desc["digest"])
+            client.push_blob(repo, digest, folder / digest[7:])
+        client.put_manifest(repo, "1.0", Manifest(raw, OCI_MANIFEST, sha256_digest(raw)))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(push, jobs))
+    return refs
+
+
+def timed_rss(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
+    """(seconds, the child's own peak RSS from wait4, stdout); exits on failure."""
+    start = time.monotonic()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, stdout=out, stderr=err, env={**os.environ, **(env or {})})
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.monotonic() - start
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode != 0:
+            raise SystemExit(f"{' '.join(argv[:4])} failed: {err.read().decode()[-2000:]}")
+        return seconds, usage.ru_maxrss * 1024, out.read().decode()
+
+
+def du(path: Path) -> int:
+    """Bytes of the files under `path`."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def line(name: str, ours: float, peer: float) -> str:
+    """One figure."""
+    return f"{name}: {ours:.2f} {peer:.2f} {ours / peer:.2f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=1.0, help="1.0 = about 2 GB")
+    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = parser.parse_args()
+    if not shutil.which("skopeo"):
+        raise SystemExit("skopeo is not installed (lab/apt-packages.txt)")
+
+    work = Path(tempfile.mkdtemp(prefix="bench-airgap-"))
+    registries = []
+    try:
+        pki = make_pki(work / "pki")
+        upstream = start_registry(work / "upstream", pki)
+        registries.append(upstream)
+        started = time.monotonic()
+        with RegistryClient(upstream.endpoint(), connections=8) as client:
+            refs = seed(
+                client, CACHE / f"airgap-{args.scale:g}-{args.images}", args.scale, args.images
+            )
+        print(f"# seeded {len(refs)} images in {time.monotonic() - started:.1f}s", file=sys.stderr)
+
+        certs = work / "certs"
+        certs.mkdir()
+        shutil.copyfile(pki.ca_cert, certs / "ca.crt")
+        creds = f"{USER}:{PASSWORD}"
+        env = {"INSTALLER_UPSTREAM_PASSWORD": PASSWORD, "INSTALLER_HUB_PASSWORD": PASSWORD}
+        release = work / "release.yml"
+        release.write_text(
+            'platform_version: "bench"\nimages:\n'
+            + "".join(
+                f'  - {{name: {r.rsplit(":", 1)[0]}, tag: "1.0", component: platform}}\n'
+                for r in refs
+            )
+            + "charts: []\n"
+        )
+        key, pub = work / "sign.pem", work / "sign.pub"
+        write_keypair(key, pub)
+        cli = [sys.executable, "-m", "installer.cli", "--log-dir", str(work / "logs")]
+
+        bundle = work / "out" / "bundle.tar.zst"
+        bundle.parent.mkdir()
+        ours_build, ours_rss, out = timed_rss(
+            [
+                *cli,
+                "airgap-bundle",
+                "--release",
+                str(release),
+                "-f",
+                str(bundle),
+                "--sign-key",
+                str(key),
+                "--registry-mirror",
+                upstream.host,
+                "--upstream-ca",
+                str(pki.ca_cert),
+                "--upstream-user",
+                USER,
+                "--workers",
+                str(args.workers),
+                "-o",
+                "json",
+            ],
+            env,
+        )
+        built = json.loads(out)
+
+        layout = work / "skopeo-layout"
+        started = time.monotonic()
+        skopeo_rss = 0
+        for ref in refs:
+            _, rss, _ = timed_rss(
+                [
+                    "skopeo",
+                    "copy",
+                    "--quiet",
+                    "--src-cert-dir",
+                    str(certs),
+                    "--src-creds",
+                    creds,
+                    f"docker://{upstream.host}/{ref}",
+                    f"oci:{layout}:{ref}",
+                ]
+            )
+            skopeo_rss = max(skopeo_rss, rss)
+        skopeo_build = time.monotonic() - started
+
+        site_ours = start_registry(work / "site-ours", pki)
+        site_peer = start_registry(work / "site-skopeo", pki)
+        registries += [site_ours, site_peer]
+        load = [
+            *cli,
+            "airgap-load",
+            str(bundle),
+            "--verify-key",
+            str(pub),
+            "--registry",
+            site_ours.host,
+            "--ca",
+            str(pki.ca_cert),
+            "--user",
+            USER,
+            "--work-dir",
+            str(work / "load-work"),
+            "--workers",
+            str(args.workers),
+            "-o",
+            "json",
+        ]
+        ours_load, load_rss, out = timed_rss(load, env)
+        print(f"# our phases: load {json.loads(out)['seconds']}", file=sys.stderr)
+        started = time.monotonic()
+        for ref in refs:
+            timed_rss(
+                [
+                    "skopeo",
+                    "copy",
+                    "--quiet",
+                    "--dest-cert-dir",
+                    str(certs),
+                    "--dest-creds",
+                    creds,
+                    f"oci:{layout}:{ref}",
+                    f"docker://{site_peer.host}/{ref}",
+                ]
+            )
+        skopeo_load = time.monotonic() - started
+        ours_reload, _, out = timed_rss(load, env)
+        assert json.loads(out)["nothing_to_do"] is True
+        started = time.monotonic()
+        for ref in refs:
+            timed_rss(
+                [
+                    "skopeo",
+                    "copy",
+                    "--quiet",
+                    "--dest-cert-dir",
+                    str(certs),
+                    "--dest-creds",
+                    creds,
+                    f"oci:{layout}:{ref}",
+                    f"docker://{site_peer.host}/{ref}",
+                ]
+            )
+        skopeo_reload = time.monotonic() - started
+
+        blobs = sorted(p for p in (layout / "blobs" / "sha256").iterdir())
+        started = time.monotonic()
+        subprocess.run(["sha256sum", *map(str, blobs)], check=True, capture_output=True)
+        floor_hash = time.monotonic() - started
+        started = time.monotonic()
+        subprocess.run(["cp", "-r", str(layout / "blobs"), str(work / "floor-copy")], check=True)
+        floor_copy = time.monotonic() - started
+
+        print(f"# release: {len(refs)} images, {du(layout / 'blobs') / MB:.0f} MiB distinct blobs")
+        print(line("build", ours_build, skopeo_build))
+        print(line("load", ours_load, skopeo_load))
+        print(line("reload", ours_reload, skopeo_reload))
+        print(f"floor-sha256: {floor_hash:.2f}")
+        print(f"floor-copy: {floor_copy:.2f}")
+        content, layout_size = built["content_bytes"], du(layout)
+        ratio = content / layout_size
+        print(f"size-uncompressed-MiB: {content / MB:.1f} {layout_size / MB:.1f} {ratio:.2f}")
+        print(f"size-bundle-MiB: {built['bundle_bytes'] / MB:.1f}")
+        print(f"peak-rss-MiB build: {ours_rss / MB:.0f} {skopeo_rss / MB:.0f}")
+        print(f"peak-rss-MiB load: {load_rss / MB:.0f}")
+        print(f"# our phases: build {built['seconds']}", file=sys.stderr)
+    finally:
+        for reg in registries:
+            reg.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"# kept {work}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

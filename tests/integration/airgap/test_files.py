@@ -1,0 +1,201 @@
+"""Charts, wheels and binaries travel in the bundle and land in ChartMuseum, DevPI and the
+binaries folder; the installer-like wheel then installs from DevPI with no other index."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from installer.airgap.hub import ChartMuseum, DevPi
+from tests.fixtures.hubservices import Server, make_chart, make_wheel
+from tests.fixtures.registries import PASSWORD, USER, Registry, Upstream
+from tests.integration.airgap.helpers import PASSWORD_ENV, cli, keypair, load_args
+
+pytestmark = pytest.mark.integration
+
+CHARTS = [("keycloak", "24.7.4"), ("openebs", "4.3.3")]
+
+
+def _release(path: Path) -> Path:
+    path.write_text(
+        'platform_version: "25.12.0"\n'
+        "images:\n"
+        '  - {name: ghcr.io/test/app, tag: "1.0", component: platform}\n'
+        "charts:\n"
+        + "".join(
+            f'  - {{name: {n}, version: "{v}", repository: "https://example.invalid",'
+            " component: storage}\n"
+            for n, v in CHARTS
+        )
+        + 'wheels:\n  - {name: tinypkg, version: "1.0"}\n'
+        'binaries:\n  - {name: pulumi, version: "3.1.0"}\n'
+        '  - {name: pulumi-resource-kubernetes, version: "4.2.0"}\n'
+    )
+    return path
+
+
+def _sources(tmp: Path) -> tuple[Path, Path, Path]:
+    charts, wheels, binaries = tmp / "charts-src", tmp / "wheels-src", tmp / "bin-src"
+    for name, version in CHARTS:
+        make_chart(charts, name, version)
+    make_wheel(wheels, "tinypkg", "1.0", ["tinydep==2.0"])
+    make_wheel(wheels, "tinydep", "2.0", [])
+    make_wheel(wheels, "tinydep", "1.0", [])  # not wanted: must stay out of the bundle
+    for name, version in (
+        ("pulumi", "3.0.0"),
+        ("pulumi", "3.1.0"),
+        ("pulumi-resource-kubernetes", "4.2.0"),
+    ):
+        exe = binaries / f"{name}-{version}" / "bin" / name
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        exe.write_text(f"#!/bin/sh\necho {name} {version}\n")
+        exe.chmod(0o755)
+    return charts, wheels, binaries
+
+
+def _build(
+    tmp: Path, upstream: Upstream, charts: str, wheels: str, binaries: Path
+) -> tuple[Path, Path]:
+    key, pub = keypair(tmp / "keys")
+    bundle = tmp / "b.tar.zst"
+    reg = upstream.registry
+    done = cli(
+        "airgap-bundle",
+        "--release",
+        str(_release(tmp / "r.yml")),
+        "-f",
+        str(bundle),
+        "--sign-key",
+        str(key),
+        "--registry-mirror",
+        reg.host,
+        "--upstream-ca",
+        str(reg.pki.ca_cert),
+        "--upstream-user",
+        USER,
+        "--charts-from",
+        charts,
+        "--wheels-from",
+        wheels,
+        "--binaries-from",
+        str(binaries),
+        log_dir=tmp / "logs",
+        env=PASSWORD_ENV,
+    )
+    assert done.returncode == 0, done.stderr
+    return bundle, pub
+
+
+def _load(tmp: Path, bundle: Path, pub: Path, reg: Registry, cm: Server, devpi: Server) -> dict:  # type: ignore[type-arg]
+    done = cli(
+        *load_args(bundle, pub, reg, tmp / "work"),
+        "--charts-url",
+        cm.url,
+        "--pypi-url",
+        f"{devpi.url}/{USER}/site",
+        "--binaries-dir",
+        str(tmp / "site-bin"),
+        "-o",
+        "json",
+        log_dir=tmp / "logs",
+        env=PASSWORD_ENV,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def _pip_install_from(devpi: Server, target: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-cache-dir",
+            "--index-url",
+            f"{devpi.url}/{USER}/site/+simple/",
+            "--target",
+            str(target),
+            "tinypkg==1.0",
+        ],
+        check=True,
+        capture_output=True,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert (target / "tinypkg" / "__init__.py").is_file()
+    assert "2.0" in (target / "tinydep" / "__init__.py").read_text()
+
+
+def test_charts_wheels_binaries_round_trip_from_folders(
+    tmp_path: Path, upstream: Upstream, empty_registry: Registry, chartmuseum: Server, devpi: Server
+) -> None:
+    charts, wheels, binaries = _sources(tmp_path)
+    bundle, pub = _build(tmp_path, upstream, str(charts), str(wheels), binaries)
+    listing = cli(
+        "airgap-verify",
+        str(bundle),
+        "--verify-key",
+        str(pub),
+        "-o",
+        "json",
+        log_dir=tmp_path / "logs",
+    )
+    items = json.loads(listing.stdout)["items"]
+    assert sorted(i["name"] for i in items if i["kind"] == "wheel") == ["tinydep", "tinypkg"]
+    assert [i["version"] for i in items if i["kind"] == "wheel" and i["name"] == "tinydep"] == [
+        "2.0"
+    ]
+    assert {i["kind"] for i in items} >= {"chart", "chart-index", "wheel", "binary", "blob"}
+
+    report = _load(tmp_path, bundle, pub, empty_registry, chartmuseum, devpi)
+    assert (report["charts_uploaded"], report["wheels_uploaded"], report["binaries_installed"]) == (
+        2,
+        2,
+        2,
+    )
+
+    served = ChartMuseum(chartmuseum.url, empty_registry.pki.ca_cert, USER, SecretStr(PASSWORD))
+    assert served.chart_names() == {n: [v] for n, v in CHARTS}
+    _pip_install_from(devpi, tmp_path / "site-packages")
+    installed = tmp_path / "site-bin" / "pulumi"
+    assert installed.stat().st_mode & 0o777 == 0o755
+    assert "3.1.0" in installed.read_text()
+
+    again = _load(tmp_path, bundle, pub, empty_registry, chartmuseum, devpi)
+    assert again["nothing_to_do"] is True
+
+
+def test_charts_and_wheels_from_served_repositories(
+    tmp_path: Path, upstream: Upstream, empty_registry: Registry, chartmuseum: Server, devpi: Server
+) -> None:
+    charts, wheels, binaries = _sources(tmp_path)
+    ca = empty_registry.pki.ca_cert
+    upstream_charts = ChartMuseum(chartmuseum.url, ca, USER, SecretStr(PASSWORD))
+    for name, version in CHARTS:
+        assert upstream_charts.upload(name, version, charts / f"{name}-{version}.tgz")
+    index = DevPi(f"{devpi.url}/{USER}/upstream", None, USER, SecretStr(PASSWORD))
+    for wheel in sorted(wheels.glob("*.whl")):
+        name, version = wheel.name.split("-")[:2]
+        assert index.upload(wheel, name, version)
+    bundle, pub = _build(
+        tmp_path, upstream, chartmuseum.url, f"{devpi.url}/{USER}/upstream/+simple/", binaries
+    )
+    # ChartMuseum serves the repository index under the same URL that the bundle pulled from.
+    ctx = ssl.create_default_context(cafile=str(ca))
+    assert (
+        httpx.get(f"{chartmuseum.url}/index.yaml", verify=ctx, auth=(USER, PASSWORD)).status_code
+        == 200
+    )
+    report = _load(tmp_path, bundle, pub, empty_registry, chartmuseum, devpi)
+    assert report["charts_uploaded"] == 0  # the same ChartMuseum already holds them
+    assert report["wheels_uploaded"] == 2
+    _pip_install_from(devpi, tmp_path / "site-packages")
