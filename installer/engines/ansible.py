@@ -1,0 +1,375 @@
+"""The Ansible engine: ansible-runner over a private data dir built from typed inputs.
+
+- The private data dir lives in the run folder (`<run>/ansible/`); its artifacts (events, stdout)
+  stay there for the support bundle.
+- Hosts are reached with a pinned host key only: the engine writes a known_hosts file and passes
+  `StrictHostKeyChecking=yes` with it, so an unknown or changed key ends the run (unreachable).
+- Secrets never travel as plain extra vars: roles read them from 0600 files by path (a `file`
+  lookup under `no_log`). Key material the engine must write (an SSH key given by `env:`) goes
+  into a 0600 file that is removed when the run ends.
+- A failed play is a result (`PlaybookResult.status == "failed"`), not an exception; only a run
+  that could not start raises.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import ansible_runner
+from pydantic import SecretStr
+
+from installer.engines.ssh import register_key_text
+from installer.errors import EnvironmentProblem
+from installer.redact import REDACTOR
+
+log = logging.getLogger("installer.engines.ansible")
+
+RunStatus = Literal["successful", "failed", "timeout", "canceled", "error"]
+ProgressKind = Literal["play", "task", "ok", "changed", "failed", "unreachable", "skipped"]
+
+
+@dataclass(frozen=True)
+class AnsibleHost:
+    """One managed host: where it is, how to log in, and the key it must present."""
+
+    name: str
+    address: str
+    user: str
+    known_hosts_line: str
+    """`<address> <keytype> <base64>`: the only host key accepted."""
+    port: int = 22
+    private_key_file: Path | None = None
+    private_key: SecretStr | None = None
+    """Key text when the key is not a file (an `env:` reference); written 0600 for the run."""
+    become: bool = True
+    python: str = "/usr/bin/python3"
+    vars: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PlaybookRun:
+    """What to run: a playbook against groups of hosts, with variables."""
+
+    playbook: Path
+    groups: Mapping[str, list[AnsibleHost]]
+    run_dir: Path
+    """The installer's run folder; the private data dir is `<run_dir>/ansible`."""
+    extra_vars: Mapping[str, Any] = field(default_factory=dict)
+    check: bool = False
+    diff: bool = False
+    timeout_s: int = 3600
+    ident: str = "run"
+
+
+@dataclass(frozen=True)
+class HostStats:
+    """Per-host counters from the play recap."""
+
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """A task that changed (or would change, in check mode) or failed on one host."""
+
+    host: str
+    task: str
+    role: str
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A streamed step of the run, reduced to what a progress display needs."""
+
+    kind: ProgressKind
+    name: str
+    host: str = ""
+    role: str = ""
+    message: str = ""
+
+
+@dataclass
+class PlaybookResult:
+    """How a playbook run ended."""
+
+    status: RunStatus
+    rc: int
+    hosts: dict[str, HostStats]
+    changed: list[TaskOutcome]
+    failures: list[TaskOutcome]
+    unreachable: list[TaskOutcome]
+    artifacts: Path
+    check: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when every host finished without a failure."""
+        return self.status == "successful" and not self.failures and not self.unreachable
+
+    @property
+    def changed_count(self) -> int:
+        """Tasks that changed something, over all hosts (what `changed=` of the recap sums)."""
+        return sum(h.changed for h in self.hosts.values())
+
+    @property
+    def first_failure(self) -> TaskOutcome | None:
+        """The unreachable host or failed task that stopped the run, if any."""
+        found = self.unreachable or self.failures
+        return found[0] if found else None
+
+
+ProgressSink = Callable[[Progress], None]
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write `text` to a new 0600 file (replacing an old one)."""
+    path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+def inventory_document(groups: Mapping[str, list[AnsibleHost]], pdd: Path) -> dict[str, Any]:
+    """The YAML inventory for `groups`; SSH settings pin each host's key to `pdd`'s files."""
+    children: dict[str, Any] = {}
+    for group, hosts in groups.items():
+        members: dict[str, Any] = {}
+        for host in hosts:
+            key_file = host.private_key_file or (pdd / "secrets" / f"{host.name}.key")
+            known = pdd / "known_hosts" / host.name
+            members[host.name] = {
+                "ansible_host": host.address,
+                "ansible_port": host.port,
+                "ansible_user": host.user,
+                "ansible_ssh_private_key_file": str(key_file),
+                "ansible_ssh_common_args": " ".join(
+                    [
+                        "-o StrictHostKeyChecking=yes",
+                        f"-o UserKnownHostsFile={known}",
+                        "-o GlobalKnownHostsFile=/dev/null",
+                        "-o IdentitiesOnly=yes",
+                        "-o BatchMode=yes",
+                        "-o ConnectTimeout=10",
+                    ]
+                ),
+                "ansible_become": host.become,
+                "ansible_python_interpreter": host.python,
+                **dict(host.vars),
+            }
+        children[group] = {"hosts": members}
+    return {"all": {"children": children}}
+
+
+class AnsibleEngine:
+    """Runs playbooks with ansible-runner and returns typed results."""
+
+    def prepare(self, run: PlaybookRun) -> Path:
+        """Build the private data dir for `run` and return it (idempotent)."""
+        pdd = run.run_dir / "ansible"
+        for sub in ("inventory", "env", "known_hosts", "secrets"):
+            (pdd / sub).mkdir(parents=True, mode=0o700, exist_ok=True)
+        for hosts in run.groups.values():
+            for host in hosts:
+                _write_private(pdd / "known_hosts" / host.name, host.known_hosts_line + "\n")
+                if host.private_key_file is None:
+                    if host.private_key is None:
+                        raise EnvironmentProblem(
+                            f"no SSH key for host {host.name}",
+                            remedy="set aux_vm.ssh.private_key in the inventory",
+                        )
+                    key = host.private_key.get_secret_value()
+                    register_key_text(key)
+                    _write_private(pdd / "secrets" / f"{host.name}.key", key.rstrip("\n") + "\n")
+        doc = inventory_document(run.groups, pdd)
+        _write_private(pdd / "inventory" / "hosts.json", json.dumps(doc, indent=2) + "\n")
+        _write_private(pdd / "env" / "extravars", json.dumps(dict(run.extra_vars), indent=2))
+        return pdd
+
+    def run(self, run: PlaybookRun, on_progress: ProgressSink | None = None) -> PlaybookResult:
+        """Run the playbook; a failed play is a result, a run that cannot start raises."""
+        if not run.playbook.is_file():
+            raise EnvironmentProblem(
+                f"playbook {run.playbook} is missing",
+                remedy="run the installer from its own checkout or installed package",
+            )
+        if shutil.which("ansible-playbook", path=_search_path()) is None:
+            raise EnvironmentProblem(
+                "ansible-playbook is not installed",
+                remedy="install the installer with its dependencies (ansible-core)",
+            )
+        pdd = self.prepare(run)
+        collector = _Collector(on_progress)
+        cmdline = ["--check"] if run.check else []
+        if run.diff:
+            cmdline.append("--diff")
+        log.info(
+            "ansible: %s%s on %s (data dir %s)",
+            run.playbook.name,
+            " (check)" if run.check else "",
+            ", ".join(h.name for hosts in run.groups.values() for h in hosts),
+            pdd,
+        )
+        try:
+            runner = ansible_runner.run(
+                private_data_dir=str(pdd),
+                playbook=str(run.playbook.resolve()),
+                ident=run.ident,
+                cmdline=" ".join(cmdline) or None,
+                envvars=_envvars(run.playbook),
+                event_handler=collector.handle,
+                quiet=True,
+                timeout=run.timeout_s,
+                suppress_env_files=True,
+            )
+        finally:
+            shutil.rmtree(pdd / "secrets", ignore_errors=True)
+        artifacts = pdd / "artifacts" / run.ident
+        status: RunStatus = runner.status if runner.status in _STATUSES else "error"
+        result = PlaybookResult(
+            status=status,
+            rc=int(runner.rc if runner.rc is not None else -1),
+            hosts=collector.stats,
+            changed=collector.changed,
+            failures=collector.failures,
+            unreachable=collector.unreachable,
+            artifacts=artifacts,
+            check=run.check,
+        )
+        _redact_tree(artifacts)
+        log.info(
+            "ansible: %s rc=%s changed=%s failed=%s unreachable=%s",
+            result.status,
+            result.rc,
+            result.changed_count,
+            len(result.failures),
+            len(result.unreachable),
+        )
+        return result
+
+
+_STATUSES = frozenset({"successful", "failed", "timeout", "canceled"})
+
+
+def _search_path() -> str:
+    """PATH with the installer's own interpreter folder first (where ansible-playbook lives)."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+def _envvars(playbook: Path) -> dict[str, str]:
+    return {
+        "PATH": _search_path(),
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_PIPELINING": "True",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_ROLES_PATH": str(playbook.resolve().parent / "roles"),
+    }
+
+
+def _redact_tree(folder: Path) -> None:
+    """Mask registered secrets in every artifact file (a second line of defence after no_log)."""
+    if not folder.is_dir():
+        return
+    for path in folder.rglob("*"):
+        if not path.is_file() or path.is_symlink():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        masked = REDACTOR.redact(text)
+        if masked != text:
+            path.write_text(masked, encoding="utf-8")
+
+
+def _message(res: Mapping[str, Any]) -> str:
+    """The most useful line of a task result: its message, else stderr, else stdout."""
+    for key in ("msg", "stderr", "stdout", "module_stderr", "reason"):
+        value = res.get(key)
+        if isinstance(value, str) and value.strip():
+            return REDACTOR.redact(value.strip())
+    return ""
+
+
+class _Collector:
+    """Turns ansible-runner events into counters, outcomes and progress."""
+
+    def __init__(self, sink: ProgressSink | None) -> None:
+        self._sink = sink
+        self._lock = threading.Lock()
+        self.stats: dict[str, HostStats] = {}
+        self.changed: list[TaskOutcome] = []
+        self.failures: list[TaskOutcome] = []
+        self.unreachable: list[TaskOutcome] = []
+
+    def _emit(self, progress: Progress) -> None:
+        if self._sink is not None:
+            self._sink(progress)
+
+    def handle(self, event: dict[str, Any]) -> bool:
+        """ansible-runner's event handler; returning True keeps the event in the artifacts."""
+        kind = event.get("event", "")
+        data: dict[str, Any] = event.get("event_data") or {}
+        host = str(data.get("host") or "")
+        task = str(data.get("task") or "")
+        role = str(data.get("role") or "")
+        res: dict[str, Any] = data.get("res") if isinstance(data.get("res"), dict) else {}  # type: ignore[assignment]
+        with self._lock:
+            if kind == "playbook_on_play_start":
+                self._emit(Progress("play", str(data.get("name") or data.get("play") or "")))
+            elif kind == "playbook_on_task_start":
+                self._emit(Progress("task", task, role=role))
+            elif kind == "runner_on_ok":
+                # no_log results are censored to one key; the display line still says changed.
+                censored_change = "censored" in res and str(event.get("stdout", "")).startswith(
+                    "changed"
+                )
+                if res.get("changed") or censored_change:
+                    self.changed.append(TaskOutcome(host, task, role))
+                    self._emit(Progress("changed", task, host, role))
+                else:
+                    self._emit(Progress("ok", task, host, role))
+            elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+                outcome = TaskOutcome(host, task, role, _message(res))
+                self.failures.append(outcome)
+                self._emit(Progress("failed", task, host, role, outcome.message))
+            elif kind == "runner_on_unreachable":
+                outcome = TaskOutcome(host, task, role, _message(res))
+                self.unreachable.append(outcome)
+                self._emit(Progress("unreachable", task, host, role, outcome.message))
+            elif kind == "runner_on_skipped":
+                self._emit(Progress("skipped", task, host, role))
+            elif kind == "playbook_on_stats":
+                self._stats(data)
+        return True
+
+    def _stats(self, data: Mapping[str, Any]) -> None:
+        def counts(key: str) -> dict[str, int]:
+            value = data.get(key) or {}
+            return {str(k): int(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+        ok, changed, failed = counts("ok"), counts("changed"), counts("failures")
+        dark, skipped = counts("dark"), counts("skipped")
+        for host in {*ok, *changed, *failed, *dark, *skipped}:
+            self.stats[host] = HostStats(
+                ok=ok.get(host, 0),
+                changed=changed.get(host, 0),
+                failed=failed.get(host, 0),
+                unreachable=dark.get(host, 0),
+                skipped=skipped.get(host, 0),
+            )

@@ -1,0 +1,322 @@
+"""The `auxvm` phase: Ansible turns the auxiliary VM into the site's artifact hub.
+
+Before the play: the host key is pinned (known_hosts line checked against the inventory), the
+site CA and the hub's server certificate exist in the state folder, the hub login's passwords
+exist there (0600). The play (`playbooks/aux-vm.yml`) reads the passwords from those files by
+path, so no secret value is an Ansible variable. `plan()` runs the play in check mode.
+
+The generated inventory is also written to `<state>/ansible/aux-vm.inventory.json` so an
+operator can run `ansible-playbook -i <that file> playbooks/aux-vm.yml` by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from installer.engines.ansible import (
+    AnsibleEngine,
+    AnsibleHost,
+    PlaybookResult,
+    PlaybookRun,
+    Progress,
+    inventory_document,
+)
+from installer.engines.ssh import SshTarget, pinned_known_hosts_line
+from installer.errors import BadInputError, EnvironmentProblem, FailedError
+from installer.inventory import Inventory
+from installer.phases.auxvm_tls import HubPki, ensure_pki, plan_pki, server_names
+from installer.phases.base import Change, Event, PhaseContext, PhasePlan, PhaseResult, Status
+from installer.site import cluster_names, hub_hostname
+from installer.state import HUB_USER, StateDir
+
+NAME = "auxvm"
+PLAYBOOK = Path(__file__).resolve().parents[2] / "playbooks" / "aux-vm.yml"
+HUB_PASSWORD = "hub-password"  # noqa: S105 - names of secret files, not values
+DEVPI_ROOT_PASSWORD = "devpi-root-password"  # noqa: S105
+HOST = "aux-vm"
+
+# Controller-side sources of the hub's programs. An air-gapped site gets them from the bundle
+# (`<bundle dir>/hub/...`); the variables override (the lab points them at its cache).
+ENV_CHARTMUSEUM = "INSTALLER_HUB_CHARTMUSEUM_BINARY"
+ENV_DEVPI_WHEELS = "INSTALLER_HUB_DEVPI_WHEELHOUSE"
+ENV_REGISTRY = "INSTALLER_HUB_REGISTRY_BINARY"
+
+
+@dataclass(frozen=True)
+class HubSources:
+    """Where the play copies service programs from, on the installer's machine."""
+
+    chartmuseum_binary: Path | None
+    devpi_wheelhouse: Path | None
+    registry_binary: Path | None
+
+
+def hub_sources(bundle: Path | None) -> HubSources:
+    """Find the hub's programs: environment overrides, then the bundle, then PATH."""
+
+    def pick(env: str, in_bundle: str, on_path: str | None) -> Path | None:
+        if os.environ.get(env):
+            return Path(os.environ[env])
+        if bundle is not None and (bundle / "hub" / in_bundle).exists():
+            return bundle / "hub" / in_bundle
+        found = shutil.which(on_path) if on_path else None
+        return Path(found) if found else None
+
+    return HubSources(
+        chartmuseum_binary=pick(ENV_CHARTMUSEUM, "chartmuseum", "chartmuseum"),
+        devpi_wheelhouse=pick(ENV_DEVPI_WHEELS, "devpi-wheels", None),
+        registry_binary=pick(ENV_REGISTRY, "registry", None),
+    )
+
+
+def dns_zones(inv: Inventory) -> list[dict[str, Any]]:
+    """The wildcard zones the VM's dnsmasq answers, from `cluster_names` (one source of truth).
+
+    dnsmasq's `address=/<zone>/<ip>` answers the zone and every name under it, so each record
+    (`<domain>`, `*.<domain>`, `*.jobs.<domain>`, `*.apps.<domain>`) becomes its zone; records
+    sharing a zone (`<domain>` and `*.<domain>`) share one entry.
+    """
+    zones: dict[str, dict[str, Any]] = {}
+    for cluster in inv.clusters:
+        addresses = [str(ip) for ip in cluster.ingress_ips]
+        for record in cluster_names(inv, cluster).records:
+            zone = record.removeprefix("*.")
+            entry = zones.setdefault(zone, {"zone": zone, "records": [], "addresses": addresses})
+            entry["records"].append(record)
+    return list(zones.values())
+
+
+def hub_vars(inv: Inventory, state: StateDir, pki: HubPki, sources: HubSources) -> dict[str, Any]:
+    """The play's variables for this site (plain data: paths, ports, names; never a secret)."""
+    vm = inv.aux_vm
+    svc = vm.services
+
+    def src(path: Path | None) -> str:
+        return str(path) if path is not None else ""
+
+    return {
+        "hub_hostname": hub_hostname(inv),
+        "hub_address": str(vm.address),
+        "hub_login": HUB_USER,
+        "hub_password_file": str(state.secrets / HUB_PASSWORD),
+        "hub_tls_ca_cert_file": str(pki.ca_cert),
+        "hub_tls_cert_file": str(pki.server_cert),
+        "hub_tls_key_file": str(pki.server_key),
+        "hub_registry_port": svc.registry.port,
+        "hub_registry_data": svc.registry.data_path,
+        "hub_registry_binary_src": src(sources.registry_binary),
+        "hub_chartmuseum_port": svc.chartmuseum.port,
+        "hub_chartmuseum_data": svc.chartmuseum.data_path,
+        "hub_chartmuseum_binary_src": src(sources.chartmuseum_binary),
+        "hub_devpi_port": svc.devpi.port,
+        "hub_devpi_data": svc.devpi.data_path,
+        "hub_devpi_wheelhouse_src": src(sources.devpi_wheelhouse),
+        "hub_devpi_root_password_file": str(state.secrets / DEVPI_ROOT_PASSWORD),
+        "hub_dns_enabled": vm.dns.enabled,
+        "hub_dns_port": vm.dns.port,
+        "hub_dns_upstreams": [str(ip) for ip in vm.dns.upstream_servers],
+        "hub_dns_zones": dns_zones(inv),
+        "hub_dns_hosts": [{"name": hub_hostname(inv), "address": str(vm.address)}],
+    }
+
+
+def _ssh_target(inv: Inventory) -> SshTarget:
+    ssh = inv.aux_vm.ssh
+    return SshTarget(
+        address=str(inv.aux_vm.address),
+        port=ssh.port,
+        user=ssh.user,
+        private_key=ssh.private_key.resolve().get_secret_value(),
+        known_hosts=ssh.known_hosts,
+        fingerprint=ssh.host_key_fingerprint,
+    )
+
+
+def _host(inv: Inventory, known_hosts_line: str) -> AnsibleHost:
+    ssh = inv.aux_vm.ssh
+    key_path = ssh.private_key.path()
+    return AnsibleHost(
+        name=HOST,
+        address=str(inv.aux_vm.address),
+        port=ssh.port,
+        user=ssh.user,
+        known_hosts_line=known_hosts_line,
+        private_key_file=key_path,
+        private_key=None if key_path is not None else ssh.private_key.resolve(),
+        become=ssh.become,
+    )
+
+
+def _failure_error(result: PlaybookResult, inv: Inventory) -> EnvironmentProblem | FailedError:
+    """The error for a failed play: exit 3 for an unreachable VM, 1 for a failed task."""
+    where = f"{inv.aux_vm.ssh.user}@{inv.aux_vm.address}:{inv.aux_vm.ssh.port}"
+    logs = f"; Ansible's log: {result.artifacts / 'stdout'}"
+    if result.unreachable:
+        first = result.unreachable[0]
+        text = first.message
+        if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION" in text:
+            remedy = (
+                "the VM presented another host key than the pinned one: check the key on the"
+                " VM's console and update aux_vm.ssh.known_hosts / host_key_fingerprint"
+            )
+        elif "Permission denied" in text:
+            remedy = "authorize the inventory's SSH key for the user on the VM"
+        else:
+            remedy = "check that the VM is up and its address and SSH port in the inventory"
+        return EnvironmentProblem(
+            f"host {where} unreachable at step '{first.task or 'connect'}': {text}{logs}",
+            remedy=remedy,
+        )
+    first_failed = result.first_failure
+    task = first_failed.task if first_failed else "(play)"
+    text = first_failed.message if first_failed else f"ansible ended {result.status}"
+    if "sudo" in text and ("password is required" in text or "not in the sudoers" in text):
+        return EnvironmentProblem(
+            f"host {where}: step '{task}': {inv.aux_vm.ssh.user} cannot use sudo: {text}{logs}",
+            remedy="give the SSH user passwordless sudo on the VM, or log in as root",
+        )
+    text, _, remedy = text.partition("remedy:")
+    return FailedError(
+        f"host {where}: step '{task}' failed: {text.strip()}{logs}",
+        remedy=remedy.strip() or None,
+    )
+
+
+class AuxVmPhase:
+    """The artifact hub VM, converged by `playbooks/aux-vm.yml`."""
+
+    name = NAME
+
+    def __init__(self, engine: AnsibleEngine | None = None, playbook: Path = PLAYBOOK) -> None:
+        self._engine = engine or AnsibleEngine()
+        self._playbook = playbook
+
+    def applies(self, ctx: PhaseContext) -> bool:
+        """The hub is part of every site."""
+        return True
+
+    def inputs(self, ctx: PhaseContext) -> Any:
+        """The VM's part of the inventory and the DNS zones it serves."""
+        inv = ctx.inventory
+        return {
+            "aux_vm": inv.aux_vm.model_dump(mode="json"),
+            "domain": inv.site.domain,
+            "airgapped": inv.site.airgapped,
+            "zones": dns_zones(inv),
+        }
+
+    def _names(self, inv: Inventory) -> tuple[list[str], list[str]]:
+        return server_names(
+            hub_hostname(inv), list(inv.aux_vm.tls.extra_names), str(inv.aux_vm.address)
+        )
+
+    def _run(self, ctx: PhaseContext, pki: HubPki, check: bool) -> PlaybookResult:
+        inv = ctx.inventory
+        ctx.step(NAME, f"checking the host key of {inv.aux_vm.address}")
+        line = pinned_known_hosts_line(_ssh_target(inv))
+        for secret in (HUB_PASSWORD, DEVPI_ROOT_PASSWORD):
+            ctx.state.secret(secret)
+        host = _host(inv, line)
+        extra = hub_vars(inv, ctx.state, pki, hub_sources(ctx.bundle))
+        self._write_inventory(ctx.state, host, extra)
+
+        def progress(p: Progress) -> None:
+            if p.kind == "task":
+                ctx.emit(Event("step", NAME, p.name, {"role": p.role}))
+            elif p.kind == "changed":
+                ctx.emit(Event("change", NAME, f"{p.host}: {p.name}", {"role": p.role}))
+            elif p.kind in ("failed", "unreachable"):
+                ctx.emit(Event("error", NAME, f"{p.host}: {p.name}: {p.message}"))
+
+        run = PlaybookRun(
+            playbook=self._playbook,
+            groups={"aux_vm": [host]},
+            run_dir=ctx.run_dir,
+            extra_vars=extra,
+            check=check,
+            ident="auxvm-check" if check else "auxvm",
+        )
+        return self._engine.run(run, progress)
+
+    def _write_inventory(self, state: StateDir, host: AnsibleHost, extra: dict[str, Any]) -> None:
+        folder = state.root / "ansible"
+        folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+        known = folder / "aux-vm.known_hosts"
+        known.write_text(host.known_hosts_line + "\n", encoding="utf-8")
+        pinned = AnsibleHost(**{**host.__dict__, "private_key": None})
+        doc = inventory_document({"aux_vm": [pinned]}, folder)
+        hostvars = doc["all"]["children"]["aux_vm"]["hosts"][HOST]
+        hostvars["ansible_ssh_common_args"] = hostvars["ansible_ssh_common_args"].replace(
+            str(folder / "known_hosts" / HOST), str(known)
+        )
+        if host.private_key_file is None:
+            hostvars.pop("ansible_ssh_private_key_file")
+        doc["all"]["children"]["aux_vm"]["vars"] = extra
+        (folder / "aux-vm.inventory.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+    def plan(self, ctx: PhaseContext) -> PhasePlan:
+        """The play in check mode: every task that would change, plus certificates to issue."""
+        inv = ctx.inventory
+        dns, ips = self._names(inv)
+        pki_plan = plan_pki(ctx.state, inv.aux_vm.tls, dns, ips)
+        plan = PhasePlan(NAME)
+        if pki_plan.create_ca:
+            plan.changes.append(Change("installer", "create", "certificate", "site CA"))
+        if pki_plan.issue_server_cert:
+            plan.changes.append(
+                Change("installer", "create", "certificate", "hub server", pki_plan.reason)
+            )
+        if pki_plan.create_ca or pki_plan.issue_server_cert:
+            # Check mode needs files to compare; a throwaway PKI in the run folder stands in.
+            scratch = StateDir(ctx.run_dir / "plan-pki")
+            pki, _ = ensure_pki(scratch, inv.aux_vm.tls, inv.site.name, dns, ips)
+        else:
+            pki, _ = ensure_pki(ctx.state, inv.aux_vm.tls, inv.site.name, dns, ips)
+        result = self._run(ctx, pki, check=True)
+        if not result.ok:
+            raise _failure_error(result, inv)
+        for outcome in result.changed:
+            plan.changes.append(Change("vm", "update", "task", outcome.task, outcome.role))
+        plan.notes.append(f"check mode: {result.changed_count} task(s) would change")
+        return plan
+
+    def apply(self, ctx: PhaseContext) -> PhaseResult:
+        """Converge the VM; a second run reports no change."""
+        inv = ctx.inventory
+        dns, ips = self._names(inv)
+        pki, pki_plan = ensure_pki(ctx.state, inv.aux_vm.tls, inv.site.name, dns, ips)
+        changes: list[Change] = []
+        if pki_plan.create_ca:
+            changes.append(Change("installer", "create", "certificate", "site CA"))
+        if pki_plan.issue_server_cert:
+            changes.append(Change("installer", "create", "certificate", "hub server"))
+        result = self._run(ctx, pki, check=False)
+        if not result.ok:
+            raise _failure_error(result, inv)
+        changes += [Change("vm", "update", "task", o.task, o.role) for o in result.changed]
+        return PhaseResult(
+            NAME,
+            Status.OK,
+            changes,
+            message=f"hub ready on {hub_hostname(inv)} ({inv.aux_vm.address});"
+            f" changed={result.changed_count}",
+            details={
+                "changed": result.changed_count,
+                "hosts": {h: s.__dict__ for h, s in result.hosts.items()},
+                "artifacts": str(result.artifacts),
+                "ca_cert": str(pki.ca_cert),
+            },
+        )
+
+
+def phase() -> AuxVmPhase:
+    """The phase as bootstrap loads it."""
+    return AuxVmPhase()
+
+
+__all__ = ["AuxVmPhase", "BadInputError", "dns_zones", "hub_vars", "phase"]
