@@ -19,6 +19,8 @@ build() {
   tar -xzf "$KC_CACHE/download/keycloak-quarkus-dist-$KEYCLOAK_VERSION.tar.gz" -C "$KC_CACHE/dist.tmp" \
     --strip-components=1 >>"$logf" 2>&1 || die "keycloak: unpacking failed; see $logf"
   mv "$KC_CACHE/dist.tmp" "$KC_CACHE/dist"
+  # Maven keeps its own copy of the archive in its local repository.
+  rm -rf "$KC_CACHE/download"
 }
 
 # Keycloak 26 needs Java 21 or later; Debian 12 ships 17, so take the first newer JDK present.

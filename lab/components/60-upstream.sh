@@ -38,6 +38,16 @@ build_images() {
     >>"$logf" 2>&1 || die "buildah: building the upstream stand-in images failed; see $logf"
   rm -rf "$LAB_CACHE/build/upstream-images"
   mv "$d/oci.tmp" "$d/oci"
+  prune_stale upstream-images "$d"
+}
+
+# prune_stale PREFIX KEEP: generated content of older manifests is of no use; drop it.
+prune_stale() {
+  local old
+  for old in "$LAB_CACHE/$1"-*; do
+    [[ -d "$old" && "$old" != "$2" ]] && rm -rf "$old"
+  done
+  return 0
 }
 
 build_charts() {
@@ -53,6 +63,7 @@ build_charts() {
   done < <(seed charts)
   "$HELM" repo index "$d/charts.tmp" >>"$logf" 2>&1 || die "helm: indexing the upstream charts failed; see $logf"
   rm -rf "$d/charts"; mv "$d/charts.tmp" "$d/charts"
+  prune_stale upstream-charts "$d"
 }
 
 build_devpi() {
@@ -152,6 +163,7 @@ seed_wheels() {
            || "$DEVPI_VENV/bin/devpi" --clientdir "$client" user -c lab password="$(lab_secret "$UP/devpi-lab-password")"; } \
       && { "$DEVPI_VENV/bin/devpi" --clientdir "$client" getjson /lab/stable >/dev/null 2>&1 \
            || "$DEVPI_VENV/bin/devpi" --clientdir "$client" index -c lab/stable bases= volatile=False; } \
+      && "$DEVPI_VENV/bin/devpi" --clientdir "$client" login lab --password "$(cat "$UP/devpi-lab-password")" \
       && "$DEVPI_VENV/bin/devpi" --clientdir "$client" use lab/stable \
       && "$DEVPI_VENV/bin/devpi" --clientdir "$client" upload --from-dir "$(wheelhouse)"
   } >>"$logf" 2>&1 </dev/null || die "devpi-client: seeding the wheel index failed; see $logf"
@@ -234,7 +246,9 @@ up() {
     printf 'export LAB_UPSTREAM_CA=%q\n' "$LAB_CA_DIR/ca.crt"
     printf 'export LAB_UPSTREAM_AUTH_FILE=%q\n' "$UP/auth"
     printf 'export LAB_UPSTREAM_CHARTS_URL=%q\n' "https://127.0.0.1:$LAB_UPSTREAM_CHARTS_PORT"
-    printf 'export LAB_UPSTREAM_PYPI_URL=%q\n' "https://127.0.0.1:$LAB_UPSTREAM_PYPI_PORT/lab/stable/+simple/"
+    # A host name, not the IP: pip's system trust store path refuses IP-address hosts
+    # ("check_hostname requires server_hostname"); the certificate names localhost too.
+    printf 'export LAB_UPSTREAM_PYPI_URL=%q\n' "https://localhost:$LAB_UPSTREAM_PYPI_PORT/lab/stable/+simple/"
   } >"$LAB_STATE/env.d/60-upstream.env"
   log "upstream: registry $REGISTRY, charts :$LAB_UPSTREAM_CHARTS_PORT, wheels :$LAB_UPSTREAM_PYPI_PORT"
 }
