@@ -114,3 +114,12 @@ lab_secret() {
   chmod 0600 "$f"
   cat "$f"
 }
+
+# component_lock NAME: hold a lock on NAME's build until this script exits, so that two builds of
+# one component (lab/build beside a test run's lab/up) do not write the same cache folder at once;
+# the second finds the cache complete and builds nothing.
+component_lock() {
+  mkdir -p "$LAB_CACHE"
+  exec {LAB_COMPONENT_LOCK_FD}>"$LAB_CACHE/.build-$1.lock"
+  flock "$LAB_COMPONENT_LOCK_FD"
+}

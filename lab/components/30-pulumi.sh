@@ -21,7 +21,7 @@ build_cli() {
   out="$(cli_dir)/bin"
   if [[ -x "$out/pulumi" && -x "$out/pulumi-language-python-exec" ]]; then return 0; fi
   logf="$(logfile build-pulumi)"
-  log "pulumi $v: building (log $logf)"
+  log "pulumi $v: building (log $logf)"; local t0=$SECONDS
   b="$(wrapper_module pulumi-cli)"
   rm -rf "$out.tmp"; mkdir -p "$out.tmp"
   # pkg's own go.mod swaps the clipboard module for a fork; a wrapper must repeat that replace.
@@ -39,7 +39,7 @@ build_cli() {
       "$out.tmp/pulumi-language-python-exec" || exit 1
   ) >>"$logf" 2>&1 || die "pulumi: build failed; see $logf"
   mkdir -p "$out"; mv "$out.tmp"/* "$out"/; rmdir "$out.tmp"
-  log "pulumi $v: built in $out"
+  log "pulumi $v: built in $out ($((SECONDS - t0))s)"
 }
 
 # The language host lets the CLI run Python programs from a project folder (plain `pulumi up` in
@@ -77,7 +77,7 @@ build_provider() {
   out="$(provider_dir)/bin"
   if [[ -x "$out/pulumi-resource-kubernetes" ]]; then return 0; fi
   logf="$(logfile build-pulumi-kubernetes)"
-  log "pulumi-resource-kubernetes $PULUMI_KUBERNETES_PROVIDER_VERSION: building (log $logf)"
+  log "pulumi-resource-kubernetes $PULUMI_KUBERNETES_PROVIDER_VERSION: building (log $logf)"; local t0=$SECONDS
   b="$(wrapper_module pulumi-kubernetes)"
   rm -rf "$out.tmp"; mkdir -p "$out.tmp"
   (
@@ -95,7 +95,7 @@ build_provider() {
       -o "$out.tmp/pulumi-resource-kubernetes" . || exit 1
   ) >>"$logf" 2>&1 || die "pulumi-resource-kubernetes: build failed; see $logf"
   mkdir -p "$out"; mv "$out.tmp"/* "$out"/; rmdir "$out.tmp"
-  log "pulumi-resource-kubernetes: built in $out"
+  log "pulumi-resource-kubernetes: built in $out ($((SECONDS - t0))s)"
 }
 
 # One PATH folder with the CLI and every plugin: what the offline environment helper expects.
@@ -123,7 +123,7 @@ status() {
 }
 
 case "${1:-}" in
-  build) go_env; export GOSUMDB="${GOSUMDB:-off}"; build_cli; build_language_python; build_provider ;;
+  build) component_lock 30-pulumi; go_env; export GOSUMDB="${GOSUMDB:-off}"; build_cli; build_language_python; build_provider ;;
   up) up ;;
   down) rm -rf "$(bin_dir)" "$LAB_STATE/env.d/30-pulumi.env" ;;
   status) status ;;

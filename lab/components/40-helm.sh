@@ -16,7 +16,7 @@ build_helm() {
   logf="$(logfile build-helm)"
   # Helm's default capabilities name the cluster version it was built for; make it the lab's.
   kube_minor="${KUBE_VERSION#v1.}"; kube_minor="${kube_minor%%.*}"
-  log "helm $HELM_VERSION: building (log $logf)"
+  log "helm $HELM_VERSION: building (log $logf)"; local t0=$SECONDS
   (
     cd "$(mktemp -d)"
     GOFLAGS= GOBIN="$(dirname "$out").tmp" heavy go install -trimpath -ldflags "-s -w \
@@ -26,7 +26,7 @@ build_helm() {
       "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
   ) >>"$logf" 2>&1 || die "helm: build failed; see $logf"
   rm -rf "$(dirname "$out")"; mv "$(dirname "$out").tmp" "$(dirname "$out")"
-  log "helm: built $out"
+  log "helm: built $out ($((SECONDS - t0))s)"
 }
 
 # The module proxy here has refused every ChartMuseum version so far; the refusal is recorded
@@ -74,7 +74,7 @@ status() {
 }
 
 case "${1:-}" in
-  build) go_env; export GOSUMDB="${GOSUMDB:-off}"; build_helm; build_chartmuseum ;;
+  build) component_lock 40-helm; go_env; export GOSUMDB="${GOSUMDB:-off}"; build_helm; build_chartmuseum ;;
   up) up ;;
   down) rm -f "$LAB_STATE/env.d/40-helm.env" ;;
   status) status ;;

@@ -12,7 +12,7 @@ KC_READY_SECONDS="${LAB_KEYCLOAK_READY_SECONDS:-240}"
 build() {
   [[ -x "$KC_CACHE/dist/bin/kc.sh" ]] && return 0
   local logf; logf="$(logfile build-keycloak)"
-  log "keycloak $KEYCLOAK_VERSION: fetching the server distribution (log $logf)"
+  log "keycloak $KEYCLOAK_VERSION: fetching the server distribution (log $logf)"; local t0=$SECONDS
   mvn -B -q dependency:copy -Dartifact="org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:tar.gz" \
     -DoutputDirectory="$KC_CACHE/download" >>"$logf" 2>&1 || die "keycloak: download failed; see $logf"
   rm -rf "$KC_CACHE/dist.tmp"; mkdir -p "$KC_CACHE/dist.tmp"
@@ -21,6 +21,7 @@ build() {
   mv "$KC_CACHE/dist.tmp" "$KC_CACHE/dist"
   # Maven keeps its own copy of the archive in its local repository.
   rm -rf "$KC_CACHE/download"
+  log "keycloak: unpacked in $KC_CACHE/dist ($((SECONDS - t0))s)"
 }
 
 # Keycloak 26 needs Java 21 or later; Debian 12 ships 17, so take the first newer JDK present.
@@ -84,7 +85,7 @@ status() {
 }
 
 case "${1:-}" in
-  build) build ;;
+  build) component_lock 50-keycloak; build ;;
   up) up ;;
   down) down ;;
   status) status ;;

@@ -31,7 +31,7 @@ build_images() {
   local d logf; d="$(images_dir)"
   [[ -s "$d/oci/index.json" ]] && return 0
   logf="$(logfile build-upstream-images)"
-  log "upstream images: building stand-ins (log $logf)"
+  log "upstream images: building stand-ins (log $logf)"; local t0=$SECONDS
   mkdir -p "$d"; rm -rf "$d/oci.tmp"
   seed images >"$d/plan.tsv"
   bash "$LAB_DIR/upstream/build-images.sh" "$d/oci.tmp" "$LAB_CACHE/build/upstream-images" <"$d/plan.tsv" \
@@ -39,6 +39,7 @@ build_images() {
   rm -rf "$LAB_CACHE/build/upstream-images"
   mv "$d/oci.tmp" "$d/oci"
   prune_stale upstream-images "$d"
+  log "upstream images: built in $d ($((SECONDS - t0))s)"
 }
 
 # prune_stale PREFIX KEEP: generated content of older manifests is of no use; drop it.
@@ -69,22 +70,24 @@ build_charts() {
 build_devpi() {
   [[ -x "$DEVPI_VENV/bin/devpi-server" && -x "$DEVPI_VENV/bin/devpi" ]] && return 0
   local logf; logf="$(logfile build-devpi)"
-  log "devpi-server $DEVPI_SERVER_VERSION: installing into $DEVPI_VENV (log $logf)"
+  log "devpi-server $DEVPI_SERVER_VERSION: installing into $DEVPI_VENV (log $logf)"; local t0=$SECONDS
   rm -rf "$DEVPI_VENV"
   { python3 -m venv "$DEVPI_VENV" \
       && "$DEVPI_VENV/bin/pip" install -q "devpi-server==$DEVPI_SERVER_VERSION" "devpi-client==$DEVPI_CLIENT_VERSION"
   } >>"$logf" 2>&1 || { rm -rf "$DEVPI_VENV"; die "devpi-server: install failed; see $logf"; }
+  log "devpi-server: installed ($((SECONDS - t0))s)"
 }
 
 build_wheels() {
   local d logf; d="$(wheelhouse)"
   [[ -f "$d/.complete" ]] && return 0
   logf="$(logfile build-wheelhouse)"
-  log "wheelhouse: building the installer's runtime wheels (log $logf)"
+  log "wheelhouse: building the installer's runtime wheels (log $logf)"; local t0=$SECONDS
   rm -rf "$d"; mkdir -p "$d"
   "$REPO_DIR/.venv/bin/pip" wheel -q -c "$REPO_DIR/constraints.txt" -w "$d" "$REPO_DIR" >>"$logf" 2>&1 \
     || die "pip: building the installer's wheels failed; see $logf"
   touch "$d/.complete"
+  log "wheelhouse: built in $d ($((SECONDS - t0))s)"
 }
 
 # --- up ------------------------------------------------------------------------------------
@@ -270,7 +273,7 @@ status() {
 }
 
 case "${1:-}" in
-  build) build_images; build_devpi; build_wheels; build_charts ;;
+  build) component_lock 60-upstream; build_images; build_devpi; build_wheels; build_charts ;;
   up) up ;;
   down) down ;;
   status) status ;;
