@@ -14,7 +14,7 @@ import hashlib
 import io
 import os
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
@@ -26,6 +26,7 @@ from installer.airgap.manifest import (
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
     SIGNATURE_NAME,
+    BundleItem,
     BundleManifest,
     check_member_path,
     check_signature,
@@ -93,6 +94,13 @@ class _PartWriter(io.RawIOBase):
             view = view[n:]
         return len(data)
 
+    def abort(self) -> None:
+        """Close and remove every part written so far."""
+        if self._handle is not None:
+            self._handle.close()
+        for final in self.written:
+            final.with_name(final.name + ".partial").unlink(missing_ok=True)
+
     def finish(self) -> list[Path]:
         if self._handle is None:
             self._next()
@@ -110,13 +118,35 @@ def write_bundle(
     output: Path,
     *,
     max_size: int | None = None,
-    level: int = 3,
+    level: int = 1,
     progress: Callable[[int], None] | None = None,
+    order: Iterable[BundleItem] | None = None,
 ) -> list[Path]:
-    """Pack the manifest, its signature and every item from `stage` into `output` (or parts)."""
+    """Pack the manifest, its signature and every item from `stage` into `output` (or parts).
+
+    Items go in `order` when given (any order: readers match members by path), else in the
+    manifest's. A failure removes what was written.
+    """
     for stale in [output, *output.parent.glob(output.name + ".[0-9][0-9][0-9]")]:
         stale.unlink(missing_ok=True)
     sink = _PartWriter(output, max_size)
+    try:
+        _pack(stage, manifest, signature, sink, level, progress, order)
+    except BaseException:
+        sink.abort()
+        raise
+    return sink.finish()
+
+
+def _pack(
+    stage: Path,
+    manifest: BundleManifest,
+    signature: bytes,
+    sink: _PartWriter,
+    level: int,
+    progress: Callable[[int], None] | None,
+    order: Iterable[BundleItem] | None,
+) -> None:
     compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
     with compressor.stream_writer(cast(IO[bytes], sink), closefd=False) as zout:
         # Closed below, before the compressor is flushed; copybufsize is missing from the stubs.
@@ -127,13 +157,12 @@ def write_bundle(
         data = manifest.to_bytes()
         for name, content in ((MANIFEST_NAME, data), (SIGNATURE_NAME, signature)):
             tar.addfile(_info(name, len(content)), io.BytesIO(content))
-        for item in manifest.items:
+        for item in manifest.items if order is None else order:
             with (stage / item.path).open("rb") as handle:
                 tar.addfile(_info(item.path, item.size), handle)
             if progress:
                 progress(item.size)
         tar.close()
-    return sink.finish()
 
 
 def _info(name: str, size: int) -> tarfile.TarInfo:
@@ -172,6 +201,44 @@ class _ConcatReader(io.RawIOBase):
         super().close()
 
 
+class _Frames(io.RawIOBase):
+    """zstd frames decompressed one after the other; input ending inside a frame is an error.
+
+    (The library's stream reader treats a cut-off frame as a clean end of data.)
+    """
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        super().__init__()
+        self.raw = raw
+        self.obj = zstandard.ZstdDecompressor().decompressobj()
+        self.pending = b""
+        self.started = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while not self.pending:
+            chunk = self.raw.read(CHUNK)
+            if not chunk:
+                if self.started and not self.obj.eof:
+                    raise BadInputError(
+                        "bundle: truncated (the data ends inside a compressed frame)",
+                        remedy="copy the bundle (all its parts) again",
+                    )
+                return 0
+            while chunk:
+                if self.obj.eof:  # next frame
+                    self.obj = zstandard.ZstdDecompressor().decompressobj()
+                self.started = True
+                self.pending += self.obj.decompress(chunk)
+                chunk = self.obj.unused_data if self.obj.eof else b""
+        n = min(len(buffer), len(self.pending))
+        buffer[:n] = self.pending[:n]
+        self.pending = self.pending[n:]
+        return n
+
+
 class _Capped(io.RawIOBase):
     """Decompressed bytes, refused past a limit (a zstd or tar size bomb stops here)."""
 
@@ -206,10 +273,7 @@ class _Reader:
     parts: list[Path]
 
     def __post_init__(self) -> None:
-        raw = _ConcatReader(self.parts)
-        reader = zstandard.ZstdDecompressor().stream_reader(
-            cast(IO[bytes], raw), read_across_frames=True
-        )
+        reader = cast(IO[bytes], _Frames(cast(IO[bytes], _ConcatReader(self.parts))))
         self.capped = _Capped(reader, MAX_MANIFEST_BYTES + 8 * _TAR_OVERHEAD)
         self.tar: tarfile.TarFile = tarfile.open(  # type: ignore[call-overload]  # noqa: SIM115
             fileobj=self.capped, mode="r|", bufsize=CHUNK, copybufsize=CHUNK
@@ -326,6 +390,8 @@ def _body(
         assert source is not None
         target = _target(root, name) if root else None
         _copy_checked(source, target, item.sha256, name, progress)
+    while reader.capped.read(CHUNK):  # the tar's end blocks: reaching the end checks framing
+        pass
     missing = sorted(set(items) - seen)
     if missing:
         raise BadInputError(

@@ -9,7 +9,10 @@ must be pushed from them).
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,10 +27,12 @@ from installer.airgap.files import (
     write_chart_index,
 )
 from installer.airgap.images import (
+    Wanted,
     child_descriptors,
+    fetch_blobs,
     layout_items,
-    pull_images,
     read_manifest_blob,
+    resolve_images,
     upstream_repo,
 )
 from installer.airgap.manifest import (
@@ -89,7 +94,12 @@ class BuildResult:
 
 
 def build_bundle(opts: BuildOptions, progress: Progress | None = None) -> BuildResult:
-    """Gather, hash, sign and pack; see the module docstring."""
+    """Gather, hash, sign and pack; see the module docstring.
+
+    The manifest is known before any layer is downloaded (the image manifests give every
+    blob's digest and size), so it is signed and written first and each blob is packed as
+    soon as its download completes: pulling and packing overlap.
+    """
     progress = progress or Silent()
     key = load_private_key(opts.sign_key)  # fail on a bad key before any download
     stage = opts.stage
@@ -99,50 +109,62 @@ def build_bundle(opts: BuildOptions, progress: Progress | None = None) -> BuildR
     stats = TransferStats()
 
     started = time.monotonic()
-    images = _pull(opts, stage, stats, progress)
-    seconds["images"] = time.monotonic() - started
-
-    started = time.monotonic()
     progress.phase("charts, wheels, binaries", None)
-    items = layout_items(stage, images, omit - _manifest_digests(stage, images))
-    items += _files(opts, stage)
+    items = _files(opts, stage)
     seconds["files"] = time.monotonic() - started
 
-    kept = [i for i in items if i.kind in ("layout", "blob") or f"sha256:{i.sha256}" not in omit]
-    omitted_files = {f"sha256:{i.sha256}" for i in items if i not in kept}
-    omitted_blobs = {d for img in images for d in img.blobs} & omit
-    delta = None
-    if delta_kind is not None:
-        delta = DeltaBase(
-            kind=delta_kind, sha256=base_sha, omitted=sorted(omitted_blobs | omitted_files)
-        )
-    source = {"installer": __version__}
-    if opts.upstream is not None:
-        source["registry_mirror"] = opts.upstream.host
-    manifest = new_manifest(
-        source=source,
-        platform_version=opts.release.platform_version,
-        images=images,
-        items=kept,
-        delta=delta,
-    )
     started = time.monotonic()
-    progress.phase("pack", manifest.total_size)
-    parts = write_bundle(
-        stage,
-        manifest,
-        sign(manifest.to_bytes(), key),
-        opts.output,
-        max_size=opts.max_size,
-        level=opts.level,
-        progress=progress.advance,
-    )
+    with _client(opts, stats, progress) as client:
+        images, wanted = _resolve(opts, client, stage)
+        sizes = {d: size for d, (_, size) in wanted.items()}
+        items += layout_items(stage, images, omit - _manifest_digests(stage, images), sizes)
+        kept = [
+            i for i in items if i.kind in ("layout", "blob") or f"sha256:{i.sha256}" not in omit
+        ]
+        omitted_files = {f"sha256:{i.sha256}" for i in items if i not in kept}
+        omitted_blobs = {d for img in images for d in img.blobs} & omit
+        delta = None
+        if delta_kind is not None:
+            delta = DeltaBase(
+                kind=delta_kind, sha256=base_sha, omitted=sorted(omitted_blobs | omitted_files)
+            )
+        source = {"installer": __version__}
+        if opts.upstream is not None:
+            source["registry_mirror"] = opts.upstream.host
+        manifest = new_manifest(
+            source=source,
+            platform_version=opts.release.platform_version,
+            images=images,
+            items=kept,
+            delta=delta,
+        )
+        seconds["manifests"] = time.monotonic() - started
+        started = time.monotonic()
+        layers = {i.name: i for i in manifest.items if i.kind == "blob" and i.name in wanted}
+        ready: queue.Queue[BundleItem | None] = queue.Queue()
+        first = [i for i in manifest.items if not (i.kind == "blob" and i.name in wanted)]
+        progress.phase("pull and pack", sum(i.size for i in layers.values()))
+        packer = _Packer(stage, manifest, sign(manifest.to_bytes(), key), opts, first, ready)
+        packer.start()
+        try:
+            fetch_blobs(
+                client,
+                {d: wanted[d] for d in layers},
+                stage / LAYOUT_DIR,
+                workers=opts.workers,
+                on_done=lambda digest: ready.put(layers[digest]),
+            )
+        finally:
+            ready.put(None)
+            packer.join()
+        if packer.error is not None:
+            raise packer.error
     (stage / MANIFEST_NAME).write_bytes(manifest.to_bytes())
-    seconds["pack"] = time.monotonic() - started
+    seconds["pull_and_pack"] = time.monotonic() - started
     return BuildResult(
-        parts=parts,
+        parts=packer.parts,
         manifest=manifest,
-        bundle_bytes=sum(p.stat().st_size for p in parts),
+        bundle_bytes=sum(p.stat().st_size for p in packer.parts),
         content_bytes=manifest.total_size,
         omitted=len(delta.omitted) if delta else 0,
         retries=stats.retries,
@@ -151,35 +173,75 @@ def build_bundle(opts: BuildOptions, progress: Progress | None = None) -> BuildR
     )
 
 
-def _pull(
-    opts: BuildOptions, stage: Path, stats: TransferStats, progress: Progress
-) -> list[BundleImage]:
+class _Packer(threading.Thread):
+    """Writes the bundle from a queue of items whose files are complete."""
+
+    def __init__(
+        self,
+        stage: Path,
+        manifest: BundleManifest,
+        signature: bytes,
+        opts: BuildOptions,
+        first: list[BundleItem],
+        ready: queue.Queue[BundleItem | None],
+    ) -> None:
+        super().__init__(name="bundle-packer", daemon=True)
+        self.stage, self.manifest, self.signature = stage, manifest, signature
+        self.opts, self.first, self.ready = opts, first, ready
+        self.parts: list[Path] = []
+        self.error: BaseException | None = None
+
+    def _order(self) -> Iterator[BundleItem]:
+        yield from self.first
+        yield from iter(self.ready.get, None)
+
+    def run(self) -> None:
+        try:
+            self.parts = write_bundle(
+                self.stage,
+                self.manifest,
+                self.signature,
+                self.opts.output,
+                max_size=self.opts.max_size,
+                level=self.opts.level,
+                order=self._order(),
+            )
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread, re-raised there
+            self.error = exc
+            for _ in iter(self.ready.get, None):  # let the downloads finish their puts
+                pass
+
+
+def _client(opts: BuildOptions, stats: TransferStats, progress: Progress) -> RegistryClient:
     images = opts.release.images
-    if not images:
-        return []
-    root = stage / LAYOUT_DIR
-    if opts.upstream is None:
+    if opts.upstream is not None:
+        endpoint = opts.upstream
+    else:
         hosts = {_host(i.name) for i in images}
         if len(hosts) > 1:
             raise BadInputError(
                 f"images come from {len(hosts)} registries ({', '.join(sorted(hosts))})",
                 remedy="pass --registry-mirror: a registry holding them under their full names",
             )
-        endpoint = RegistryEndpoint(host=hosts.pop())
-    else:
-        endpoint = opts.upstream
-    with RegistryClient(
+        endpoint = RegistryEndpoint(host=hosts.pop() if hosts else "localhost")
+    return RegistryClient(
         endpoint, stats=stats, progress=progress.advance, connections=opts.workers * 2
-    ) as client:
-        return pull_images(
-            client,
-            images,
-            root,
-            mirror=opts.upstream is not None,
-            platforms=opts.platforms,
-            workers=opts.workers,
-            on_total=lambda total: progress.phase("images", total),
-        )
+    )
+
+
+def _resolve(
+    opts: BuildOptions, client: RegistryClient, stage: Path
+) -> tuple[list[BundleImage], Wanted]:
+    if not opts.release.images:
+        return [], {}
+    return resolve_images(
+        client,
+        opts.release.images,
+        stage / LAYOUT_DIR,
+        mirror=opts.upstream is not None,
+        platforms=opts.platforms,
+        workers=opts.workers,
+    )
 
 
 def _host(name: str) -> str:

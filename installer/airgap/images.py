@@ -119,7 +119,11 @@ def resolve(client: RegistryClient, image: ImageRef, repo: str, platforms: list[
     return pulled
 
 
-def pull_images(
+Wanted = dict[str, tuple[str, int]]
+"""Blob digest -> (a repository that has it, size): what a layout still needs."""
+
+
+def resolve_images(
     client: RegistryClient,
     images: list[ImageRef],
     root: Path,
@@ -127,10 +131,8 @@ def pull_images(
     mirror: bool,
     platforms: list[str],
     workers: int,
-    progress: Callable[[int], None] | None = None,
-    on_total: Callable[[int], None] | None = None,
-) -> list[BundleImage]:
-    """Pull `images` into the layout at `root`; returns what each tag points at."""
+) -> tuple[list[BundleImage], Wanted]:
+    """Fetch every manifest into the layout at `root`, write its index; list the blobs."""
     (root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         pulled = list(
@@ -139,22 +141,12 @@ def pull_images(
                 images,
             )
         )
-        wanted: dict[str, tuple[str, int]] = {}
-        for p in pulled:
-            for digest, size in p.blobs.items():
-                wanted.setdefault(digest, (p.repo, size))
-            for m in [p.top, *p.manifests]:
-                _write_blob(root, m.digest, m.data)
-        missing = {d: v for d, v in wanted.items() if not blob_path(root, d).is_file()}
-        if on_total:
-            on_total(sum(size for _, size in missing.values()))
-        order = sorted(missing.items(), key=lambda kv: -kv[1][1])
-        list(
-            pool.map(
-                lambda kv: client.fetch_blob(kv[1][0], kv[0], blob_path(root, kv[0]), kv[1][1]),
-                order,
-            )
-        )
+    wanted: Wanted = {}
+    for p in pulled:
+        for digest, size in p.blobs.items():
+            wanted.setdefault(digest, (p.repo, size))
+        for m in [p.top, *p.manifests]:
+            _write_blob(root, m.digest, m.data)
     result = [
         BundleImage(
             name=normalize_image(p.image.name),
@@ -166,7 +158,34 @@ def pull_images(
         for p in pulled
     ]
     write_index(root, result)
-    return result
+    return result, wanted
+
+
+def fetch_blobs(
+    client: RegistryClient,
+    wanted: Wanted,
+    root: Path,
+    *,
+    workers: int,
+    on_done: Callable[[str], None],
+) -> int:
+    """Download what is not on disk yet, largest first; `on_done(digest)` as each is ready.
+
+    Returns the bytes that had to be downloaded.
+    """
+    missing = {d: v for d, v in wanted.items() if not blob_path(root, d).is_file()}
+    for digest in wanted.keys() - missing.keys():
+        on_done(digest)
+
+    def one(item: tuple[str, tuple[str, int]]) -> None:
+        digest, (repo, size) = item
+        client.fetch_blob(repo, digest, blob_path(root, digest), size)
+        on_done(digest)
+
+    order = sorted(missing.items(), key=lambda kv: -kv[1][1])
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(one, order))
+    return sum(size for _, size in missing.values())
 
 
 _write_lock = threading.Lock()
@@ -199,8 +218,14 @@ def write_index(root: Path, images: list[BundleImage]) -> None:
     (root / "index.json").write_text(json.dumps(index, indent=1) + "\n")
 
 
-def layout_items(stage: Path, images: list[BundleImage], omit: set[str]) -> list[BundleItem]:
-    """Bundle items for the layout: its two files and every blob not in `omit`."""
+def layout_items(
+    stage: Path, images: list[BundleImage], omit: set[str], sizes: dict[str, int]
+) -> list[BundleItem]:
+    """Bundle items for the layout: its two files and every blob not in `omit`.
+
+    Sizes come from `sizes` (the manifests' descriptors; the blob may still be downloading)
+    or, for manifests, from the file on disk.
+    """
     root = stage / LAYOUT_DIR
     items = [file_item(stage, f"{LAYOUT_DIR}/{n}", "layout") for n in ("oci-layout", "index.json")]
     digests = {d for img in images for d in [img.digest, *img.blobs]}
@@ -211,7 +236,7 @@ def layout_items(stage: Path, images: list[BundleImage], omit: set[str]) -> list
                 kind="blob",
                 name=digest,
                 path=str(path.relative_to(stage)),
-                size=path.stat().st_size,
+                size=sizes[digest] if digest in sizes else path.stat().st_size,
                 sha256=digest.partition(":")[2],
             )
         )
