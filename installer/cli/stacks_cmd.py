@@ -12,7 +12,7 @@ from rich.table import Table
 from installer.cli.render import emit_json, err, is_json, out
 from installer.cli.state import InventoryOption, OutputOption, begin
 from installer.engines.pulumi import PulumiEngine, StackEvent, StackSummary
-from installer.errors import BadInputError
+from installer.errors import BadInputError, FailedError
 from installer.inventory import Inventory, load_inventory
 from installer.inventory.models import Cluster
 from installer.stacks import COMPONENTS, ComponentName
@@ -154,7 +154,14 @@ def _run(
             if not is_json():
                 err.print(f"{action} {name}/{si.stack}", markup=False)
             run = getattr(engine, action)
-            summaries.append(run(si, on_event=_show_event))
+            try:
+                summaries.append(run(si, on_event=_show_event))
+            except FailedError as exc:
+                done = ", ".join(f"{s.component}/{s.stack}" for s in summaries) or "none"
+                raise FailedError(
+                    f"{exc.message}\n(stacks finished before this one: {done})",
+                    remedy=exc.remedy,
+                ) from None
     return summaries
 
 

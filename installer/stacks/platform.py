@@ -330,7 +330,9 @@ class PlatformControllers(pulumi.ComponentResource):
             ),
             opts=pulumi.ResourceOptions.merge(
                 self._in(args.namespace),
-                pulumi.ResourceOptions(depends_on=[self.config_map, *self.pull_secrets]),
+                pulumi.ResourceOptions(
+                    depends_on=[self.config_map, *self.pull_secrets, *self.priority_classes]
+                ),
             ),
         )
 
