@@ -1,0 +1,230 @@
+"""The lab VM provisioned as the artifact hub by `installer bootstrap --only auxvm`, then used
+from the host side with strict TLS (trusting only the site CA) like a cluster node would."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from installer.checks.dnsquery import query
+from installer.engines.registry import RegistryClient, RegistryEndpoint
+from installer.engines.ssh import SshTarget, run_command
+from installer.errors import InstallerError
+from tests.fixtures.auxvm import LAB_INVENTORY, Hub, bootstrap_auxvm
+from tests.integration.auxvm.artifacts import chart_archive, oci_layout, wheel
+
+pytestmark = pytest.mark.e2e
+
+USER = "installer"
+REGISTRY_PORT, CHARTS_PORT, DEVPI_PORT = 5000, 8080, 3141
+SUPERVISORCTL = ["sudo", "-n", "supervisorctl", "-c", "/etc/onprem-hub/supervisord.conf"]
+
+
+def _tls(hub: Hub) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(hub.ca_cert))
+
+
+def _cert_dir(hub: Hub, tmp_path: Path) -> Path:
+    folder = tmp_path / "certs"
+    folder.mkdir(exist_ok=True)
+    shutil.copyfile(hub.ca_cert, folder / "ca.crt")
+    return folder
+
+
+def _skopeo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120)
+
+
+def _ssh(hub: Hub) -> SshTarget:
+    return SshTarget(
+        address=hub.vm.address,
+        port=hub.vm.ssh_port,
+        user=hub.vm.user,
+        private_key=hub.vm.key.read_text(),
+        known_hosts=hub.vm.known_hosts,
+    )
+
+
+def test_first_run_reports_the_hub_ready(provisioned_hub: Hub) -> None:
+    final = provisioned_hub.first_run.final()
+    assert final["ok"] is True
+    (auxvm,) = [p for p in final["phases"] if p["phase"] == "auxvm"]
+    assert auxvm["status"] == "ok"
+    assert f"({provisioned_hub.address})" in auxvm["message"]
+
+
+def test_registry_push_and_pull_with_the_site_ca(provisioned_hub: Hub, tmp_path: Path) -> None:
+    hub = provisioned_hub
+    certs = _cert_dir(hub, tmp_path)
+    tag = uuid.uuid4().hex[:12]
+    digest = oci_layout(tmp_path / "src", tag, payload=tag.encode())
+    ref = f"docker://{hub.address}:{REGISTRY_PORT}/hubtest/hello:{tag}"
+    creds = f"{USER}:{hub.password}"
+
+    pushed = _skopeo("copy", "--dest-cert-dir", str(certs), "--dest-creds", creds,
+                     f"oci:{tmp_path / 'src'}:{tag}", ref)  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    pulled = _skopeo("copy", "--src-cert-dir", str(certs), "--src-creds", creds,
+                     ref, f"oci:{tmp_path / 'back'}:{tag}")  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr
+    back = json.loads((tmp_path / "back" / "index.json").read_text())
+    assert back["manifests"][0]["digest"] == digest
+
+    endpoint = RegistryEndpoint(
+        host=f"{hub.address}:{REGISTRY_PORT}",
+        ca_file=hub.ca_cert,
+        username=USER,
+        password=SecretStr(hub.password),
+    )
+    with RegistryClient(endpoint) as client:
+        manifest = client.get_manifest("hubtest/hello", tag)
+        assert manifest.digest == digest
+        layer = json.loads(manifest.data)["layers"][0]
+        size = client.fetch_blob("hubtest/hello", layer["digest"], tmp_path / "layer")
+        assert size == layer["size"]
+
+
+def test_registry_refuses_wrong_password_and_untrusted_tls(
+    provisioned_hub: Hub, tmp_path: Path
+) -> None:
+    hub = provisioned_hub
+    certs = _cert_dir(hub, tmp_path)
+    ref = f"docker://{hub.address}:{REGISTRY_PORT}/hubtest/hello:absent"
+    wrong = _skopeo("inspect", "--cert-dir", str(certs), "--creds", f"{USER}:wrong-{uuid.uuid4()}",
+                    ref)  # fmt: skip
+    assert wrong.returncode != 0
+    assert "unauthorized" in wrong.stderr.lower() or "authentication" in wrong.stderr.lower()
+    untrusted = _skopeo("inspect", "--creds", f"{USER}:{hub.password}", ref)
+    assert untrusted.returncode != 0
+    assert "certificate" in untrusted.stderr.lower()
+    anonymous = httpx.get(f"https://{hub.address}:{REGISTRY_PORT}/v2/", verify=_tls(hub))
+    assert anonymous.status_code == 401
+
+
+def test_chartmuseum_upload_and_fetch(provisioned_hub: Hub) -> None:
+    hub = provisioned_hub
+    version = f"0.1.{int(time.time())}"
+    archive = chart_archive("hubtest", version)
+    base = f"https://{hub.address}:{CHARTS_PORT}"
+    with httpx.Client(base_url=base, verify=_tls(hub), auth=(USER, hub.password)) as http:
+        saved = http.post("/api/charts", content=archive)
+        assert saved.status_code == 201, saved.text
+        again = http.post("/api/charts", content=archive)
+        assert again.status_code == 409
+        index = http.get("/index.yaml")
+        assert index.status_code == 200
+        assert f"hubtest-{version}.tgz" in index.text
+        fetched = http.get(f"/charts/hubtest-{version}.tgz")
+        assert fetched.content == archive
+        assert http.get(f"/api/charts/hubtest/{version}").json()["version"] == version
+    for auth in (None, (USER, f"wrong-{uuid.uuid4()}")):
+        refused = httpx.get(f"{base}/index.yaml", verify=_tls(hub), auth=auth)
+        assert refused.status_code == 401
+
+
+def test_pip_installs_a_wheel_from_devpi(provisioned_hub: Hub, tmp_path: Path) -> None:
+    hub = provisioned_hub
+    name, version = "hubtest_pkg", f"1.0.{int(time.time())}"
+    built = wheel(tmp_path, name, version, f"VERSION = {version!r}\n")
+    index = f"https://{hub.address}:{DEVPI_PORT}/root/platform/"
+    form = {":action": "file_upload", "name": name, "version": version, "protocol_version": "1"}
+    with httpx.Client(verify=_tls(hub), timeout=60) as http:
+        for auth in ((USER, f"wrong-{uuid.uuid4()}"), None):
+            refused = http.post(index, data=form, files={"content": (built.name, b"x")}, auth=auth)
+            assert refused.status_code in (401, 403), refused.text
+        uploaded = http.post(
+            index,
+            data=form,
+            files={"content": (built.name, built.read_bytes())},
+            auth=(USER, hub.password),
+        )
+        assert uploaded.status_code == 200, uploaded.text
+    target = tmp_path / "site"
+    # pip's system-trust backend cannot verify a server reached by IP address (no SNI name);
+    # the classic backend checks the certificate's IP address entry against --cert.
+    pip = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-cache-dir",
+         "--use-deprecated=legacy-certs",
+         "--index-url", f"{index}+simple/", "--cert", str(hub.ca_cert),
+         "--target", str(target), f"{name}=={version}"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert pip.returncode == 0, pip.stderr
+    assert (target / f"{name}.py").read_text() == f"VERSION = {version!r}\n"
+
+
+def test_devpi_login_refuses_wrong_passwords(provisioned_hub: Hub) -> None:
+    hub = provisioned_hub
+    url = f"https://{hub.address}:{DEVPI_PORT}/+login"
+    with httpx.Client(verify=_tls(hub), headers={"Accept": "application/json"}) as http:
+        for user in (USER, "root"):
+            wrong = http.post(url, json={"user": user, "password": f"wrong-{uuid.uuid4()}"})
+            assert wrong.status_code == 401
+        assert http.post(url, json={"user": USER, "password": hub.password}).status_code == 200
+        root = {"user": "root", "password": hub.devpi_root_password}
+        assert http.post(url, json=root).status_code == 200
+
+
+def test_vm_dns_serves_the_wildcard_zone(provisioned_hub: Hub) -> None:
+    hub = provisioned_hub
+    zone = "lab.org.ml.lab.test"
+    for name in (f"x.jobs.{zone}", f"my-app.apps.{zone}", zone, f"grafana.{zone}"):
+        assert query(name, hub.address).addresses == ("10.213.0.1",), name
+    assert query("hub.ml.lab.test", hub.address).addresses == (hub.address,)
+    assert query("elsewhere.example", hub.address).addresses == ()
+
+
+def _pid(hub: Hub, program: str) -> int:
+    out = run_command(_ssh(hub), [*SUPERVISORCTL, "pid", f"onprem-hub-{program}"]).stdout
+    return int(out.strip())
+
+
+def test_killed_service_comes_back(provisioned_hub: Hub) -> None:
+    hub = provisioned_hub
+    before = _pid(hub, "registry")
+    killed = run_command(_ssh(hub), ["sudo", "-n", "kill", "-KILL", str(before)])
+    assert killed.rc == 0, killed.stderr
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            after = _pid(hub, "registry")
+            answer = httpx.get(f"https://{hub.address}:{REGISTRY_PORT}/v2/", verify=_tls(hub))
+            if after not in (0, before) and answer.status_code == 401:
+                break
+        except (ValueError, httpx.TransportError, InstallerError):
+            pass
+        assert time.monotonic() < deadline, "the registry did not come back within 30 s"
+        time.sleep(0.5)
+
+
+def test_second_run_changes_nothing_and_keeps_secrets_out_of_logs(
+    provisioned_hub: Hub, tmp_path: Path
+) -> None:
+    hub = provisioned_hub
+    again = bootstrap_auxvm(LAB_INVENTORY, tmp_path / "logs", hub.env)
+    assert again.rc == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert again.phase_changes() == 0
+    assert "changed=0" in again.final()["phases"][0]["message"]
+    secrets = [hub.password, hub.devpi_root_password]
+    key_body = [
+        line
+        for line in (hub.state / "pki" / "hub.key").read_text().splitlines()
+        if not line.startswith("-----")
+    ]
+    for folder in (hub.first_run.log_dir, tmp_path / "logs", hub.state / "ansible"):
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        assert files, folder
+        for path in files:
+            text = path.read_bytes().decode("utf-8", "replace")
+            for secret in [*secrets, *key_body]:
+                assert secret not in text, f"a secret leaked into {path}"

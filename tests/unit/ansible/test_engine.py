@@ -1,0 +1,143 @@
+"""The Ansible engine against a real ansible-playbook run on this machine (local connection)."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from installer.engines.ansible import (
+    AnsibleEngine,
+    AnsibleHost,
+    PlaybookRun,
+    Progress,
+    inventory_document,
+)
+from installer.redact import REDACTOR
+
+PLAYBOOK = """
+- name: Engine test
+  hosts: targets
+  gather_facts: false
+  tasks:
+    - name: Write a file
+      ansible.builtin.copy:
+        content: "hello\\n"
+        dest: "{{ out_dir }}/hello.txt"
+        mode: "0644"
+    - name: Use a secret
+      ansible.builtin.command:
+        argv: [cat]
+        stdin: "{{ lookup('ansible.builtin.file', secret_file) }}"
+      changed_when: true
+      no_log: true
+    - name: Echo the secret without no_log
+      ansible.builtin.debug:
+        msg: "value {{ lookup('ansible.builtin.file', secret_file) }}"
+    - name: Fail when asked
+      ansible.builtin.fail:
+        msg: "broken on purpose; remedy: do not ask"
+      when: fail_now | bool
+"""
+
+
+def _host(name: str = "local") -> AnsibleHost:
+    return AnsibleHost(
+        name=name,
+        address="127.0.0.1",
+        user="nobody",
+        known_hosts_line="127.0.0.1 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample",
+        private_key=SecretStr(
+            "-----BEGIN KEY-----\nbm90LWEta2V5LWJvZHktdmFsdWU=\n-----END KEY-----"
+        ),
+        become=False,
+        vars={"ansible_connection": "local"},
+    )
+
+
+def _run(tmp_path: Path, *, fail: bool, check: bool = False) -> tuple[object, list[Progress]]:
+    import sys
+
+    (tmp_path / "play.yml").write_text(PLAYBOOK)
+    secret = "engine-test-secret-" + tmp_path.name
+    REDACTOR.register(secret)
+    (tmp_path / "secret").write_text(secret)
+    (tmp_path / "out").mkdir(exist_ok=True)
+    seen: list[Progress] = []
+    host = AnsibleHost(**{**_host().__dict__, "python": sys.executable})
+    result = AnsibleEngine().run(
+        PlaybookRun(
+            playbook=tmp_path / "play.yml",
+            groups={"targets": [host]},
+            run_dir=tmp_path / "run",
+            extra_vars={
+                "out_dir": str(tmp_path / "out"),
+                "secret_file": str(tmp_path / "secret"),
+                "fail_now": fail,
+            },
+            check=check,
+        ),
+        seen.append,
+    )
+    return result, seen
+
+
+def test_inventory_pins_the_host_key_and_never_asks() -> None:
+    doc = inventory_document({"aux_vm": [_host("vm")]}, Path("/pdd"))
+    hostvars = doc["all"]["children"]["aux_vm"]["hosts"]["vm"]
+    args = hostvars["ansible_ssh_common_args"]
+    assert "-o StrictHostKeyChecking=yes" in args
+    assert "-o UserKnownHostsFile=/pdd/known_hosts/vm" in args
+    assert "-o GlobalKnownHostsFile=/dev/null" in args
+    assert "-o BatchMode=yes" in args
+    assert hostvars["ansible_ssh_private_key_file"] == "/pdd/secrets/vm.key"
+    assert hostvars["ansible_python_interpreter"] == "/usr/bin/python3"
+
+
+def test_prepare_writes_private_files(tmp_path: Path) -> None:
+    run = PlaybookRun(
+        playbook=tmp_path / "p.yml", groups={"g": [_host("vm")]}, run_dir=tmp_path / "run"
+    )
+    pdd = AnsibleEngine().prepare(run)
+    for path in (pdd / "secrets" / "vm.key", pdd / "known_hosts" / "vm", pdd / "env" / "extravars"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert (pdd / "known_hosts" / "vm").read_text().startswith("127.0.0.1 ssh-ed25519 ")
+    assert json.loads((pdd / "inventory" / "hosts.json").read_text())["all"]["children"]["g"]
+
+
+def test_successful_run_counts_changes_and_hides_secrets(tmp_path: Path) -> None:
+    result, seen = _run(tmp_path, fail=False)
+    assert result.ok, result.failures  # type: ignore[attr-defined]
+    assert result.hosts["local"].changed == 2  # type: ignore[attr-defined]
+    assert [c.task for c in result.changed] == ["Write a file", "Use a secret"]  # type: ignore[attr-defined]
+    assert (tmp_path / "out" / "hello.txt").read_text() == "hello\n"
+    assert {p.kind for p in seen} >= {"play", "task", "changed", "ok"}
+    # The key the engine wrote for the run is gone; no artifact holds the secret or key body.
+    assert not (tmp_path / "run" / "ansible" / "secrets").exists()
+    secret = (tmp_path / "secret").read_text()
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert any(p.name == "stdout" for p in files)
+    for path in files:
+        text = path.read_text(errors="replace")
+        assert secret not in text, path
+        assert "bm90LWEta2V5LWJvZHktdmFsdWU=" not in text, path
+
+
+def test_failed_task_is_a_result_with_its_message(tmp_path: Path) -> None:
+    result, seen = _run(tmp_path, fail=True)
+    assert not result.ok  # type: ignore[attr-defined]
+    assert result.status == "failed"  # type: ignore[attr-defined]
+    failure = result.first_failure  # type: ignore[attr-defined]
+    assert failure.task == "Fail when asked"
+    assert failure.message == "broken on purpose; remedy: do not ask"
+    assert any(p.kind == "failed" for p in seen)
+
+
+def test_check_mode_changes_nothing(tmp_path: Path) -> None:
+    result, _ = _run(tmp_path, fail=False, check=True)
+    assert result.ok  # type: ignore[attr-defined]
+    assert result.check  # type: ignore[attr-defined]
+    assert "Write a file" in [c.task for c in result.changed]  # type: ignore[attr-defined]
+    assert not (tmp_path / "out" / "hello.txt").exists()
