@@ -76,7 +76,7 @@ up() {
 
 down() {
   stop_daemon keycloak
-  rm -rf "$KC_STATE/server" "$LAB_STATE/env.d/50-keycloak.env"
+  rm -rf "$KC_STATE" "$LAB_STATE/env.d/50-keycloak.env"
 }
 
 status() {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from collections.abc import Iterator
 
@@ -17,7 +18,9 @@ pytestmark = pytest.mark.e2e
 def keycloak(lab_services: LabServices) -> Iterator[httpx.Client]:
     """An HTTPS client for the lab Keycloak that trusts the lab CA only."""
     with httpx.Client(
-        base_url=lab_services.keycloak_url, verify=str(lab_services.ca), timeout=30
+        base_url=lab_services.keycloak_url,
+        verify=ssl.create_default_context(cafile=lab_services.ca),
+        timeout=30,
     ) as http:
         yield http
 

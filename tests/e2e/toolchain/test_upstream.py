@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
 from collections import Counter
@@ -101,7 +102,7 @@ def test_images_share_layers_and_one_is_large(lab_services: LabServices, tmp_pat
 def _charts_index(services: LabServices) -> dict[str, list[dict[str, object]]]:
     resp = httpx.get(
         f"{services.charts_url}/index.yaml",
-        verify=str(services.ca),
+        verify=ssl.create_default_context(cafile=services.ca),
         auth=(services.auth.user, services.auth.password),
         timeout=30,
     )
@@ -118,7 +119,10 @@ def test_chart_index_lists_every_chart(lab_services: LabServices) -> None:
 
 
 def test_chart_repository_needs_credentials(lab_services: LabServices) -> None:
-    resp = httpx.get(f"{lab_services.charts_url}/index.yaml", verify=str(lab_services.ca))
+    resp = httpx.get(
+        f"{lab_services.charts_url}/index.yaml",
+        verify=ssl.create_default_context(cafile=lab_services.ca),
+    )
     assert resp.status_code == 401
 
 
@@ -127,40 +131,36 @@ def test_chart_pulls_and_renders_real_kinds(
     chart: ChartRef, lab_services: LabServices, tmp_path: Path
 ) -> None:
     auth = lab_services.auth
-    pull = subprocess.run(
-        [
-            str(lab_services.helm),
-            "pull",
-            chart.name,
-            "--version",
-            chart.version,
-            "--repo",
-            lab_services.charts_url,
-            "--username",
-            auth.user,
-            "--password-stdin",
-            "--ca-file",
-            str(lab_services.ca),
-            "-d",
-            str(tmp_path),
-        ],
-        input=auth.password,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
+    helm_env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+
+    def helm(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(lab_services.helm), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=helm_env,
+        )
+
+    added = helm(
+        "repo",
+        "add",
+        "upstream",
+        lab_services.charts_url,
+        "--username",
+        auth.user,
+        "--password-stdin",
+        "--ca-file",
+        str(lab_services.ca),
+        stdin=auth.password,
     )
+    assert added.returncode == 0, added.stderr
+    pull = helm("pull", f"upstream/{chart.name}", "--version", chart.version, "-d", str(tmp_path))
     assert pull.returncode == 0, pull.stderr
     archive = tmp_path / f"{chart.name}-{chart.version}.tgz"
-    rendered = subprocess.run(
-        [str(lab_services.helm), "template", "lab", str(archive), "--namespace", "lab"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
-    )
+    rendered = helm("template", "lab", str(archive), "--namespace", "lab")
     assert rendered.returncode == 0, rendered.stderr
     kinds = {d["kind"] for d in yaml.safe_load_all(rendered.stdout) if d}
     assert CHART_KINDS[chart.name] <= kinds
