@@ -110,6 +110,15 @@ register_nodes() {
   render_nodes >"$manifest"
   kubectl_lab apply --server-side --field-manager onprem-lab -f "$manifest" >>"$(logfile kwok)" 2>&1 ||
     die "kube: registering the fake nodes failed; see $(logfile kwok)"
+  # A lab started with a larger LAB_NODES keeps only the nodes the topology asks for now.
+  local extra
+  extra="$(comm -13 <(topology_rows | awk '{print $1}' | sort) \
+    <(kubectl_lab get nodes -l type=kwok -o name | sed 's#^node/##' | sort))"
+  if [[ -n "$extra" ]]; then
+    # shellcheck disable=SC2086
+    kubectl_lab delete node $extra >>"$(logfile kwok)" 2>&1 ||
+      die "kube: removing nodes beyond the topology failed; see $(logfile kwok)"
+  fi
   wait_for kwok 180 nodes_ready
   # Pods can only be created once the controller manager made the namespace's service account.
   wait_for kube-controller-manager 60 kubectl_lab get serviceaccount default -n default

@@ -17,6 +17,15 @@ tool_complete() {
   for b in "$@"; do [[ -x "$dir/$b" ]] || return 1; done
 }
 
+# tool_lock TOOL VERSION: hold a lock on one tool's build until this script exits, so two lab
+# scripts started at once (lab/up and a test session) never build into the same folders.
+tool_lock() {
+  local fd
+  mkdir -p "$LAB_CACHE"
+  exec {fd}>"$LAB_CACHE/.build-$1-$2.lock"
+  flock "$fd"
+}
+
 # wrapper_module TOOL: a fresh, empty Go module for one build, printed.
 wrapper_module() {
   local w="$LAB_CACHE/.work/$1"
@@ -30,11 +39,14 @@ finish_build() {
   local d="$LAB_CACHE/$1-$2"
   rm -rf "$d/bin"; mv "$d/bin.partial" "$d/bin"
   rm -rf "$LAB_CACHE/.work/$1"
+  log "$1 $2 built in $((SECONDS - BUILD_STARTED)) s into $d/bin"
 }
 
 build_etcd() {
   local d w log
+  tool_complete "$(etcd_bin_dir)" etcd || tool_lock etcd "$ETCD_VERSION"
   tool_complete "$(etcd_bin_dir)" etcd && { log "etcd $ETCD_VERSION cached"; return 0; }
+  BUILD_STARTED=$SECONDS
   d="$(cache_dir etcd "$ETCD_VERSION")"; log="$d/build.log"
   log "building etcd $ETCD_VERSION (log $log)"
   go_env
@@ -55,8 +67,11 @@ KWOK_STAGE_FILES=(node/fast/node-initialize.yaml node/heartbeat-with-lease/node-
 
 build_kwok() {
   local d w log
+  tool_complete "$(kwok_bin_dir)" kwok && [[ -s "$(kwok_bin_dir)/kwok-stages.yaml" ]] ||
+    tool_lock kwok "$KWOK_VERSION"
   tool_complete "$(kwok_bin_dir)" kwok && [[ -s "$(kwok_bin_dir)/kwok-stages.yaml" ]] &&
     { log "kwok $KWOK_VERSION cached"; return 0; }
+  BUILD_STARTED=$SECONDS
   d="$(cache_dir kwok "$KWOK_VERSION")"; log="$d/build.log"
   log "building kwok $KWOK_VERSION (log $log)"
   go_env
@@ -78,7 +93,9 @@ build_kwok() {
 # of its own tree; a wrapper module replaces each with the published v0.<minor>.<patch>.
 build_kubernetes() {
   local d w log gomod staging minor b
+  tool_complete "$(kube_bin_dir)" "${KUBE_BINARIES[@]}" || tool_lock kubernetes "$KUBE_VERSION"
   tool_complete "$(kube_bin_dir)" "${KUBE_BINARIES[@]}" && { log "kubernetes $KUBE_VERSION cached"; return 0; }
+  BUILD_STARTED=$SECONDS
   d="$(cache_dir kubernetes "$KUBE_VERSION")"; log="$d/build.log"
   log "building kubernetes $KUBE_VERSION: ${KUBE_BINARIES[*]} (log $log; 10-30 min cold)"
   go_env
