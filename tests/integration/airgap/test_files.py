@@ -93,13 +93,13 @@ def _build(
     return bundle, pub
 
 
-def _load(tmp: Path, bundle: Path, pub: Path, reg: Registry, cm: Server, devpi: Server) -> dict:  # type: ignore[type-arg]
+def _load(tmp: Path, bundle: Path, pub: Path, reg: Registry, cm: Server, site: str) -> dict:  # type: ignore[type-arg]
     done = cli(
         *load_args(bundle, pub, reg, tmp / "work"),
         "--charts-url",
         cm.url,
         "--pypi-url",
-        f"{devpi.url}/{USER}/site",
+        site,
         "--binaries-dir",
         str(tmp / "site-bin"),
         "-o",
@@ -111,7 +111,7 @@ def _load(tmp: Path, bundle: Path, pub: Path, reg: Registry, cm: Server, devpi: 
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
-def _pip_install_from(devpi: Server, target: Path) -> None:
+def _pip_install_from(site: str, target: Path) -> None:
     subprocess.run(
         [
             sys.executable,
@@ -122,7 +122,7 @@ def _pip_install_from(devpi: Server, target: Path) -> None:
             "--disable-pip-version-check",
             "--no-cache-dir",
             "--index-url",
-            f"{devpi.url}/{USER}/site/+simple/",
+            f"{site}/+simple/",
             "--target",
             str(target),
             "tinypkg==1.0",
@@ -136,8 +136,13 @@ def _pip_install_from(devpi: Server, target: Path) -> None:
 
 
 def test_charts_wheels_binaries_round_trip_from_folders(
-    tmp_path: Path, upstream: Upstream, empty_registry: Registry, chartmuseum: Server, devpi: Server
+    tmp_path: Path,
+    upstream: Upstream,
+    empty_registry: Registry,
+    chartmuseum: Server,
+    devpi: tuple[str, str],
 ) -> None:
+    site, _ = devpi
     charts, wheels, binaries = _sources(tmp_path)
     bundle, pub = _build(tmp_path, upstream, str(charts), str(wheels), binaries)
     listing = cli(
@@ -156,7 +161,7 @@ def test_charts_wheels_binaries_round_trip_from_folders(
     ]
     assert {i["kind"] for i in items} >= {"chart", "chart-index", "wheel", "binary", "blob"}
 
-    report = _load(tmp_path, bundle, pub, empty_registry, chartmuseum, devpi)
+    report = _load(tmp_path, bundle, pub, empty_registry, chartmuseum, site)
     assert (report["charts_uploaded"], report["wheels_uploaded"], report["binaries_installed"]) == (
         2,
         2,
@@ -165,29 +170,34 @@ def test_charts_wheels_binaries_round_trip_from_folders(
 
     served = ChartMuseum(chartmuseum.url, empty_registry.pki.ca_cert, USER, SecretStr(PASSWORD))
     assert served.chart_names() == {n: [v] for n, v in CHARTS}
-    _pip_install_from(devpi, tmp_path / "site-packages")
+    _pip_install_from(site, tmp_path / "site-packages")
     installed = tmp_path / "site-bin" / "pulumi"
     assert installed.stat().st_mode & 0o777 == 0o755
     assert "3.1.0" in installed.read_text()
 
-    again = _load(tmp_path, bundle, pub, empty_registry, chartmuseum, devpi)
+    again = _load(tmp_path, bundle, pub, empty_registry, chartmuseum, site)
     assert again["nothing_to_do"] is True
 
 
 def test_charts_and_wheels_from_served_repositories(
-    tmp_path: Path, upstream: Upstream, empty_registry: Registry, chartmuseum: Server, devpi: Server
+    tmp_path: Path,
+    upstream: Upstream,
+    empty_registry: Registry,
+    chartmuseum: Server,
+    devpi: tuple[str, str],
 ) -> None:
+    site, upstream_index = devpi
     charts, wheels, binaries = _sources(tmp_path)
     ca = empty_registry.pki.ca_cert
     upstream_charts = ChartMuseum(chartmuseum.url, ca, USER, SecretStr(PASSWORD))
     for name, version in CHARTS:
         assert upstream_charts.upload(name, version, charts / f"{name}-{version}.tgz")
-    index = DevPi(f"{devpi.url}/{USER}/upstream", None, USER, SecretStr(PASSWORD))
+    index = DevPi(upstream_index, None, USER, SecretStr(PASSWORD))
     for wheel in sorted(wheels.glob("*.whl")):
         name, version = wheel.name.split("-")[:2]
         assert index.upload(wheel, name, version)
     bundle, pub = _build(
-        tmp_path, upstream, chartmuseum.url, f"{devpi.url}/{USER}/upstream/+simple/", binaries
+        tmp_path, upstream, chartmuseum.url, f"{upstream_index}/+simple/", binaries
     )
     # ChartMuseum serves the repository index under the same URL that the bundle pulled from.
     ctx = ssl.create_default_context(cafile=str(ca))
@@ -195,7 +205,7 @@ def test_charts_and_wheels_from_served_repositories(
         httpx.get(f"{chartmuseum.url}/index.yaml", verify=ctx, auth=(USER, PASSWORD)).status_code
         == 200
     )
-    report = _load(tmp_path, bundle, pub, empty_registry, chartmuseum, devpi)
+    report = _load(tmp_path, bundle, pub, empty_registry, chartmuseum, site)
     assert report["charts_uploaded"] == 0  # the same ChartMuseum already holds them
     assert report["wheels_uploaded"] == 2
-    _pip_install_from(devpi, tmp_path / "site-packages")
+    _pip_install_from(site, tmp_path / "site-packages")
