@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import stat
+import sys
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -43,6 +45,9 @@ PLAYBOOK = """
 """
 
 
+KEY_BODY = "bm90LWEta2V5LWJvZHktdmFsdWU="
+
+
 def _host(name: str = "local") -> AnsibleHost:
     return AnsibleHost(
         name=name,
@@ -57,9 +62,7 @@ def _host(name: str = "local") -> AnsibleHost:
     )
 
 
-def _run(tmp_path: Path, *, fail: bool, check: bool = False) -> tuple[object, list[Progress]]:
-    import sys
-
+def _run(tmp_path: Path, *, fail: bool, check: bool = False) -> tuple[Any, list[Progress]]:
     (tmp_path / "play.yml").write_text(PLAYBOOK)
     secret = "engine-test-secret-" + tmp_path.name
     REDACTOR.register(secret)
@@ -109,9 +112,9 @@ def test_prepare_writes_private_files(tmp_path: Path) -> None:
 
 def test_successful_run_counts_changes_and_hides_secrets(tmp_path: Path) -> None:
     result, seen = _run(tmp_path, fail=False)
-    assert result.ok, result.failures  # type: ignore[attr-defined]
-    assert result.hosts["local"].changed == 2  # type: ignore[attr-defined]
-    assert [c.task for c in result.changed] == ["Write a file", "Use a secret"]  # type: ignore[attr-defined]
+    assert result.ok, result.failures
+    assert result.hosts["local"].changed == 2
+    assert [c.task for c in result.changed] == ["Write a file", "Use a secret"]
     assert (tmp_path / "out" / "hello.txt").read_text() == "hello\n"
     assert {p.kind for p in seen} >= {"play", "task", "changed", "ok"}
     # The key the engine wrote for the run is gone; no artifact holds the secret or key body.
@@ -122,14 +125,14 @@ def test_successful_run_counts_changes_and_hides_secrets(tmp_path: Path) -> None
     for path in files:
         text = path.read_text(errors="replace")
         assert secret not in text, path
-        assert "bm90LWEta2V5LWJvZHktdmFsdWU=" not in text, path
+        assert KEY_BODY not in text, path
 
 
 def test_failed_task_is_a_result_with_its_message(tmp_path: Path) -> None:
     result, seen = _run(tmp_path, fail=True)
-    assert not result.ok  # type: ignore[attr-defined]
-    assert result.status == "failed"  # type: ignore[attr-defined]
-    failure = result.first_failure  # type: ignore[attr-defined]
+    assert not result.ok
+    assert result.status == "failed"
+    failure = result.first_failure
     assert failure.task == "Fail when asked"
     assert failure.message == "broken on purpose; remedy: do not ask"
     assert any(p.kind == "failed" for p in seen)
@@ -137,7 +140,7 @@ def test_failed_task_is_a_result_with_its_message(tmp_path: Path) -> None:
 
 def test_check_mode_changes_nothing(tmp_path: Path) -> None:
     result, _ = _run(tmp_path, fail=False, check=True)
-    assert result.ok  # type: ignore[attr-defined]
-    assert result.check  # type: ignore[attr-defined]
-    assert "Write a file" in [c.task for c in result.changed]  # type: ignore[attr-defined]
+    assert result.ok
+    assert result.check
+    assert "Write a file" in [c.task for c in result.changed]
     assert not (tmp_path / "out" / "hello.txt").exists()

@@ -1,0 +1,193 @@
+"""What the auxvm phase hands the play: the site PKI, the DNS zones, rendered service configs,
+and the errors a failed play becomes."""
+
+from __future__ import annotations
+
+import ipaddress
+import shlex
+import stat
+from pathlib import Path
+
+import jinja2
+import pytest
+from cryptography import x509
+
+from installer.engines.ansible import PlaybookResult, TaskOutcome
+from installer.errors import EnvironmentProblem, ExitCode, FailedError
+from installer.inventory import load_inventory
+from installer.inventory.models import TlsSettings
+from installer.phases.auxvm import HubSources, _failure_error, dns_zones, hub_vars
+from installer.phases.auxvm_tls import ensure_pki, plan_pki
+from installer.site import cluster_names
+from installer.state import StateDir
+
+REPO = Path(__file__).resolve().parents[3]
+TEMPLATES = REPO / "templates" / "aux-vm"
+GOLDEN = Path(__file__).parent / "golden"
+LAB = REPO / "inventories" / "lab.yml"
+TRUE = {"true", "yes", "on", "1"}
+
+
+def _sans(path: Path) -> tuple[list[str], list[str]]:
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    return (
+        sorted(san.get_values_for_type(x509.DNSName)),
+        [str(i) for i in san.get_values_for_type(x509.IPAddress)],
+    )
+
+
+def test_pki_is_created_once_and_reissued_when_names_change(tmp_path: Path) -> None:
+    state = StateDir(tmp_path)
+    tls = TlsSettings()
+    pki, plan = ensure_pki(state, tls, "lab", ["hub.ml.lab.test"], ["10.213.0.2"])
+    assert plan.create_ca and plan.issue_server_cert
+    assert stat.S_IMODE((tmp_path / "pki" / "ca.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE(pki.server_key.stat().st_mode) == 0o600
+    assert _sans(pki.server_cert) == (["hub.ml.lab.test"], ["10.213.0.2"])
+    ca_before = pki.ca_cert.read_bytes()
+    cert_before = pki.server_cert.read_bytes()
+
+    again = plan_pki(state, tls, ["hub.ml.lab.test"], ["10.213.0.2"])
+    assert not again.create_ca and not again.issue_server_cert
+    _, plan = ensure_pki(state, tls, "lab", ["hub.ml.lab.test"], ["10.213.0.2"])
+    assert pki.server_cert.read_bytes() == cert_before
+
+    names = ["hub.ml.lab.test", "registry.ml.lab.test"]
+    assert plan_pki(state, tls, names, ["10.213.0.2"]).reason == "the VM's names changed"
+    pki, plan = ensure_pki(state, tls, "lab", names, ["10.213.0.2"])
+    assert plan.issue_server_cert and not plan.create_ca
+    assert pki.ca_cert.read_bytes() == ca_before
+    assert _sans(pki.server_cert) == (names, ["10.213.0.2"])
+    issuer = x509.load_pem_x509_certificate(ca_before).subject
+    assert x509.load_pem_x509_certificate(pki.server_cert.read_bytes()).issuer == issuer
+
+
+def test_provided_ca_signs_the_server_certificate(tmp_path: Path) -> None:
+    given = StateDir(tmp_path / "operator")
+    ensure_pki(given, TlsSettings(), "corp", ["x.example"], ["10.0.0.1"])
+    key_file = tmp_path / "operator" / "pki" / "ca.key"
+    tls = TlsSettings(ca="provided", ca_cert=given.ca_cert, ca_key=f"file:{key_file}")
+    state = StateDir(tmp_path / "site")
+    pki, plan = ensure_pki(state, tls, "site", ["hub.site.example"], ["10.1.0.5"])
+    assert not plan.create_ca
+    assert not (tmp_path / "site" / "pki" / "ca.key").exists()
+    assert pki.ca_cert.read_bytes() == given.ca_cert.read_bytes()
+    cert = x509.load_pem_x509_certificate(pki.server_cert.read_bytes())
+    assert cert.issuer == x509.load_pem_x509_certificate(given.ca_cert.read_bytes()).subject
+
+
+def test_dns_zones_come_from_cluster_names() -> None:
+    inv = load_inventory(LAB)
+    zones = dns_zones(inv)
+    records = [r for z in zones for r in z["records"]]
+    expected = [r for c in inv.clusters for r in cluster_names(inv, c).records]
+    assert records == expected
+    assert {z["zone"] for z in zones} == {
+        "lab.org.ml.lab.test",
+        "jobs.lab.org.ml.lab.test",
+        "apps.lab.org.ml.lab.test",
+    }
+    assert all(z["addresses"] == ["10.213.0.1"] for z in zones)
+
+
+def _render(name: str, variables: dict[str, object]) -> str:
+    env = jinja2.Environment(  # noqa: S701 - config files, not HTML
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+    )
+    # The two Ansible filters these templates use.
+    env.filters["quote"] = lambda s: shlex.quote(str(s))
+    env.filters["bool"] = lambda v: v if isinstance(v, bool) else str(v).lower() in TRUE
+    return env.get_template(name).render(**variables)
+
+
+@pytest.fixture
+def lab_vars(tmp_path: Path) -> dict[str, object]:
+    inv = load_inventory(LAB)
+    state = StateDir(tmp_path)
+    pki, _ = ensure_pki(state, inv.aux_vm.tls, "lab", ["hub.ml.lab.test"], ["10.213.0.2"])
+    variables = hub_vars(inv, state, pki, HubSources(None, None, None))
+    return {
+        **variables,
+        "ansible_managed": "Ansible managed",
+        "hub_etc_dir": "/etc/onprem-hub",
+        "hub_run_dir": "/run/onprem-hub",
+        "hub_log_dir": "/var/log/onprem-hub",
+        "hub_tls_dir": "/etc/onprem-hub/tls",
+        "hub_service_user": "onprem-hub",
+        "hub_registry_delete_enabled": True,
+        "hub_registry_realm": "onprem-hub",
+        "hub_dns_listen": variables["hub_address"],
+        "hub_devpi_backend_port": 3142,
+        "hub_devpi_max_upload": "512m",
+    }
+
+
+@pytest.mark.parametrize(
+    "template", ["dnsmasq.conf.j2", "registry-config.yml.j2", "devpi-nginx.conf.j2"]
+)
+def test_service_configs_match_golden_files(template: str, lab_vars: dict[str, object]) -> None:
+    rendered = _render(template, lab_vars)
+    golden = GOLDEN / template.removesuffix(".j2")
+    assert rendered == golden.read_text(), f"regenerate {golden} if the change is intended"
+
+
+def test_vars_hold_paths_not_secrets(tmp_path: Path, lab_vars: dict[str, object]) -> None:
+    text = repr(lab_vars)
+    assert "secrets/hub-password" in text
+    assert "BEGIN" not in text
+
+
+def _result(**kw: object) -> PlaybookResult:
+    base: dict[str, object] = {
+        "status": "failed",
+        "rc": 2,
+        "hosts": {},
+        "changed": [],
+        "failures": [],
+        "unreachable": [],
+        "artifacts": Path("/runs/x/ansible/artifacts/auxvm"),
+    }
+    return PlaybookResult(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_unreachable_host_key_mismatch_is_an_environment_problem() -> None:
+    inv = load_inventory(LAB)
+    msg = "Failed to connect to the host via ssh: Host key verification failed."
+    outcome = TaskOutcome("aux-vm", "Check", "hub/common", msg)
+    err = _failure_error(_result(unreachable=[outcome]), inv)
+    assert isinstance(err, EnvironmentProblem)
+    assert err.exit_code is ExitCode.ENVIRONMENT
+    assert "labops@10.213.0.2:22" in err.message
+    assert "step 'Check'" in err.message
+    assert err.remedy and "host key" in err.remedy
+
+
+def test_failed_task_carries_step_and_remedy() -> None:
+    inv = load_inventory(LAB)
+    msg = "port 5000 on aux-vm is taken by another program (python3). remedy: stop that program"
+    err = _failure_error(
+        _result(failures=[TaskOutcome("aux-vm", "Refuse ports", "hub/common", msg)]), inv
+    )
+    assert isinstance(err, FailedError)
+    assert err.exit_code is ExitCode.FAILED
+    assert "step 'Refuse ports' failed: port 5000" in err.message
+    assert err.remedy == "stop that program"
+
+
+def test_missing_sudo_is_an_environment_problem() -> None:
+    inv = load_inventory(LAB)
+    msg = "Missing sudo password: sudo: a password is required"
+    err = _failure_error(_result(failures=[TaskOutcome("aux-vm", "Look", "hub/common", msg)]), inv)
+    assert isinstance(err, EnvironmentProblem)
+    assert err.remedy and "sudo" in err.remedy
+
+
+def test_address_is_in_the_certificate_as_an_ip(tmp_path: Path) -> None:
+    pki, _ = ensure_pki(StateDir(tmp_path), TlsSettings(), "lab", ["h.example"], ["10.9.8.7"])
+    cert = x509.load_pem_x509_certificate(pki.server_cert.read_bytes())
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.9.8.7")]
