@@ -27,7 +27,7 @@ MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 LAYOUT_DIR = "oci"
 
 ItemKind = Literal["blob", "layout", "chart", "chart-index", "wheel", "binary"]
-_SAFE_PART = re.compile(r"^[A-Za-z0-9._+@=-][A-Za-z0-9._+@=,~-]*$")
+_SAFE_PART = re.compile(r"^[A-Za-z0-9._+@=][A-Za-z0-9._+@=,~-]*$")  # no leading "-": never an option
 
 
 def check_member_path(path: str) -> str:
