@@ -27,7 +27,8 @@ MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 LAYOUT_DIR = "oci"
 
 ItemKind = Literal["blob", "layout", "chart", "chart-index", "wheel", "binary"]
-_SAFE_PART = re.compile(r"^[A-Za-z0-9._+@=][A-Za-z0-9._+@=,~-]*$")  # no leading "-": never an option
+# No leading "-": a member name is never mistaken for an option by a tool.
+_SAFE_PART = re.compile(r"^[A-Za-z0-9._+@=][A-Za-z0-9._+@=,~-]*$")
 
 
 def check_member_path(path: str) -> str:
