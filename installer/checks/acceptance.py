@@ -21,6 +21,7 @@ from installer.checks.context import SiteAccess
 from installer.checks.framework import Check, Finding, passed, problem
 from installer.checks.preflight_kube import pool_members
 from installer.engines.kube import Kube, PodState
+from installer.errors import FailedError
 from installer.inventory.models import Cluster, NodePool, Preset
 from installer.site import (
     JOB_TAINT,
@@ -37,6 +38,7 @@ PURPOSE_LABEL = "onprem-installer/purpose"
 PROBE_IMAGE = "busybox:latest"
 """The platform's guide has every node preload busybox, so the pod never waits on a pull."""
 SCHEDULE_WAIT_S = 40.0
+NAMESPACE_READY_S = 30.0
 
 
 def _affinity(pools: list[str]) -> dict[str, Any]:
@@ -113,6 +115,16 @@ class ProbeNamespace:
                 name = f"installer-verify-{secrets.token_hex(4)}"
                 kube.create_namespace(name, {**MANAGED_BY, PURPOSE_LABEL: "verify"})
                 self._names[cluster.name] = (kube, name)
+                # The API refuses pods until the controller manager made the default account.
+                deadline = time.monotonic() + NAMESPACE_READY_S
+                while not kube.service_account_exists(name):
+                    if time.monotonic() > deadline:
+                        raise FailedError(
+                            f"namespace {name} got no default ServiceAccount in"
+                            f" {NAMESPACE_READY_S:g}s",
+                            remedy="check that kube-controller-manager runs",
+                        )
+                    time.sleep(0.2)
             return self._names[cluster.name]
 
     def delete(self) -> None:

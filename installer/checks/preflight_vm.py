@@ -220,7 +220,7 @@ def check_port(
     if answer.state == "ours":
         return passed(f"port {port} already serves the hub's {kind}: {answer.detail}")
     owner = ""
-    detail = access.vm().run(["sudo", "-n", "ss", "-Htlnp", f"sport = :{port}"])
+    detail = access.vm().run(["sudo", "-n", "ss", "-Htlnp", "sport", "=", f":{port}"])
     if detail.rc == 0 and "users:" in detail.stdout:
         owner = " by " + detail.stdout.split("users:", 1)[1].strip()
     return problem(

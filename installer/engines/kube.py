@@ -316,6 +316,15 @@ class Kube:
         )
         return sorted(item.metadata.name for item in listing.items)
 
+    def service_account_exists(self, namespace: str, name: str = "default") -> bool:
+        """True once the ServiceAccount exists (pods are refused until `default` does)."""
+        from kubernetes import client
+
+        item = self._optional(
+            client.CoreV1Api(self._api).read_namespaced_service_account, name, namespace
+        )
+        return item is not None
+
     def create_pod(self, namespace: str, manifest: Mapping[str, Any]) -> None:
         """Create a pod from a manifest (a dict as `kubectl apply` would read it)."""
         from kubernetes import client

@@ -1,0 +1,46 @@
+"""Fixtures of the checks' e2e tests: the lab, and inventories derived from lab.yml.
+
+The lab is shared with other engineers: these tests never take it down (LAB_KEEP), never delete
+its standard nodes, and restore anything they patch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.fixtures.lab import *  # noqa: F403
+from tests.fixtures.lab import REPO, Lab
+
+os.environ.setdefault("LAB_KEEP", "1")  # a lab started for these tests stays up for the others
+
+LAB_INVENTORY = REPO / "inventories" / "lab.yml"
+SiteFactory = Callable[..., Path]
+
+
+def lab_site(lab: Lab) -> dict[str, Any]:
+    """lab.yml as data, its relative paths made absolute."""
+    text = LAB_INVENTORY.read_text().replace("../lab/.state", str(lab.state))
+    data: dict[str, Any] = yaml.safe_load(text)
+    return data
+
+
+@pytest.fixture
+def site(lab: Lab, tmp_path: Path) -> SiteFactory:
+    """Write a copy of lab.yml, changed by `edit(data)`, and return its path."""
+
+    def make(edit: Callable[[dict[str, Any]], None] | None = None) -> Path:
+        data = lab_site(lab)
+        data["site"]["state_dir"] = str(lab.state / "installer")
+        if edit is not None:
+            edit(data)
+        path = tmp_path / f"site-{len(list(tmp_path.glob('site-*.yml')))}.yml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return path
+
+    return make
