@@ -20,6 +20,7 @@ from installer.checks.catalog import make
 from installer.checks.context import HTTP_TIMEOUT_S, SiteAccess
 from installer.checks.framework import Check, Finding, note, passed, problem
 from installer.engines.kube import NodeInfo
+from installer.errors import FailedError
 from installer.inventory.models import Cluster
 from installer.release import load_release
 from installer.site import cluster_names, normalize_image
@@ -41,11 +42,11 @@ _MANIFEST_TYPES = ", ".join(
 
 def controller_image() -> str:
     """The job controller's upstream image from the release manifest."""
-    release = load_release()
-    images = release.images_for("platform")
-    if not images:
-        return "ghcr.io/neuro-inc/platformapi:latest"
-    return f"{images[0].name}:{images[0].tag}"
+    images = load_release().images_for("platform")
+    image = next((i for i in images if i.name.endswith("/platformapi")), None)
+    if image is None:  # a release manifest without it is a bug its own test catches
+        raise FailedError("the release manifest lists no platformapi image")
+    return f"{image.name}:{image.tag}"
 
 
 def _hub_password(access: SiteAccess) -> str | None:
