@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -73,14 +74,14 @@ def test_api_answers_with_pinned_version(kube: client.ApiClient, lab: Lab) -> No
 
 
 def test_api_needs_a_client_certificate(lab: Lab) -> None:
-    with httpx.Client(verify=str(lab.kube_ca)) as http:
+    with httpx.Client(verify=ssl.create_default_context(cafile=lab.kube_ca)) as http:
         answer = http.get(f"{lab.kube_server}/version")
     assert answer.status_code == 401
 
 
 def test_api_certificate_is_signed_by_the_lab_ca(lab: Lab) -> None:
     with (
-        httpx.Client(verify=str(lab.kube_ca)) as trusting,
+        httpx.Client(verify=ssl.create_default_context(cafile=lab.kube_ca)) as trusting,
         httpx.Client(verify=True) as default_trust,
     ):
         assert trusting.get(f"{lab.kube_server}/version").status_code == 401
