@@ -29,7 +29,8 @@ def _node(name: str) -> client.V1Node:
         metadata=client.V1ObjectMeta(
             name=name,
             annotations={"kwok.x-k8s.io/node": "fake"},
-            labels={"kubernetes.io/hostname": name, "type": "kwok", BENCH_LABEL: "stacks"},
+            # No `type: kwok` label: lab/up deletes kwok nodes outside its topology by that label.
+            labels={"kubernetes.io/hostname": name, BENCH_LABEL: "stacks"},
         ),
         spec=client.V1NodeSpec(
             taints=[client.V1Taint(key=BENCH_LABEL, value="stacks", effect="NoSchedule")]
