@@ -1,0 +1,148 @@
+"""The cluster phases (nodes, storage, dns, keycloak, platform): one Pulumi stack per cluster.
+
+Each phase runs its component's stack for every cluster of the inventory through the Pulumi
+engine: `plan()` is a preview, `apply()` an update, `destroy()` a destroy. A failed update raises
+the engine's `FailedError`, which the runner journals; the next bootstrap resumes here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from installer.engines.pulumi import PulumiEngine, StackEvent, StackSummary
+from installer.phases.base import (
+    Action,
+    Change,
+    Event,
+    PhaseContext,
+    PhasePlan,
+    PhaseResult,
+    Status,
+)
+from installer.stacks import ComponentName
+from installer.stacks.inputs import stack_input
+
+_ACTIONS: dict[str, Action] = {
+    "create": "create",
+    "update": "update",
+    "delete": "delete",
+    "replace": "replace",
+    "create-replacement": "replace",
+    "delete-replaced": "replace",
+    "discard": "delete",
+    "import": "create",
+}
+
+
+class StackPhase:
+    """One component's stacks, one per cluster."""
+
+    def __init__(self, component: ComponentName) -> None:
+        self.name: str = component
+        self.component: ComponentName = component
+
+    def _engine(self, ctx: PhaseContext) -> PulumiEngine:
+        return PulumiEngine(state=ctx.state)
+
+    def _sink(self, ctx: PhaseContext) -> Any:
+        def forward(event: StackEvent) -> None:
+            if event.kind == "step" and event.op not in ("same", "read") and event.urn:
+                ctx.emit(Event("step", self.name, f"{event.op} {event.urn.rsplit('::', 1)[-1]}"))
+            elif event.kind in ("failed", "error") and event.message:
+                ctx.emit(Event("error", self.name, event.message))
+
+        return forward
+
+    def _changes(self, summary: StackSummary) -> list[Change]:
+        target = f"stack/{summary.component}/{summary.stack}"
+        return [
+            Change(
+                target=target,
+                action=_ACTIONS.get(step.op, "update"),
+                kind=step.type,
+                name=step.name,
+                detail=", ".join(step.diffs),
+            )
+            for step in summary.changed
+        ]
+
+    def applies(self, ctx: PhaseContext) -> bool:
+        """Every cluster has every component."""
+        return True
+
+    def inputs(self, ctx: PhaseContext) -> Any:
+        """The stack arguments per cluster (secrets are kept apart and are not hashed)."""
+        return {
+            cluster.name: stack_input(self.component, ctx.inventory, cluster, ctx.state)
+            .args.model_dump(mode="json")
+            for cluster in ctx.inventory.clusters
+        }
+
+    def _each(self, ctx: PhaseContext, action: str) -> list[StackSummary]:
+        engine = self._engine(ctx)
+        summaries = []
+        for cluster in ctx.inventory.clusters:
+            si = stack_input(self.component, ctx.inventory, cluster, ctx.state)
+            ctx.step(self.name, f"{action} {self.component}/{cluster.name}")
+            summaries.append(getattr(engine, action)(si, on_event=self._sink(ctx)))
+        return summaries
+
+    def plan(self, ctx: PhaseContext) -> PhasePlan:
+        """A preview of every cluster's stack."""
+        changes = [c for s in self._each(ctx, "preview") for c in self._changes(s)]
+        return PhasePlan(self.name, changes)
+
+    def apply(self, ctx: PhaseContext) -> PhaseResult:
+        """`pulumi up` of every cluster's stack; a second run changes nothing."""
+        summaries = self._each(ctx, "up")
+        changes = [c for s in summaries for c in self._changes(s)]
+        stacks = ", ".join(f"{s.component}/{s.stack}" for s in summaries)
+        return PhaseResult(
+            self.name,
+            Status.OK,
+            changes,
+            message=f"{len(changes)} resource change(s) in {stacks}",
+            details={"stacks": [s.as_dict() for s in summaries]},
+        )
+
+    def destroy_plan(self, ctx: PhaseContext, *, purge: bool) -> PhasePlan:
+        """The stacks' resources, all of which destroy removes."""
+        return PhasePlan(
+            self.name,
+            notes=[
+                f"destroy the {self.component} stack of cluster {c.name} (every resource it"
+                " created; labels and taints the installer did not set stay)"
+                for c in ctx.inventory.clusters
+            ],
+        )
+
+    def destroy(self, ctx: PhaseContext, *, purge: bool) -> PhaseResult:
+        """`pulumi destroy` of every cluster's stack."""
+        summaries = self._each(ctx, "destroy")
+        changes = [c for s in summaries for c in self._changes(s)]
+        return PhaseResult(self.name, Status.OK, changes, message=f"{len(changes)} removed")
+
+
+def nodes_phase() -> StackPhase:
+    """Labels and taints of the node pools."""
+    return StackPhase("nodes")
+
+
+def storage_phase() -> StackPhase:
+    """OpenEBS and the StorageClasses."""
+    return StackPhase("storage")
+
+
+def dns_phase() -> StackPhase:
+    """Ingress exposure and the wildcard records."""
+    return StackPhase("dns")
+
+
+def keycloak_phase() -> StackPhase:
+    """Keycloak and the platform's realm and client."""
+    return StackPhase("keycloak")
+
+
+def platform_phase() -> StackPhase:
+    """The job and app controllers."""
+    return StackPhase("platform")
