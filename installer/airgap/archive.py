@@ -13,11 +13,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import tarfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, BinaryIO, cast
 
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -32,6 +31,7 @@ from installer.airgap.manifest import (
     check_signature,
     parse_manifest,
 )
+from installer.airgap.tarstream import Member, TarReader, TarWriter
 from installer.errors import BadInputError
 
 CHUNK = 1024 * 1024
@@ -149,113 +149,14 @@ def _pack(
 ) -> None:
     compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
     with compressor.stream_writer(cast(IO[bytes], sink), closefd=False) as zout:
-        # Closed below, before the compressor is flushed; copybufsize is missing from the stubs.
-        # A large bufsize matters: tarfile's stream buffer re-slices itself per block.
-        tar = tarfile.open(  # type: ignore[call-overload]  # noqa: SIM115
-            fileobj=zout, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK, copybufsize=CHUNK
-        )
-        data = manifest.to_bytes()
-        for name, content in ((MANIFEST_NAME, data), (SIGNATURE_NAME, signature)):
-            tar.addfile(_info(name, len(content)), io.BytesIO(content))
+        tar = TarWriter(cast(BinaryIO, zout))
+        tar.add_bytes(MANIFEST_NAME, manifest.to_bytes())
+        tar.add_bytes(SIGNATURE_NAME, signature)
         for item in manifest.items if order is None else order:
-            with (stage / item.path).open("rb") as handle:
-                tar.addfile(_info(item.path, item.size), handle)
+            tar.add_file(item.path, stage / item.path, item.size)
             if progress:
                 progress(item.size)
         tar.close()
-
-
-def _info(name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = size, 0o644, 0
-    info.uname = info.gname = "root"
-    return info
-
-
-class _ConcatReader(io.RawIOBase):
-    """The parts of a bundle read as one stream."""
-
-    def __init__(self, parts: list[Path]) -> None:
-        super().__init__()
-        self._parts = list(parts)
-        self._handle: IO[bytes] | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        while True:
-            if self._handle is None:
-                if not self._parts:
-                    return 0
-                self._handle = self._parts.pop(0).open("rb")
-            n = self._handle.readinto(buffer)  # type: ignore[attr-defined]
-            if n:
-                return int(n)
-            self._handle.close()
-            self._handle = None
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-        super().close()
-
-
-class _Frames(io.RawIOBase):
-    """zstd frames decompressed one after the other; input ending inside a frame is an error.
-
-    (The library's stream reader treats a cut-off frame as a clean end of data.)
-    """
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        super().__init__()
-        self.raw = raw
-        self.obj = zstandard.ZstdDecompressor().decompressobj()
-        self.pending = b""
-        self.started = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        while not self.pending:
-            chunk = self.raw.read(CHUNK)
-            if not chunk:
-                if self.started and not self.obj.eof:
-                    raise BadInputError(
-                        "bundle: truncated (the data ends inside a compressed frame)",
-                        remedy="copy the bundle (all its parts) again",
-                    )
-                return 0
-            while chunk:
-                if self.obj.eof:  # next frame
-                    self.obj = zstandard.ZstdDecompressor().decompressobj()
-                self.started = True
-                self.pending += self.obj.decompress(chunk)
-                chunk = self.obj.unused_data if self.obj.eof else b""
-        n = min(len(buffer), len(self.pending))
-        buffer[:n] = self.pending[:n]
-        self.pending = self.pending[n:]
-        return n
-
-
-class _Capped(io.RawIOBase):
-    """Decompressed bytes, refused past a limit (a zstd or tar size bomb stops here)."""
-
-    def __init__(self, inner: IO[bytes], limit: int) -> None:
-        super().__init__()
-        self.inner, self.limit, self.count = inner, limit, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.inner.read(len(buffer))
-        self.count += len(data)
-        if self.count > self.limit:
-            raise BadInputError("bundle: more data than its manifest declares (size bomb?)")
-        buffer[: len(data)] = data
-        return len(data)
 
 
 @dataclass(frozen=True)
@@ -268,40 +169,30 @@ class VerifiedBundle:
     manifest_bytes: bytes
 
 
-@dataclass
 class _Reader:
-    parts: list[Path]
+    """The bundle's members, with the stream capped until the manifest raises the cap."""
 
-    def __post_init__(self) -> None:
-        reader = cast(IO[bytes], _Frames(cast(IO[bytes], _ConcatReader(self.parts))))
-        self.capped = _Capped(reader, MAX_MANIFEST_BYTES + 8 * _TAR_OVERHEAD)
-        self.tar: tarfile.TarFile = tarfile.open(  # type: ignore[call-overload]  # noqa: SIM115
-            fileobj=self.capped, mode="r|", bufsize=CHUNK, copybufsize=CHUNK
-        )
+    def __init__(self, parts: list[Path]) -> None:
+        self.parts = parts
+        self.tar = TarReader(parts, cap=MAX_MANIFEST_BYTES + 8 * _TAR_OVERHEAD)
 
-    def members(self) -> Iterator[tarfile.TarInfo]:
-        while True:
-            member = self.tar.next()
-            if member is None:
-                return
+    def members(self) -> Iterator[Member]:
+        while (member := self.tar.next()) is not None:
             yield member
 
-    def read_small(self, member: tarfile.TarInfo, expect: str, limit: int) -> bytes:
-        if member.name != expect or not member.isreg() or member.size > limit:
+    def read_small(self, member: Member, expect: str, limit: int) -> bytes:
+        if member.name != expect or member.kind != "file" or member.size > limit:
             raise BadInputError(f"bundle: expected {expect} as the next member, got {member.name}")
-        handle = self.tar.extractfile(member)
-        assert handle is not None
-        return bytes(handle.read())
+        return self.tar.read(limit)
 
     def close(self) -> None:
         self.tar.close()
-        self.capped.close()
 
 
 def _guarded(func: Callable[[], VerifiedBundle]) -> VerifiedBundle:
     try:
         return func()
-    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
+    except (zstandard.ZstdError, EOFError) as exc:
         raise BadInputError(
             f"bundle: corrupt or truncated ({type(exc).__name__}: {exc})",
             remedy="copy the bundle again and compare its size with the source",
@@ -370,15 +261,15 @@ def _body(
     progress: Callable[[int], None] | None,
 ) -> None:
     items = manifest.by_path()
-    reader.capped.limit += manifest.total_size + _TAR_OVERHEAD * (len(items) + 2)
+    reader.tar.source.cap += manifest.total_size + _TAR_OVERHEAD * (len(items) + 2)
     seen: set[str] = set()
     root = extract_to.resolve() if extract_to else None
     for member in reader.members():
-        name = check_member_path(member.name.rstrip("/") if member.isdir() else member.name)
-        if member.isdir():
+        name = check_member_path(member.name.rstrip("/") if member.kind == "dir" else member.name)
+        if member.kind == "dir":
             continue
-        if not member.isreg():
-            kind = "link" if member.issym() or member.islnk() else "special file"
+        if member.kind != "file":
+            kind = "link" if member.kind in ("symlink", "hardlink") else "special file"
             raise BadInputError(f"bundle: {kind} {name!r} refused (only regular files allowed)")
         item = items.get(name)
         if item is None or name in seen:
@@ -386,12 +277,9 @@ def _body(
         if member.size != item.size:
             raise BadInputError(f"bundle: {name}: {member.size} bytes, manifest says {item.size}")
         seen.add(name)
-        source = reader.tar.extractfile(member)
-        assert source is not None
         target = _target(root, name) if root else None
-        _copy_checked(source, target, item.sha256, name, progress)
-    while reader.capped.read(CHUNK):  # the tar's end blocks: reaching the end checks framing
-        pass
+        _copy_checked(reader.tar.content(), target, item.sha256, name, progress)
+    reader.tar.finish()  # trailing bytes: reaching the end checks the framing
     missing = sorted(set(items) - seen)
     if missing:
         raise BadInputError(
@@ -411,7 +299,7 @@ def _target(root: Path, name: str) -> Path:
 
 
 def _copy_checked(
-    source: IO[bytes],
+    source: Iterator[memoryview],
     target: Path | None,
     sha256: str,
     name: str,
@@ -422,9 +310,9 @@ def _copy_checked(
     out: IO[bytes] | None = None
     if partial is not None:
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        out = os.fdopen(fd, "wb")
+        out = os.fdopen(fd, "wb", buffering=0)
     try:
-        for chunk in iter(lambda: source.read(CHUNK), b""):
+        for chunk in source:
             hasher.update(chunk)
             if out is not None:
                 out.write(chunk)
@@ -456,7 +344,7 @@ def first_member(path: Path, name: str) -> bytes:
 
     try:
         return run()
-    except (tarfile.TarError, zstandard.ZstdError, EOFError) as exc:
+    except (zstandard.ZstdError, EOFError) as exc:
         raise BadInputError(f"{path}: corrupt or truncated ({exc})") from None
 
 
