@@ -205,14 +205,30 @@ def check_job_taint(
                 "re-run the nodes phase to restore the taint",
                 node=state.node,
             )
-        message = state.unschedulable or ""
-        if JOB_TAINT not in message:
+        nodes = kube.nodes()
+        open_nodes = [
+            n
+            for n in nodes
+            if n.labels.get(POOL_LABEL) == pool.name and n.ready and not n.unschedulable
+        ]
+        if not open_nodes:
             return problem(
-                "the pod stayed pending, but not because of the job taint:"
-                f" {message or 'no reason given'}",
-                "check that the pool's nodes carry its label (sched.preset fails too then)",
+                f"no Ready, schedulable node carries {POOL_LABEL}={pool.name}, so the pod could"
+                f" not have landed anyway: {state.unschedulable or 'pending'}",
+                "re-run the nodes phase; uncordon the pool's nodes (sched.preset fails too)",
             )
-        return passed(f"refused by the {JOB_TAINT} taint")
+        # The pod tolerates every other taint of the pool and wants 10m of CPU, so on a Ready,
+        # schedulable node of the pool only the job taint can keep it out; the taint must be
+        # there on each such node, as the scheduler's refusal implies.
+        untainted = [n.name for n in open_nodes if JOB_TAINT not in {t.key for t in n.taints}]
+        if untainted:
+            return problem(
+                f"{', '.join(untainted)} lack the {JOB_TAINT} taint, though the pod was refused:"
+                f" {state.unschedulable or 'pending'}",
+                "re-run the nodes phase to restore the taint",
+            )
+        names = ", ".join(n.name for n in open_nodes)
+        return passed(f"refused by the {JOB_TAINT} taint on {names}")
     finally:
         kube.delete_pod(namespace, name)
 

@@ -7,6 +7,7 @@ problem (exit 3); any other API error is a failure carrying the server's message
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -187,12 +188,18 @@ class Kube:
         """(gitVersion, major, minor, the server's clock from its Date header)."""
         from kubernetes import client
 
-        data, _, headers = self._call(client.VersionApi(self._api).get_code_with_http_info)
-        major = int("".join(ch for ch in str(data.major) if ch.isdigit()) or 0)
-        minor = int("".join(ch for ch in str(data.minor) if ch.isdigit()) or 0)
-        date_header = (headers or {}).get("Date")
+        # The raw response: the Date header comes with it (the client's *_with_http_info path
+        # reads headers through a urllib3 call that is deprecated).
+        response = self._call(client.VersionApi(self._api).get_code, _preload_content=False)
+        try:
+            data = json.loads(response.data)
+        except ValueError:
+            raise FailedError(f"the API of {self.where} answered /version with no JSON") from None
+        major = int("".join(ch for ch in str(data.get("major")) if ch.isdigit()) or 0)
+        minor = int("".join(ch for ch in str(data.get("minor")) if ch.isdigit()) or 0)
+        date_header = response.headers.get("Date")
         server_time = parsedate_to_datetime(date_header) if date_header else None
-        return str(data.git_version), major, minor, server_time
+        return str(data.get("gitVersion")), major, minor, server_time
 
     def can_i(
         self,
