@@ -22,7 +22,6 @@ from tests.fixtures.lab import (
     REPO,
     Lab,
     lab_state_dir,
-    read_env_file,
     run_lab_script,
 )
 
@@ -38,30 +37,6 @@ def _component_up(script: str) -> bool:
     return proc.returncode == 0
 
 
-def _lab_from_parts(state: Path) -> Lab:
-    """The lab's facts from the components these tests need (kube, vm) alone."""
-    env: dict[str, str] = {}
-    for part in ("kube.env", "vm.env"):
-        env.update(read_env_file(state / "env.d" / part))
-    return Lab(
-        state=state,
-        env=env,
-        kubeconfig=Path(env["LAB_KUBECONFIG"]),
-        kube_ca=Path(env["LAB_KUBE_CA"]),
-        kube_version=env["LAB_KUBE_VERSION"],
-        kube_server=env["LAB_KUBE_SERVER"],
-        kubectl=Path(env["LAB_KUBECTL"]),
-        nodes=tuple(env["LAB_KUBE_NODES"].split(",")),
-        vm_addr=env["LAB_VM_ADDR"],
-        vm_ssh_port=int(env["LAB_VM_SSH_PORT"]),
-        vm_user=env["LAB_VM_USER"],
-        vm_key=Path(env["LAB_VM_KEY"]),
-        vm_known_hosts=Path(env["LAB_VM_KNOWN_HOSTS"]),
-        vm_netns=env["LAB_VM_NETNS"],
-        vm_host_key_fingerprint=(state / "vm" / "host_key.fingerprint").read_text().strip(),
-    )
-
-
 @pytest.fixture(scope="session")
 def lab() -> Lab:
     """The lab's cluster and VM: reused when those two components run, else `lab/up`.
@@ -74,7 +49,7 @@ def lab() -> Lab:
         if up.returncode != 0:
             tail = "\n".join((up.stdout + up.stderr).splitlines()[-20:])
             pytest.fail(f"lab/up failed (exit {up.returncode}):\n{tail}", pytrace=False)
-    return _lab_from_parts(lab_state_dir())
+    return Lab.from_state(lab_state_dir())
 
 
 LAB_INVENTORY = REPO / "inventories" / "lab.yml"
