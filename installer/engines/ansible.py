@@ -298,7 +298,13 @@ def _redact_tree(folder: Path) -> None:
 
 
 def _message(res: Mapping[str, Any]) -> str:
-    """The most useful line of a task result: its message, else stderr, else stdout."""
+    """The most useful line of a task result: its message, else stderr, else stdout; for a loop,
+    the messages of the items that failed."""
+    items = res.get("results")
+    if isinstance(items, list):
+        failed = [_message(i) for i in items if isinstance(i, dict) and i.get("failed")]
+        if any(failed):
+            return "; ".join(m for m in failed if m)
     for key in ("msg", "stderr", "stdout", "module_stderr", "reason"):
         value = res.get(key)
         if isinstance(value, str) and value.strip():

@@ -5,8 +5,9 @@ site CA and the hub's server certificate exist in the state folder, the hub logi
 exist there (0600). The play (`playbooks/aux-vm.yml`) reads the passwords from those files by
 path, so no secret value is an Ansible variable. `plan()` runs the play in check mode.
 
-The generated inventory is also written to `<state>/ansible/aux-vm.inventory.json` so an
-operator can run `ansible-playbook -i <that file> playbooks/aux-vm.yml` by hand.
+After each successful run the inventory it used is written to
+`<state>/ansible/aux-vm.inventory.json`, so an operator can run
+`ansible-playbook -i <that file> playbooks/aux-vm.yml` by hand.
 """
 
 from __future__ import annotations
@@ -223,7 +224,6 @@ class AuxVmPhase:
             ctx.state.secret(secret)
         host = _host(inv, line)
         extra = hub_vars(inv, ctx.state, pki, hub_sources(ctx.bundle))
-        self._write_inventory(ctx.state, host, extra)
 
         def progress(p: Progress) -> None:
             if p.kind == "task":
@@ -241,7 +241,11 @@ class AuxVmPhase:
             check=check,
             ident="auxvm-check" if check else "auxvm",
         )
-        return self._engine.run(run, progress)
+        result = self._engine.run(run, progress)
+        if result.ok and not check:
+            # What converged the VM, for operators who run the play by hand.
+            self._write_inventory(ctx.state, host, extra)
+        return result
 
     def _write_inventory(self, state: StateDir, host: AnsibleHost, extra: dict[str, Any]) -> None:
         folder = state.root / "ansible"

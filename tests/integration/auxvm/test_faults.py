@@ -1,0 +1,210 @@
+"""Bad input and faults of the auxvm phase against the lab VM: each run ends with the right exit
+code and a message naming the host, the step and the remedy, and changes nothing on the VM."""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from installer.engines.ssh import CommandResult, SshTarget, run_command
+from tests.fixtures.auxvm import (
+    LAB_INVENTORY,
+    Hub,
+    LabVm,
+    bootstrap_auxvm,
+    lab_inventory_variant,
+    run_installer,
+)
+from tests.fixtures.lab import REPO
+
+pytestmark = pytest.mark.e2e
+
+
+def _other_host_key() -> str:
+    """An ed25519 public key that is not the VM's, in known_hosts form."""
+    public = ed25519.Ed25519PrivateKey.generate().public_key()
+    raw = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    return raw.decode()
+
+
+def _on_vm(hub: Hub, argv: list[str]) -> CommandResult:
+    """Run `argv` on the VM over SSH (strict host key), as an operator would."""
+    target = SshTarget(
+        address=hub.vm.address,
+        port=hub.vm.ssh_port,
+        user=hub.vm.user,
+        private_key=hub.vm.key.read_text(),
+        known_hosts=hub.vm.known_hosts,
+    )
+    return run_command(target, argv)
+
+
+def test_wrong_host_key_is_refused(
+    lab_vm: LabVm, hub_sources: dict[str, str], tmp_path: Path
+) -> None:
+    known = tmp_path / "known_hosts"
+    known.write_text(f"{lab_vm.address} {_other_host_key()}\n")
+
+    def pin(doc: dict[str, Any]) -> None:
+        doc["aux_vm"]["ssh"]["known_hosts"] = str(known)
+
+    inventory = lab_inventory_variant(tmp_path, pin, own_state=True)
+    run = bootstrap_auxvm(inventory, tmp_path / "logs", hub_sources)
+    assert run.rc == 3, run.stdout[-2000:]
+    error = run.final()["error"]
+    assert f"{lab_vm.user}@{lab_vm.address}:22" in error["message"]
+    assert "Host key verification failed" in error["message"]
+    assert "step '" in error["message"]
+    assert "host key" in error["remedy"]
+
+
+def test_wrong_host_key_fingerprint_is_refused(
+    lab_vm: LabVm, hub_sources: dict[str, str], tmp_path: Path
+) -> None:
+    wrong = "SHA256:" + base64.b64encode(b"\x00" * 32).decode().rstrip("=")
+
+    def pin(doc: dict[str, Any]) -> None:
+        del doc["aux_vm"]["ssh"]["known_hosts"]
+        doc["aux_vm"]["ssh"]["host_key_fingerprint"] = wrong
+
+    inventory = lab_inventory_variant(tmp_path, pin, own_state=True)
+    run = bootstrap_auxvm(inventory, tmp_path / "logs", hub_sources)
+    assert run.rc == 3, run.stdout[-2000:]
+    error = run.final()["error"]
+    assert lab_vm.fingerprint in error["message"]
+    assert wrong in error["message"]
+    assert "host_key_fingerprint" in error["remedy"]
+
+
+def test_unreachable_vm_is_an_environment_problem(
+    lab_vm: LabVm, hub_sources: dict[str, str], tmp_path: Path
+) -> None:
+    closed = 2222  # nothing listens there in the VM
+    key = lab_vm.known_hosts.read_text().split(maxsplit=1)[1]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{lab_vm.address}]:{closed} {key}")
+
+    def move(doc: dict[str, Any]) -> None:
+        doc["aux_vm"]["ssh"]["port"] = closed
+        doc["aux_vm"]["ssh"]["known_hosts"] = str(known)
+
+    inventory = lab_inventory_variant(tmp_path, move, own_state=True)
+    run = bootstrap_auxvm(inventory, tmp_path / "logs", hub_sources)
+    assert run.rc == 3, run.stdout[-2000:]
+    error = run.final()["error"]
+    assert f"host {lab_vm.user}@{lab_vm.address}:{closed} unreachable at step" in error["message"]
+    assert "Connection refused" in error["message"]
+    assert "VM is up" in error["remedy"]
+
+
+@pytest.fixture
+def squatter(lab_vm: LabVm) -> Iterator[int]:
+    """Another program listening on a port inside the VM."""
+    port = 15999
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", lab_vm.netns, "/usr/bin/python3", "-m", "http.server",
+         str(port), "--bind", lab_vm.address],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/tmp",
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection((lab_vm.address, port), timeout=1):
+                break
+        except OSError:
+            assert time.monotonic() < deadline, "the squatter did not start"
+            time.sleep(0.2)
+    yield port
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_port_taken_on_the_vm_fails_before_any_change(
+    provisioned_hub: Hub, squatter: int, tmp_path: Path
+) -> None:
+    hub = provisioned_hub
+    config = "/etc/onprem-hub/supervisor.d/chartmuseum.conf"
+    before = _on_vm(hub, ["sudo", "-n", "cat", config]).stdout
+
+    def move(doc: dict[str, Any]) -> None:
+        doc["aux_vm"].setdefault("services", {})["chartmuseum"] = {
+            "port": squatter,
+            "data_path": "/var/lib/onprem-hub/charts",
+        }
+
+    inventory = lab_inventory_variant(tmp_path, move, own_state=False)
+    run = bootstrap_auxvm(inventory, tmp_path / "logs", hub.env)
+    assert run.rc == 1, run.stdout[-2000:]
+    error = run.final()["error"]
+    assert f"port {squatter} on aux-vm is taken by another program (python3)" in error["message"]
+    assert "step 'Refuse ports held by other programs'" in error["message"]
+    assert "aux_vm.services.chartmuseum.port" in error["remedy"]
+    # Nothing moved: ChartMuseum still answers where it was.
+    assert _on_vm(hub, ["sudo", "-n", "cat", config]).stdout == before
+    answer = httpx.get(f"https://{hub.address}:8080/index.yaml", verify=str(hub.ca_cert))
+    assert answer.status_code == 401
+
+
+def test_ansible_only_operators_use_the_generated_inventory(
+    provisioned_hub: Hub, tmp_path: Path
+) -> None:
+    """`ansible-playbook -i <generated inventory> playbooks/aux-vm.yml`, without the installer:
+    check mode finds nothing to change; a data path without room stops the play."""
+    generated = provisioned_hub.state / "ansible" / "aux-vm.inventory.json"
+    playbook = REPO / "playbooks" / "aux-vm.yml"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env["ANSIBLE_NOCOLOR"] = "1"
+
+    def play(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ansible-playbook", "-i", str(generated), str(playbook), *extra],
+            capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path,
+        )  # fmt: skip
+
+    check = play("--check")
+    assert check.returncode == 0, check.stdout[-3000:]
+    assert "changed=0" in check.stdout and "failed=0" in check.stdout
+    full = play("--check", "-e", "hub_registry_min_free=1125899906842624")
+    assert full.returncode == 2
+    assert "/var/lib/onprem-hub/registry on aux-vm has" in full.stdout
+    assert "registry needs 1.00 PB" in full.stdout
+    assert "remedy: grow that file system" in full.stdout
+
+
+def test_plan_shows_drift_and_apply_heals_it(provisioned_hub: Hub, tmp_path: Path) -> None:
+    hub = provisioned_hub
+    plan = run_installer(
+        ["plan", "-i", str(LAB_INVENTORY), "--only", "auxvm", "-o", "json"],
+        tmp_path / "plan-logs",
+        hub.env,
+    )
+    assert plan.rc == 0, plan.stdout[-2000:] + plan.stderr[-2000:]
+    assert plan.final()["changes"] == 0, plan.final()
+    drifted = "/etc/onprem-hub/dns/dnsmasq.conf"
+    edit = _on_vm(hub, ["sudo", "-n", "sed", "-i", "$ a address=/drift.example/10.9.9.9", drifted])
+    assert edit.rc == 0, edit.stderr
+    plan = run_installer(
+        ["plan", "-i", str(LAB_INVENTORY), "--only", "auxvm", "-o", "json"],
+        tmp_path / "drift-logs",
+        hub.env,
+    )
+    assert plan.rc == 0
+    (auxvm,) = plan.final()["phases"]
+    assert "Write the zone configuration" in [c["name"] for c in auxvm["changes"]]
+    assert "drift.example" in _on_vm(hub, ["sudo", "-n", "cat", drifted]).stdout, "plan changed"
+    healed = bootstrap_auxvm(LAB_INVENTORY, tmp_path / "heal-logs", hub.env)
+    assert healed.rc == 0
+    assert healed.phase_changes() >= 1
+    assert "drift.example" not in _on_vm(hub, ["sudo", "-n", "cat", drifted]).stdout
