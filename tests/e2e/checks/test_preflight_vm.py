@@ -226,3 +226,40 @@ def test_disk_probe_over_ssh_raw_then_formatted(
         assert not missing.ok and "not a block device" in missing.message
     finally:
         access.close()
+
+
+def test_bundle_larger_than_the_vm_disk_fails(lab: Lab, site: SiteFactory, tmp_path: Path) -> None:
+    bundle = tmp_path / "site.tar.zst"
+    with bundle.open("wb") as handle:
+        handle.truncate(1024**4)  # sparse: 1 TiB claimed, nothing written
+    proc = subprocess.run(
+        [sys.executable, "-m", "installer.cli", "--log-dir", str(tmp_path / "runs"), "-o", "json",
+         "preflight", "-i", str(site()), "--bundle", str(bundle)],
+        capture_output=True, text=True, check=False, cwd=REPO, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    (disk,) = [r for r in json.loads(proc.stdout)["results"] if r["id"] == "vm.disk"]
+    assert disk["status"] == "fail"
+    assert "1.5 TiB needed" in disk["message"], disk["message"]
+
+
+def test_hub_service_with_a_foreign_ca_fails(lab: Lab, site: SiteFactory) -> None:
+    """The hub's services (started by the auxvm phase) do not chain to another CA."""
+    assert tcp_open(lab.vm_addr, 5000), "the hub's registry is not running: run the auxvm phase"
+
+    def edit(data: dict) -> None:  # type: ignore[type-arg]
+        data["aux_vm"]["tls"] = {
+            "ca": "provided",
+            "ca_cert": str(lab.kube_ca),
+            "ca_key": f"file:{lab.kube_ca.with_suffix('.key')}",
+        }
+
+    found = dict((t, (s, m)) for t, (s, m) in _by_target(site(edit), "hub.service").items())
+    status, message = found["hub/registry"]
+    assert status is Status.FAIL
+    assert "TLS or connection failed" in message
+
+
+def _by_target(path: Path, check_id: str) -> dict[str, tuple[Status, str]]:
+    report = run_preflight(load_inventory(path))
+    return {r.target: (r.status, r.message) for r in report.results if r.id == check_id}

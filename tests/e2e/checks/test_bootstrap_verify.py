@@ -1,0 +1,84 @@
+"""Verify after a whole lab bootstrap: green; then red when a pool's taint is removed by hand.
+
+This runs the real `installer bootstrap` on the shared lab (its standard nodes get their pool
+labels and taints, the hub its content) and restores the one taint it removes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from installer.site import JOB_TAINT
+from tests.e2e.checks.kwok import core
+from tests.fixtures.lab import REPO, Lab
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+LAB_INVENTORY = REPO / "inventories" / "lab.yml"
+
+
+def installer(*args: str, log_dir: Path, timeout: int) -> tuple[int, dict[str, Any], str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "installer.cli", "--log-dir", str(log_dir), "-o", "json", *args],
+        capture_output=True, text=True, check=False, cwd=REPO, timeout=timeout,
+    )  # fmt: skip
+    try:
+        data = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {}
+    except ValueError:
+        data = {}
+    return proc.returncode, data, (proc.stdout + proc.stderr)[-4000:]
+
+
+@pytest.fixture(scope="module")
+def bootstrapped(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    logs = tmp_path_factory.mktemp("bootstrap-logs")
+    rc, _, tail = installer(
+        "bootstrap", "-i", str(LAB_INVENTORY), "--yes", "--skip", "verify",
+        log_dir=logs, timeout=1800,
+    )  # fmt: skip
+    assert rc == 0, f"bootstrap of the lab failed (exit {rc}):\n{tail}"
+    return logs
+
+
+def failing(report: dict[str, Any]) -> list[str]:
+    return [
+        f"{r['id']} [{r['target']}]: {r['message']}"
+        for r in report.get("results", [])
+        if r["status"] == "fail"
+    ]
+
+
+def test_verify_is_green_after_bootstrap(bootstrapped: Path) -> None:
+    rc, report, tail = installer(
+        "verify", "-i", str(LAB_INVENTORY), log_dir=bootstrapped, timeout=600
+    )
+    assert rc == 0 and report.get("ok") is True, failing(report) or tail
+    statuses = {(r["id"], r["target"]): r["status"] for r in report["results"]}
+    assert statuses[("sched.preset", "cluster/lab/preset/a100x8")] == "pass"
+    assert statuses[("storage.provisioning", "cluster/lab")] == "info"  # kwok: not checkable
+
+
+def test_verify_fails_when_a_pool_taint_is_removed_by_hand(lab: Lab, bootstrapped: Path) -> None:
+    api = core(lab)
+    node = api.read_node("h100-1")
+    saved = [{"key": t.key, "value": t.value, "effect": t.effect} for t in node.spec.taints or []]
+    assert any(t["key"] == JOB_TAINT for t in saved), "the nodes phase did not taint h100-1"
+    try:
+        api.patch_node("h100-1", {"spec": {"taints": [t for t in saved if t["key"] != JOB_TAINT]}})
+        rc, report, tail = installer(
+            "verify", "-i", str(LAB_INVENTORY), log_dir=bootstrapped, timeout=600
+        )
+    finally:
+        api.patch_node("h100-1", {"spec": {"taints": saved}})
+    assert rc == 1, tail
+    (result,) = [
+        r for r in report["results"]
+        if r["id"] == "sched.job_taint" and r["target"] == "cluster/lab/pool/h100"
+    ]  # fmt: skip
+    assert result["status"] == "fail"
+    assert "scheduled on h100-1" in result["message"]
