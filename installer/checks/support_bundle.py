@@ -2,7 +2,8 @@
 
 A gzip tarball (0600) holding the last runs' folders (logs, events, preflight and verify
 reports), the journal, versions, a summary of each cluster's nodes and the inventory with every
-secret-bearing value masked. The state folder's secrets and keys are never read.
+secret-bearing value masked. Run folders' secret folders and key files are left out, and the
+state folder's generated secrets are read only to mask any copy of them in what is packed.
 """
 
 from __future__ import annotations
@@ -108,6 +109,31 @@ class SupportBundle:
         return path
 
 
+_NEVER = ("secrets",)
+_NEVER_SUFFIXES = (".key", ".pem", ".p12", ".pfx")
+
+
+def _left_out(relative: Path) -> bool:
+    """Files a bundle never carries: secret folders and key files of any run."""
+    return (
+        any(part in _NEVER for part in relative.parts)
+        or relative.name.endswith(_NEVER_SUFFIXES)
+        or relative.name in ("ssh_key", "ssh_key_data", "passwords")
+    )
+
+
+def mask_state_secrets(state: StateDir) -> int:
+    """Register the state folder's generated secrets with the redactor, so that any copy of one
+    in a log or an Ansible event is masked in the bundle. Returns how many were registered."""
+    count = 0
+    if state.secrets.is_dir():
+        for item in state.secrets.iterdir():
+            if item.is_file():
+                REDACTOR.register(item.read_text(encoding="utf-8", errors="replace").strip())
+                count += 1
+    return count
+
+
 def _recent_runs(log_dir: Path, count: int, exclude: Path | None) -> list[Path]:
     if not log_dir.is_dir():
         return []
@@ -125,10 +151,12 @@ def gather(
 ) -> SupportBundle:
     """Collect everything; what cannot be read is noted in NOTES.txt, not fatal."""
     bundle = SupportBundle()
+    if inventory is not None:
+        mask_state_secrets(StateDir(Path(inventory.site.state_dir)))
     bundle.notes.append(f"support bundle made {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
     for run in _recent_runs(log_dir, runs, current_run):
         for item in sorted(run.rglob("*")):
-            if not item.is_file():
+            if not item.is_file() or _left_out(item.relative_to(run)):
                 continue
             if item.stat().st_size > MAX_FILE_BYTES:
                 bundle.notes.append(f"left out {item} (larger than {MAX_FILE_BYTES} bytes)")

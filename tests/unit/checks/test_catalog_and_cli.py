@@ -113,3 +113,30 @@ def test_support_bundle_without_cluster(tmp_path: Path) -> None:
     assert runs == sorted(["20260101T000000Z-preflight-1", "20260102T000000Z-preflight-2"] * 2)
     assert {"support/versions.json", "support/inventory.yml", "support/NOTES.txt"} <= names
     assert "no node summary" in notes and "no journal" in notes
+
+
+def test_support_bundle_leaves_out_keys_and_masks_state_secrets(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    (state / "secrets").mkdir(parents=True)
+    (state / "secrets" / "hub-password").write_text("s3cr3t-hub-pass\n")
+    run = tmp_path / "runs" / "20260101T000000Z-bootstrap-1"
+    (run / "ansible" / "secrets").mkdir(parents=True)
+    (run / "ansible" / "secrets" / "aux-vm.key").write_text("KEY MATERIAL")
+    (run / "ansible" / "env").mkdir()
+    (run / "ansible" / "env" / "ssh_key").write_text("KEY MATERIAL")
+    (run / "tls.pem").write_text("KEY MATERIAL")
+    (run / "events.jsonl").write_text('{"message": "login with s3cr3t-hub-pass"}\n')
+    inv = tmp_path / "site.yml"
+    inv.write_text(
+        EXAMPLE.read_text()
+        .replace("kubeconfig: ", f"kubeconfig: {tmp_path}/no-such-")
+        .replace("state_dir: ", f"state_dir: {state}  # was: ", 1)
+    )
+    site = load_inventory(inv)
+    assert Path(site.site.state_dir) == state
+    bundle = gather(site, inv, tmp_path / "runs")
+    names = set(bundle.members)
+    assert names >= {f"runs/{run.name}/events.jsonl"}
+    assert not any("secrets" in n or n.endswith((".key", ".pem", "ssh_key")) for n in names)
+    events = bundle.members[f"runs/{run.name}/events.jsonl"].decode()
+    assert "s3cr3t-hub-pass" not in events and "***" in events
