@@ -106,17 +106,19 @@ nodes_ready() {
 }
 
 register_nodes() {
-  local manifest="$KUBE_STATE/nodes.yaml"
-  render_nodes >"$manifest"
-  kubectl_lab apply --server-side --field-manager onprem-lab -f "$manifest" >>"$(logfile kwok)" 2>&1 ||
-    die "kube: registering the fake nodes failed; see $(logfile kwok)"
+  local manifest="$KUBE_STATE/nodes.yaml" existing extra
+  existing="$(kubectl_lab get nodes -l type=kwok -o name | sed 's#^node/##')" ||
+    die "kube: listing nodes failed; see $(logfile kube-apiserver)"
+  render_nodes "$existing" >"$manifest"
+  if [[ -s "$manifest" ]]; then
+    kubectl_lab create -f "$manifest" >>"$(logfile kwok)" 2>&1 ||
+      die "kube: registering the fake nodes failed; see $(logfile kwok)"
+  fi
   # A lab started with a larger LAB_NODES keeps only the nodes the topology asks for now.
-  local extra
-  extra="$(comm -13 <(topology_rows | awk '{print $1}' | sort) \
-    <(kubectl_lab get nodes -l type=kwok -o name | sed 's#^node/##' | sort))"
+  extra="$(comm -13 <(topology_rows | awk '{print $1}' | sort) <(sort <<<"$existing"))"
   if [[ -n "$extra" ]]; then
     # shellcheck disable=SC2086
-    kubectl_lab delete node $extra >>"$(logfile kwok)" 2>&1 ||
+    kubectl_lab delete node --wait=false $extra >>"$(logfile kwok)" 2>&1 ||
       die "kube: removing nodes beyond the topology failed; see $(logfile kwok)"
   fi
   wait_for kwok 180 nodes_ready

@@ -7,7 +7,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 NS="$LAB_VM_NETNS"
 VM_STATE="$LAB_STATE/vm"
-VETH_HOST=olab-vm0
+VETH_HOST="$LAB_VM_VETH_HOST"
 VETH_VM=eth0
 SSHD=/usr/sbin/sshd
 # Marks the account as the lab's own, so down removes only a user that up created.

@@ -23,11 +23,13 @@ topology_rows() {
 # node_ip INDEX: the node's InternalIP. Only API data: nothing listens there.
 node_ip() { printf '10.213.%d.%d\n' $((16 + ($1 - 1) / 250)) $((($1 - 1) % 250 + 1)); }
 
-# render_nodes: every Node as one YAML stream for one kubectl apply.
+# render_nodes [EXISTING]: the Nodes as one YAML stream, leaving out those named in EXISTING
+# (one name per line): a node already registered keeps what others (the installer) set on it.
 render_nodes() {
-  local idx=0 name cpu mem product count gmem family
+  local existing="${1:-}" idx=0 name cpu mem product count gmem family
   while read -r name cpu mem product count gmem family; do
     idx=$((idx + 1))
+    grep -qxF "$name" <<<"$existing" && continue
     cat <<EOF
 ---
 apiVersion: v1
@@ -36,7 +38,6 @@ metadata:
   name: $name
   annotations:
     kwok.x-k8s.io/node: fake
-    node.alpha.kubernetes.io/ttl: "0"
   labels:
     kubernetes.io/arch: amd64
     kubernetes.io/os: linux
