@@ -371,7 +371,7 @@ class RegistryClient:
                     hasher, have = hashlib.sha256(), 0
                     partial.unlink()
                 with partial.open("ab") as out:
-                    for chunk in response.iter_bytes(CHUNK):
+                    for chunk in response.iter_bytes():  # as received: no re-chunking copy
                         out.write(chunk)
                         hasher.update(chunk)
                         have += len(chunk)

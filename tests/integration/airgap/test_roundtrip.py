@@ -10,7 +10,7 @@ import pytest
 from installer.airgap.build import BuildOptions, build_bundle
 from installer.engines.registry import RegistryClient
 from installer.release import load_release
-from tests.fixtures.registries import Registry, Upstream
+from tests.fixtures.registries import PASSWORD, Registry, Upstream
 from tests.integration.airgap.helpers import (
     PASSWORD_ENV,
     broken_tags,
@@ -170,3 +170,45 @@ def test_interrupted_build_resumes_from_disk(tmp_path: Path, upstream: Upstream)
     assert second.content_bytes == first.content_bytes
     # Only the missing blob and the missing half came over the wire again.
     assert 0 < second.bytes_received < first.bytes_received
+
+
+def test_load_target_comes_from_the_inventory(
+    tmp_path: Path, upstream: Upstream, empty_registry: Registry, built: tuple[Path, Path, Path]
+) -> None:
+    """`--inventory` alone: the hub's registry, the site CA and the generated password."""
+    bundle, _, pub = built
+    site = tmp_path / "site"
+    (site / "state" / "pki").mkdir(parents=True)
+    (site / "state" / "secrets").mkdir(mode=0o700)
+    (site / "state" / "pki" / "ca.crt").write_bytes(empty_registry.pki.ca_cert.read_bytes())
+    secret = site / "state" / "secrets" / "hub-password"
+    secret.write_text(PASSWORD + "\n")
+    secret.chmod(0o600)
+    for name in ("id_ed25519", "known_hosts", "kubeconfig"):
+        (site / name).write_text("")
+    port = empty_registry.host.rsplit(":", 1)[1]
+    base = (Path(__file__).parents[2] / "unit" / "inventory" / "base.yml").read_text()
+    inventory = base.replace(
+        "  domain: ml.example.com\n", "  domain: ml.example.com\n  state_dir: state\n"
+    ).replace(
+        "  address: 192.0.2.10\n",
+        f"  address: 192.0.2.10\n  hostname: localhost\n  services:\n"
+        f"    registry: {{port: {port}, data_path: /srv/registry}}\n",
+    )
+    (site / "onprem.yml").write_text(inventory)
+    done = cli(
+        "airgap-load",
+        str(bundle),
+        "--verify-key",
+        str(pub),
+        "-i",
+        str(site / "onprem.yml"),
+        "-o",
+        "json",
+        log_dir=tmp_path / "logs",
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["images_tagged"] == len(upstream.images)
+    assert sorted(catalog(empty_registry)) == sorted({n.rsplit(":", 1)[0] for n in upstream.images})
+    kept = list((site / "state" / "airgap" / "loaded").glob("*.json"))
+    assert len(kept) == 1  # the manifest for the next --since
