@@ -18,6 +18,7 @@ import httpx
 from installer.checks.acceptance import MANAGED_BY, PURPOSE_LABEL, ProbeNamespace, untolerated_pod
 from installer.checks.catalog import make
 from installer.checks.context import HTTP_TIMEOUT_S, SiteAccess
+from installer.checks.dnsquery import DnsError, query
 from installer.checks.framework import Check, Finding, note, passed, problem
 from installer.engines.kube import NodeInfo
 from installer.errors import FailedError
@@ -107,13 +108,49 @@ def oidc_issuer(access: SiteAccess, cluster: Cluster) -> tuple[str, Path | None]
     return f"{base}/realms/{kc.realm}", ca
 
 
+def site_address(access: SiteAccess, host: str) -> str | None:
+    """Where `host` lives when the VM serves the site's names (None: this host's resolver).
+
+    The installer host need not use the VM as its resolver, so names under the site domain are
+    looked up at the VM directly and the request goes to that address with the name kept for
+    TLS (SNI, certificate check) and the Host header.
+    """
+    dns = access.inventory.aux_vm.dns
+    domain = access.inventory.site.domain
+    if not dns.enabled or not (host == domain or host.endswith("." + domain)):
+        return None
+    answer = query(host, access.vm_address, dns.port)
+    if not answer.addresses:
+        raise DnsError(f"the VM's DNS has no address for {host}")
+    return answer.addresses[0]
+
+
+def _get_via(url: str, address: str | None, verify: ssl.SSLContext | bool) -> httpx.Response:
+    if address is None:
+        return httpx.get(url, verify=verify, timeout=HTTP_TIMEOUT_S)
+    target = httpx.URL(url)
+    with httpx.Client(verify=verify, timeout=HTTP_TIMEOUT_S) as client:
+        request = client.build_request(
+            "GET",
+            target.copy_with(host=address),
+            headers={"Host": target.netloc.decode()},
+            extensions={"sni_hostname": target.host},
+        )
+        return client.send(request)
+
+
 def check_oidc(access: SiteAccess, cluster: Cluster) -> Finding:
     """The issuer's discovery document answers and names the same issuer."""
     issuer, ca = oidc_issuer(access, cluster)
     url = f"{issuer}/.well-known/openid-configuration"
     verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca)) if ca else True
+    host = httpx.URL(url).host
     try:
-        response = httpx.get(url, verify=verify, timeout=HTTP_TIMEOUT_S)
+        address = site_address(access, host)
+    except DnsError as exc:
+        return problem(f"{host} does not resolve through the site's DNS: {exc}", "see dns.wildcard")
+    try:
+        response = _get_via(url, address, verify)
     except httpx.HTTPError as exc:
         return problem(f"{url}: {exc}", "run the keycloak phase; check Keycloak's address and CA")
     if response.status_code == 404:
