@@ -188,7 +188,11 @@ def fetch_wheels(wheels: list[WheelRef], source: Source, dest: Path) -> None:
         return
     argv = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check"]
     argv += ["--only-binary=:all:", "--dest", str(dest)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    # pip sees only what is given here: no pip.conf, no PIP_* variables, and no CA-bundle
+    # variables that would override `--cert` (a bundle must not depend on the build machine).
+    drop = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_") and k not in drop}
+    env["PIP_CONFIG_FILE"] = os.devnull
     if source.is_url:
         url = source.location
         if source.username and source.password:
