@@ -138,6 +138,8 @@ export LAB_KUBE_BIN_DIR=$(kube_bin_dir)
 export LAB_KUBE_NODES=$(topology_rows | awk '{print $1}' | paste -sd, -)
 EOF
   mv "$LAB_STATE/env.d/kube.env.tmp" "$LAB_STATE/env.d/kube.env"
+  # The short name people type: kubectl --kubeconfig lab/.state/kubeconfig get nodes
+  ln -sfn kube/admin.kubeconfig "$LAB_STATE/kubeconfig"
 }
 
 kube_up() {
@@ -160,7 +162,7 @@ kube_up() {
 kube_down() {
   local i
   for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do stop_daemon "${DAEMONS[i]}"; done
-  rm -rf "$KUBE_STATE" "$LAB_STATE/env.d/kube.env"
+  rm -rf "$KUBE_STATE" "$LAB_STATE/env.d/kube.env" "$LAB_STATE/kubeconfig"
   rm -f "$LAB_STATE"/log/{etcd,kube-apiserver,kube-controller-manager,kube-scheduler,kwok}.log
 }
 

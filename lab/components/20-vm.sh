@@ -106,6 +106,7 @@ export LAB_VM_SSH_PORT=$LAB_VM_SSH_PORT
 export LAB_VM_USER=$LAB_VM_USER
 export LAB_VM_KEY=$VM_STATE/id_ed25519
 export LAB_VM_KNOWN_HOSTS=$VM_STATE/known_hosts
+export LAB_VM_PYTHON=/usr/bin/python3
 export LAB_VM_HOST_KEY_FINGERPRINT=$(cat "$VM_STATE/host_key.fingerprint")
 EOF
   mv "$LAB_STATE/env.d/vm.env.tmp" "$LAB_STATE/env.d/vm.env"
@@ -149,7 +150,7 @@ vm_down() {
     userdel "$LAB_VM_USER" 2>/dev/null || log "vm: could not remove user $LAB_VM_USER"
     [[ "$home" == /home/"$LAB_VM_USER" ]] && rm -rf "$home"
   fi
-  rm -f "$SUDOERS" "$LAB_STATE/env.d/vm.env"
+  rm -f "$SUDOERS" "$LAB_STATE/env.d/vm.env" "$(logfile vm-sshd)"
   rm -rf "$VM_STATE"
 }
 
