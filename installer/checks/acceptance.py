@@ -39,6 +39,8 @@ PROBE_IMAGE = "busybox:latest"
 """The platform's guide has every node preload busybox, so the pod never waits on a pull."""
 SCHEDULE_WAIT_S = 40.0
 NAMESPACE_READY_S = 30.0
+STALE_AFTER_S = 3600.0
+"""A verify namespace this old is left from an interrupted run (a run takes minutes)."""
 
 
 def _affinity(pools: list[str]) -> dict[str, Any]:
@@ -112,6 +114,7 @@ class ProbeNamespace:
         with self._lock:
             if cluster.name not in self._names:
                 kube = access.kube(cluster)
+                self._sweep(kube)
                 name = f"installer-verify-{secrets.token_hex(4)}"
                 kube.create_namespace(name, {**MANAGED_BY, PURPOSE_LABEL: "verify"})
                 self._names[cluster.name] = (kube, name)
@@ -126,6 +129,14 @@ class ProbeNamespace:
                         )
                     time.sleep(0.2)
             return self._names[cluster.name]
+
+    @staticmethod
+    def _sweep(kube: Kube) -> None:
+        """Remove what an interrupted earlier run left (old enough not to be another run's)."""
+        selector = f"{PURPOSE_LABEL}=verify"
+        for stale in kube.namespaces(selector, older_than_s=STALE_AFTER_S):
+            log.info("deleting namespace %s left by an interrupted verify", stale)
+            kube.delete_namespace(stale)
 
     def delete(self) -> None:
         """Delete every namespace made (and the pods in it)."""

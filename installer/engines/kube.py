@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -314,14 +314,20 @@ class Kube:
             body=client.V1DeleteOptions(propagation_policy="Background"),
         )
 
-    def namespaces(self, label_selector: str) -> list[str]:
-        """Names of namespaces matching `label_selector`."""
+    def namespaces(self, label_selector: str, *, older_than_s: float = 0.0) -> list[str]:
+        """Names of namespaces matching `label_selector`, created more than `older_than_s` ago."""
         from kubernetes import client
 
         listing = self._call(
             client.CoreV1Api(self._api).list_namespace, label_selector=label_selector
         )
-        return sorted(item.metadata.name for item in listing.items)
+        now = datetime.now(UTC)
+        return sorted(
+            item.metadata.name
+            for item in listing.items
+            if item.metadata.creation_timestamp is None
+            or (now - item.metadata.creation_timestamp).total_seconds() >= older_than_s
+        )
 
     def service_account_exists(self, namespace: str, name: str = "default") -> bool:
         """True once the ServiceAccount exists (pods are refused until `default` does)."""

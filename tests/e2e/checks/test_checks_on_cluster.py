@@ -22,7 +22,7 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from installer.checks import Report, Status, run_preflight, run_verify
+from installer.checks import Report, Status, acceptance, run_preflight, run_verify
 from installer.checks.acceptance import PURPOSE_LABEL
 from installer.inventory import load_inventory
 from installer.inventory.models import NodePool
@@ -292,3 +292,21 @@ def test_support_bundle_has_the_node_summary(lab: Lab, site: SiteFactory, tmp_pa
     a100 = next(n for n in nodes["nodes"] if n["name"] == "a100-1")
     assert a100["labels"]["nvidia.com/gpu.product"] == A100
     assert "private_key: ***" in inventory and "id_ed25519" not in inventory
+
+
+def test_verify_sweeps_namespaces_of_interrupted_runs(
+    lab: Lab, site: SiteFactory, pools: Pools, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.e2e.checks.kwok import core
+
+    api = core(lab)
+    stale = f"chk-stale-{pools.tag}"
+    api.create_namespace({"metadata": {"name": stale, "labels": {PURPOSE_LABEL: "verify"}}})
+    monkeypatch.setattr(acceptance, "STALE_AFTER_S", 0.0)  # as if it were an hour old
+    try:
+        with fake_nodes(lab, pools.nodes()):
+            run_verify(load_inventory(site(pools.edit)))
+        assert stale not in verify_namespaces(lab)
+    finally:
+        if stale in verify_namespaces(lab):
+            api.delete_namespace(stale)
