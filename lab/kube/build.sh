@@ -37,7 +37,7 @@ wrapper_module() {
 # finish_build TOOL VERSION: move the staged binaries into place in one rename.
 finish_build() {
   local d="$LAB_CACHE/$1-$2"
-  rm -rf "$d/bin"; mv "$d/bin.partial" "$d/bin"
+  rm -rf "${d:?}/bin"; mv "$d/bin.partial" "$d/bin"
   rm -rf "$LAB_CACHE/.work/$1"
   log "$1 $2 built in $((SECONDS - BUILD_STARTED)) s into $d/bin"
 }

@@ -2,7 +2,6 @@
 # shellcheck shell=bash
 
 LAB_TOPOLOGY="${LAB_TOPOLOGY:-$LAB_DIR/kube/topology.txt}"
-LAB_MIN_NODES=6
 
 # topology_rows: the topology's rows, widened to LAB_NODES with extra CPU nodes.
 topology_rows() {
