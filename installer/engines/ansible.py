@@ -17,7 +17,9 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -224,19 +226,23 @@ class AnsibleEngine:
             ", ".join(h.name for hosts in run.groups.values() for h in hosts),
             pdd,
         )
+        # SSH multiplexing would let a master connection left by an earlier run skip the host
+        # key check; each run gets its own control folder (short: socket paths are limited).
+        control = Path(tempfile.mkdtemp(prefix="onprem-ssh-"))
         try:
             runner = ansible_runner.run(
                 private_data_dir=str(pdd),
                 playbook=str(run.playbook.resolve()),
                 ident=run.ident,
                 cmdline=" ".join(cmdline) or None,
-                envvars=_envvars(run.playbook),
+                envvars={**_envvars(run.playbook), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control)},
                 event_handler=collector.handle,
                 quiet=True,
                 timeout=run.timeout_s,
                 suppress_env_files=True,
             )
         finally:
+            _close_masters(control)
             shutil.rmtree(pdd / "secrets", ignore_errors=True)
         artifacts = pdd / "artifacts" / run.ident
         status: RunStatus = runner.status if runner.status in _STATUSES else "error"
@@ -279,6 +285,18 @@ def _envvars(playbook: Path) -> dict[str, str]:
         "ANSIBLE_NOCOLOR": "True",
         "ANSIBLE_ROLES_PATH": str(playbook.resolve().parent / "roles"),
     }
+
+
+def _close_masters(control: Path) -> None:
+    """Stop the run's SSH master connections (by their sockets) and remove the folder."""
+    for socket_path in control.glob("*"):
+        subprocess.run(
+            ["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "unused"],
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+    shutil.rmtree(control, ignore_errors=True)
 
 
 def _redact_tree(folder: Path) -> None:

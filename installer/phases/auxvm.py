@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +162,12 @@ def _failure_error(result: PlaybookResult, inv: Inventory) -> EnvironmentProblem
         first = result.unreachable[0]
         text = first.message
         if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION" in text:
+            seen = re.search(r"(SHA256:[A-Za-z0-9+/=]+)", text)
+            text = "host key verification failed: the VM presents " + (
+                f"{seen.group(1)}, not the pinned key"
+                if seen
+                else "another key than the pinned one"
+            )
             remedy = (
                 "the VM presented another host key than the pinned one: check the key on the"
                 " VM's console and update aux_vm.ssh.known_hosts / host_key_fingerprint"

@@ -51,9 +51,12 @@ def _on_vm(hub: Hub, argv: list[str]) -> CommandResult:
     return run_command(target, argv)
 
 
-def test_wrong_host_key_is_refused(
-    lab_vm: LabVm, hub_sources: dict[str, str], tmp_path: Path
-) -> None:
+def test_wrong_host_key_is_refused(provisioned_hub: Hub, tmp_path: Path) -> None:
+    """Refused even right after a run with the right key (no SSH master connection reused).
+
+    `installer plan` (check mode) takes the same path as bootstrap to the VM and cannot change
+    it, should the pin ever be bypassed: the lab VM is shared."""
+    lab_vm = provisioned_hub.vm
     known = tmp_path / "known_hosts"
     known.write_text(f"{lab_vm.address} {_other_host_key()}\n")
 
@@ -61,11 +64,15 @@ def test_wrong_host_key_is_refused(
         doc["aux_vm"]["ssh"]["known_hosts"] = str(known)
 
     inventory = lab_inventory_variant(tmp_path, pin, own_state=True)
-    run = bootstrap_auxvm(inventory, tmp_path / "logs", hub_sources)
+    run = run_installer(
+        ["plan", "-i", str(inventory), "--only", "auxvm", "-o", "json"],
+        tmp_path / "logs",
+        provisioned_hub.env,
+    )
     assert run.rc == 3, run.stdout[-2000:]
     error = run.final()["error"]
     assert f"{lab_vm.user}@{lab_vm.address}:22" in error["message"]
-    assert "Host key verification failed" in error["message"]
+    assert f"host key verification failed: the VM presents {lab_vm.fingerprint}" in error["message"]
     assert "step '" in error["message"]
     assert "host key" in error["remedy"]
 
