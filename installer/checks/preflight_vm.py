@@ -6,6 +6,7 @@ finding, so they are tested on recorded outputs; the `check_*` functions run the
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from installer.checks.catalog import make
 from installer.checks.context import ServiceKind, SiteAccess, identify_service
 from installer.checks.dnsquery import DnsError, query
 from installer.checks.framework import Check, Finding, Severity, note, passed, problem
-from installer.checks.gpu import CommandRunner
+from installer.errors import FailedError
 from installer.site import cluster_names
 
 GiB = 1024**3
@@ -268,19 +269,21 @@ def check_clock(access: SiteAccess) -> Finding:
 
 
 class _Listening:
-    """`ss` on the VM once for all port checks."""
+    """`ss` on the VM once for all port checks (they run in parallel)."""
 
-    def __init__(self, vm: CommandRunner) -> None:
-        self.vm = vm
+    def __init__(self, access: SiteAccess) -> None:
+        self.access = access
         self.ports: set[int] | None = None
+        self.lock = threading.Lock()
 
-    def get(self) -> set[int]:
-        if self.ports is None:
-            result = self.vm.run(["ss", "-Htlnu"])
-            if result.rc != 0:
-                raise RuntimeError(f"ss failed on the VM: {result.stderr.strip()}")
-            self.ports = parse_listening(result.stdout)
-        return self.ports
+    def __call__(self) -> set[int]:
+        with self.lock:
+            if self.ports is None:
+                result = self.access.vm().run(["ss", "-Htlnu"])
+                if result.rc != 0:
+                    raise FailedError(f"ss failed on the VM: {result.stderr.strip()}")
+                self.ports = parse_listening(result.stdout)
+            return self.ports
 
 
 def vm_checks(access: SiteAccess) -> list[Check]:
@@ -293,12 +296,7 @@ def vm_checks(access: SiteAccess) -> list[Check]:
         ("chartmuseum", services.chartmuseum.port),
         ("devpi", services.devpi.port),
     ]
-    listening: dict[str, set[int]] = {}
-
-    def ss() -> set[int]:
-        if "ports" not in listening:
-            listening["ports"] = _Listening(access.vm()).get()
-        return listening["ports"]
+    ss = _Listening(access)
 
     checks = [
         make("vm.ssh", target, partial(check_ssh, access), timeout_s=25),

@@ -310,3 +310,19 @@ def test_verify_sweeps_namespaces_of_interrupted_runs(
     finally:
         if stale in verify_namespaces(lab):
             api.delete_namespace(stale)
+
+
+def test_verify_command_on_the_lab_inventory(lab: Lab, site: SiteFactory, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "installer.cli", "--log-dir", str(tmp_path / "runs"),
+         "verify", "-i", str(site()), "--output", "json"],
+        capture_output=True, text=True, check=False, cwd=REPO, timeout=600,
+    )  # fmt: skip
+    data = json.loads(proc.stdout)
+    assert proc.returncode == (0 if data["ok"] else 1), proc.stderr
+    presets = sorted(r["target"] for r in data["results"] if r["id"] == "sched.preset")
+    assert presets == [
+        f"cluster/lab/preset/{p}" for p in ("a100x1", "a100x8", "cpu-large", "cpu-small", "h100x1")
+    ]
+    saved = json.loads(Path(data["report_file"]).read_text())
+    assert saved["summary"] == data["summary"]
