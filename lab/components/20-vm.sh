@@ -127,6 +127,20 @@ vm_up() {
   log "vm up: ssh -i $VM_STATE/id_ed25519 -o UserKnownHostsFile=$VM_STATE/known_hosts $LAB_VM_USER@$LAB_VM_ADDR"
 }
 
+# wait_gone PID...: up to 5 s for the processes to end (zombies count as ended).
+wait_gone() {
+  local pid i left
+  for i in $(seq 1 50); do
+    left=0
+    for pid in "$@"; do
+      [[ -r /proc/$pid/stat ]] && [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]] && left=1
+    done
+    ((left == 0)) && return 0
+    sleep 0.1
+  done
+  log "vm: processes still ending after 5 s: $*"
+}
+
 vm_down() {
   local pids home
   stop_daemon vm-sshd
@@ -141,6 +155,7 @@ vm_down() {
       pids="$(ip netns pids "$NS" 2>/dev/null || true)"
       # shellcheck disable=SC2086
       [[ -z "$pids" ]] || kill -KILL $pids 2>/dev/null || true
+      wait_gone $pids
     fi
     ip netns del "$NS" || log "vm: could not delete network namespace $NS"
   fi

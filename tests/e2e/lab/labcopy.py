@@ -1,0 +1,40 @@
+"""A copy of lab/ with some of versions.env changed: a second lab beside the session's."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from tests.fixtures.lab import LAB_DIR, REPO
+
+
+def copy_lab(dest: Path, changes: Mapping[str, str]) -> Path:
+    """Copy lab/ (without its state) to dest/lab, setting each NAME=value of `changes`."""
+    lab_copy = dest / "lab"
+    shutil.copytree(LAB_DIR, lab_copy, ignore=shutil.ignore_patterns(".state"))
+    versions = lab_copy / "versions.env"
+    text = versions.read_text()
+    for name, value in changes.items():
+        text, count = re.subn(rf"^{name}=.*$", f"{name}={value}", text, flags=re.M)
+        assert count == 1, f"{name} not in versions.env"
+    versions.write_text(text)
+    return lab_copy
+
+
+def component(
+    lab_dir: Path, name: str, verb: str, env: Mapping[str, str], timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run lab_dir/components/NAME VERB with the extra environment `env`."""
+    return subprocess.run(
+        ["bash", str(lab_dir / "components" / name), verb],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
