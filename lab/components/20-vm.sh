@@ -129,8 +129,8 @@ vm_up() {
 
 # wait_gone PID...: up to 5 s for the processes to end (zombies count as ended).
 wait_gone() {
-  local pid i left
-  for i in $(seq 1 50); do
+  local pid left _
+  for _ in $(seq 1 50); do
     left=0
     for pid in "$@"; do
       [[ -r /proc/$pid/stat ]] && [[ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]] && left=1
