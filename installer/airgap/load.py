@@ -28,6 +28,7 @@ from installer.airgap.images import blob_path, child_descriptors, read_manifest_
 from installer.airgap.manifest import (
     LAYOUT_DIR,
     BundleImage,
+    BundleItem,
     BundleManifest,
     load_public_key,
 )
@@ -227,20 +228,24 @@ def _ensure_present(
 def _push_files(
     manifest: BundleManifest, work: Path, target: LoadTarget, result: LoadResult
 ) -> None:
-    for item in manifest.items:
+    """Charts, wheels and binaries, a few at a time (DevPI takes each upload slowly)."""
+
+    def one(item: BundleItem) -> str | None:
         path = work / item.path
         if item.kind == "chart" and target.charts is not None:
-            if target.charts.upload(item.name, item.version, path):
-                result.charts_uploaded += 1
-        elif item.kind == "wheel" and target.pypi is not None:
-            if target.pypi.upload(path, item.name, item.version):
-                result.wheels_uploaded += 1
-        elif (
-            item.kind == "binary"
-            and target.binaries_dir is not None
-            and _install_binary(path, target.binaries_dir / item.name, item.sha256)
-        ):
-            result.binaries_installed += 1
+            return "charts" if target.charts.upload(item.name, item.version, path) else None
+        if item.kind == "wheel" and target.pypi is not None:
+            return "wheels" if target.pypi.upload(path, item.name, item.version) else None
+        if item.kind == "binary" and target.binaries_dir is not None:
+            installed = _install_binary(path, target.binaries_dir / item.name, item.sha256)
+            return "binaries" if installed else None
+        return None
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        done = list(pool.map(one, manifest.items))
+    result.charts_uploaded += done.count("charts")
+    result.wheels_uploaded += done.count("wheels")
+    result.binaries_installed += done.count("binaries")
 
 
 def _install_binary(source: Path, dest: Path, sha256: str) -> bool:
