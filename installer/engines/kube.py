@@ -125,9 +125,11 @@ class Kube:
                 f"kubeconfig {kubeconfig} does not exist",
                 remedy="set clusters[].kubeconfig to the cluster's kubeconfig file",
             )
+        import yaml
+
         try:
             contexts, current = config.list_kube_config_contexts(config_file=str(kubeconfig))
-        except (ConfigException, OSError, ValueError) as exc:
+        except (ConfigException, OSError, ValueError, yaml.YAMLError) as exc:
             raise BadInputError(f"kubeconfig {kubeconfig} is not usable: {exc}") from None
         names = [c["name"] for c in contexts or []]
         if context is not None and context not in names:
