@@ -34,7 +34,8 @@ _HEALTH: dict[ServiceKind, str] = {"registry": "/v2/", "chartmuseum": "/health",
 class ServiceAnswer:
     """What listens on a hub port: nothing, the expected service, or something else."""
 
-    state: Literal["closed", "ours", "foreign"]
+    state: Literal["closed", "ours", "other-ca", "foreign"]
+    """`other-ca`: it speaks TLS, but its certificate does not chain to the site CA."""
     detail: str
 
 
@@ -62,6 +63,10 @@ def identify_service(
     try:
         response = httpx.get(url, verify=context, timeout=HTTP_TIMEOUT_S)
     except httpx.ConnectError as exc:
+        if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            return ServiceAnswer(
+                "other-ca", f"{url}: its certificate does not chain to the site CA ({exc})"
+            )
         return ServiceAnswer("foreign", f"{url}: TLS or connection failed: {exc}")
     except httpx.HTTPError as exc:
         return ServiceAnswer("foreign", f"{url}: {type(exc).__name__}: {exc}")

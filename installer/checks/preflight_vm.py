@@ -6,6 +6,7 @@ finding, so they are tested on recorded outputs; the `check_*` functions run the
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -37,6 +38,7 @@ HUB_MINIMUM: Mapping[ServiceKind, int] = {
 BUNDLE_EXPANSION = 1.5
 """Bundle bytes -> bytes on the VM: layers are already compressed, so the registry stores about
 what the bundle holds; the rest is room for manifests, chart and wheel copies and growth."""
+_OWNER = re.compile(r'\("([^"]+)",pid=(\d+)')
 CLOCK_WARN_S = 2.0
 CLOCK_FAIL_S = 30.0
 
@@ -220,14 +222,17 @@ def check_port(
     answer = identify_service(kind, access.vm_address, port, access.site_ca())
     if answer.state == "ours":
         return passed(f"port {port} already serves the hub's {kind}: {answer.detail}")
-    owner = ""
     detail = access.vm().run(["sudo", "-n", "ss", "-Htlnp", "sport", "=", f":{port}"])
-    if detail.rc == 0 and "users:" in detail.stdout:
-        owner = " by " + detail.stdout.split("users:", 1)[1].strip()
+    owners = sorted({f"{name} (pid {pid})" for name, pid in _OWNER.findall(detail.stdout)})
+    owner = f" by {', '.join(owners)}" if owners else ""
+    remedy = f"stop what listens on {port} or change aux_vm.services.{kind}.port"
+    if answer.state == "other-ca":
+        remedy = (
+            "a hub set up from another state folder or CA: run from that folder"
+            " (site.state_dir), or re-run the auxvm phase to re-issue its certificates"
+        )
     return problem(
-        f"port {port} for the {kind} is taken{owner}: {answer.detail}",
-        f"stop what listens on {port} or change aux_vm.services.{kind}.port",
-        port=port,
+        f"port {port} for the {kind} is taken{owner}: {answer.detail}", remedy, port=port
     )
 
 

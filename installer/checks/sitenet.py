@@ -83,6 +83,12 @@ def check_hub_service(access: SiteAccess, kind: ServiceKind, port: int) -> Findi
         return note(f"no site CA yet, so the hub is not ours yet: {answer.detail}")
     if answer.state == "ours":
         return passed(answer.detail)
+    if answer.state == "other-ca":
+        return problem(
+            answer.detail,
+            "a hub set up from another state folder or CA: run from that folder"
+            " (site.state_dir), or re-run the auxvm phase to re-issue its certificates",
+        )
     return problem(
         answer.detail, "re-run the auxvm phase; the service's certificate must chain to the site CA"
     )

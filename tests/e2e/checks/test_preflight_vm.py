@@ -257,7 +257,7 @@ def test_hub_service_with_a_foreign_ca_fails(lab: Lab, site: SiteFactory) -> Non
     found = dict((t, (s, m)) for t, (s, m) in _by_target(site(edit), "hub.service").items())
     status, message = found["hub/registry"]
     assert status is Status.FAIL
-    assert "TLS or connection failed" in message
+    assert "does not chain to the site CA" in message
 
 
 def _by_target(path: Path, check_id: str) -> dict[str, tuple[Status, str]]:
