@@ -336,7 +336,7 @@ def run_checks(
                     "inventory",
                     Severity.WARN,
                     Status.WARN,
-                    f"skip_checks names {pattern!r}, which matches no {kind} check",
+                    f"skip_checks names {pattern!r}, which is not the id of any check",
                     "correct the id (docs/checks.md lists them) or remove the entry",
                 )
             )
