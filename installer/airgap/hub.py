@@ -8,6 +8,7 @@ archive. DevPI: the index's `+simple` page lists files; the upload is the PyPI u
 from __future__ import annotations
 
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ class _Service:
     password: SecretStr | None = None
     attempts: int = 6
     retries: int = field(default=0, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def _client(self) -> httpx.Client:
         auth = (
@@ -53,7 +55,8 @@ class _Service:
                 problem = str(exc) or type(exc).__name__
             if attempt == self.attempts:
                 raise EnvironmentProblem(f"{self.url}: {problem} after {attempt} attempts")
-            self.retries += 1
+            with self._lock:  # uploads run in several threads
+                self.retries += 1
             time.sleep(min(0.2 * 2 ** (attempt - 1), 5.0))
         raise AssertionError("unreachable")  # pragma: no cover
 
