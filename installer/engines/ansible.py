@@ -170,6 +170,9 @@ def inventory_document(groups: Mapping[str, list[AnsibleHost]], pdd: Path) -> di
                     ]
                 ),
                 "ansible_become": host.become,
+                # Also for hand runs of a generated inventory: tasks that become the services'
+                # unprivileged user need no world-readable temporary files this way.
+                "ansible_pipelining": True,
                 "ansible_python_interpreter": host.python,
                 **dict(host.vars),
             }

@@ -154,6 +154,9 @@ def _host(inv: Inventory, known_hosts_line: str) -> AnsibleHost:
     )
 
 
+_NO_SUDO = ("password is required", "missing sudo password", "not in the sudoers", "incorrect sudo")
+
+
 def _failure_error(result: PlaybookResult, inv: Inventory) -> EnvironmentProblem | FailedError:
     """The error for a failed play: exit 3 for an unreachable VM, 1 for a failed task."""
     where = f"{inv.aux_vm.ssh.user}@{inv.aux_vm.address}:{inv.aux_vm.ssh.port}"
@@ -183,7 +186,8 @@ def _failure_error(result: PlaybookResult, inv: Inventory) -> EnvironmentProblem
     first_failed = result.first_failure
     task = first_failed.task if first_failed else "(play)"
     text = first_failed.message if first_failed else f"ansible ended {result.status}"
-    if "sudo" in text and ("password is required" in text or "not in the sudoers" in text):
+    lowered = text.lower()
+    if "sudo" in lowered and any(m in lowered for m in _NO_SUDO):
         return EnvironmentProblem(
             f"host {where}: step '{task}': {inv.aux_vm.ssh.user} cannot use sudo: {text}{logs}",
             remedy="give the SSH user passwordless sudo on the VM, or log in as root",
