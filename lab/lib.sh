@@ -123,3 +123,18 @@ component_lock() {
   exec {LAB_COMPONENT_LOCK_FD}>"$LAB_CACHE/.build-$1.lock"
   flock "$LAB_COMPONENT_LOCK_FD"
 }
+
+# is_alive NAME: like is_running, but a process that has exited and waits to be reaped (a
+# zombie, which still answers kill -0) counts as dead.
+is_alive() {
+  is_running "$1" || return 1
+  [[ "$(ps -o stat= -p "$(cat "$(pidfile "$1")")" 2>/dev/null)" != Z* ]]
+}
+
+# forget_dead NAME: drop the pid file of a daemon that died (zombies included), so that
+# start_daemon starts it again instead of taking an unreaped pid for a live one.
+forget_dead() {
+  local p; p="$(pidfile "$1")"
+  [[ -s "$p" ]] && ! is_alive "$1" && rm -f "$p"
+  return 0
+}

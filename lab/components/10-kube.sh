@@ -31,7 +31,7 @@ https_ok() {
 check_ports() {
   local d p
   for d in "${DAEMONS[@]}"; do
-    is_running "$d" && continue
+    is_alive "$d" && continue
     for p in ${PORT_OF[$d]}; do
       port_free 127.0.0.1 "$p" ||
         die "kube: port 127.0.0.1:$p for $d is already in use; stop what listens there or change its port in lab/versions.env"
@@ -40,6 +40,7 @@ check_ports() {
 }
 
 start_etcd() {
+  forget_dead etcd
   start_daemon etcd "$(etcd_bin_dir)/etcd" \
     --name onprem-lab --data-dir "$KUBE_STATE/etcd" \
     --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
@@ -57,6 +58,7 @@ start_etcd() {
 start_apiserver() {
   # The endpoint reconciler would publish 127.0.0.1 as the kubernetes service's endpoint, which
   # Endpoints validation rejects; nothing in the lab reaches the apiserver through the service.
+  forget_dead kube-apiserver
   start_daemon kube-apiserver "$(kube_bin_dir)/kube-apiserver" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$LAB_KUBE_APISERVER_PORT" \
     --etcd-servers "$ETCD_URL" --etcd-cafile "$PKI/ca.crt" \
@@ -72,6 +74,7 @@ start_apiserver() {
 }
 
 start_controllers() {
+  forget_dead kube-controller-manager
   start_daemon kube-controller-manager "$(kube_bin_dir)/kube-controller-manager" \
     --kubeconfig "$KUBE_STATE/controller-manager.kubeconfig" \
     --authentication-kubeconfig "$KUBE_STATE/controller-manager.kubeconfig" \
@@ -82,12 +85,14 @@ start_controllers() {
     --cluster-signing-cert-file "$PKI/ca.crt" --cluster-signing-key-file "$PKI/ca.key" \
     --use-service-account-credentials=true --cluster-name onprem-lab \
     --leader-elect=false --profiling=false
+  forget_dead kube-scheduler
   start_daemon kube-scheduler "$(kube_bin_dir)/kube-scheduler" \
     --kubeconfig "$KUBE_STATE/scheduler.kubeconfig" \
     --authentication-kubeconfig "$KUBE_STATE/scheduler.kubeconfig" \
     --authorization-kubeconfig "$KUBE_STATE/scheduler.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$LAB_KUBE_SCHEDULER_PORT" \
     --cert-dir "$KUBE_STATE/scheduler" --leader-elect=false --profiling=false
+  forget_dead kwok
   start_daemon kwok "$(kwok_bin_dir)/kwok" \
     --kubeconfig "$KUBE_STATE/kwok.kubeconfig" --config "$(kwok_bin_dir)/kwok-stages.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
@@ -172,7 +177,7 @@ kube_status() {
     printf 'kube: not started\n'; return 1
   fi
   for d in "${DAEMONS[@]}"; do
-    if is_running "$d"; then
+    if is_alive "$d"; then
       printf 'kube: %-24s running (pid %s)\n' "$d" "$(cat "$(pidfile "$d")")"
     else
       printf 'kube: %-24s DEAD; see %s\n' "$d" "$(logfile "$d")"; rc=1

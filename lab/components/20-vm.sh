@@ -118,9 +118,10 @@ vm_up() {
   vm_keys
   vm_user
   vm_sshd_config
-  if ! is_running vm-sshd && vm_listening; then
+  if ! is_alive vm-sshd && vm_listening; then
     die "vm: port $LAB_VM_ADDR:$LAB_VM_SSH_PORT in $NS is already in use by a process the lab did not start"
   fi
+  forget_dead vm-sshd
   start_daemon vm-sshd ip netns exec "$NS" "$SSHD" -D -e -f "$VM_STATE/sshd_config"
   wait_for vm-sshd 30 vm_ssh sudo -n /usr/bin/python3 -V
   write_env
@@ -177,7 +178,7 @@ vm_status() {
   else
     printf 'vm: %-24s MISSING\n' "netns $NS"; rc=1
   fi
-  if is_running vm-sshd; then
+  if is_alive vm-sshd; then
     printf 'vm: %-24s running (pid %s)\n' sshd "$(cat "$(pidfile vm-sshd)")"
   else
     printf 'vm: %-24s DEAD; see %s\n' sshd "$(logfile vm-sshd)"; rc=1

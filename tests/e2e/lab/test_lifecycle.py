@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -73,31 +72,6 @@ def test_up_twice_changes_nothing(lab: Lab) -> None:
         assert result.returncode == 0, result.stderr
     assert pids(lab) == before
     assert (lab.state / "vm" / "known_hosts").read_text().startswith(f"{lab.vm_addr} ssh-ed25519 ")
-
-
-def test_status_reports_a_dead_component(lab: Lab) -> None:
-    pidfile = lab.state / "run" / "kube-scheduler.pid"
-    pid = int(pidfile.read_text())
-    os.kill(pid, 15)
-    try:
-        for _ in range(100):
-            if not Path(f"/proc/{pid}").exists():
-                break
-            time.sleep(0.1)
-        status = component(KUBE, "status", timeout=60)
-        assert status.returncode == 1
-        assert any(
-            "kube-scheduler" in line and "DEAD" in line for line in status.stdout.splitlines()
-        ), status.stdout
-        whole = subprocess.run(
-            [str(LAB_DIR / "status")], capture_output=True, text=True, timeout=120, check=False
-        )
-        assert whole.returncode == 1
-    finally:
-        # up is idempotent: it restarts only what is missing.
-        restart = component(KUBE, "up")
-        assert restart.returncode == 0, restart.stderr
-    assert component(KUBE, "status", timeout=60).returncode == 0
 
 
 def test_up_refuses_a_taken_port_in_one_line(lab: Lab, tmp_path: Path) -> None:

@@ -6,7 +6,10 @@ state folder, so the lab other tests use is left alone.
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,9 +40,14 @@ def port_in_use(port: int) -> bool:
     return bool(out.strip())
 
 
-@pytest.fixture
-def second_lab(lab: Lab, tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]]:
-    """A copy of lab/ on shifted ports, its env, and a guaranteed 10-kube down afterwards."""
+@pytest.fixture(params=["200"])
+def second_lab(
+    lab: Lab, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A copy of lab/ on shifted ports, its env, and a guaranteed 10-kube down afterwards.
+
+    The parameter is LAB_NODES; tests choose it with indirect parametrization.
+    """
     del lab  # needs the toolchain the session lab built
     shifted = {
         name: str(int(value) + PORT_SHIFT)
@@ -47,7 +55,7 @@ def second_lab(lab: Lab, tmp_path: Path) -> Iterator[tuple[Path, dict[str, str]]
         if name.startswith(("LAB_KUBE_", "LAB_ETCD_", "LAB_KWOK_")) and name.endswith("_PORT")
     }
     lab_copy = copy_lab(tmp_path, shifted)
-    env = {"LAB_STATE": str(tmp_path / "state"), "LAB_NODES": "200"}
+    env = {"LAB_STATE": str(tmp_path / "state"), "LAB_NODES": str(request.param)}
     try:
         yield lab_copy, env
     finally:
@@ -152,3 +160,31 @@ def test_vm_down_leaves_no_process_namespace_or_user(lab: Lab, tmp_path: Path) -
     assert user.returncode != 0
     assert not Path(f"/etc/sudoers.d/onprem-lab-{VM_CHANGES['LAB_VM_USER']}").exists()
     assert not Path(f"/home/{VM_CHANGES['LAB_VM_USER']}").exists()
+
+
+@pytest.mark.parametrize("second_lab", ["6"], indirect=True)
+def test_status_reports_a_dead_component_and_up_restarts_it(
+    second_lab: tuple[Path, dict[str, str]],
+) -> None:
+    lab_copy, env = second_lab
+    kube_component(lab_copy, "up", env)
+    state = Path(env["LAB_STATE"])
+    pid = int((state / "run" / "kube-scheduler.pid").read_text())
+    others = {d: (state / "run" / f"{d}.pid").read_text() for d in KUBE_DAEMONS}
+    os.kill(pid, signal.SIGKILL)
+    for _ in range(50):
+        if not alive(pid):
+            break
+        time.sleep(0.1)
+    # status must call it dead even before it is reaped (a zombie still answers kill -0).
+    status = component(lab_copy, "10-kube.sh", "status", env, timeout=60)
+    assert status.returncode == 1
+    dead = [line for line in status.stdout.splitlines() if "DEAD" in line]
+    assert len(dead) == 1, status.stdout
+    assert "kube-scheduler" in dead[0]
+    assert str(state / "log" / "kube-scheduler.log") in dead[0]
+
+    kube_component(lab_copy, "up", env)  # idempotent: starts only what is missing
+    assert component(lab_copy, "10-kube.sh", "status", env, timeout=60).returncode == 0
+    now = {d: (state / "run" / f"{d}.pid").read_text() for d in KUBE_DAEMONS}
+    assert {d for d in KUBE_DAEMONS if now[d] != others[d]} == {"kube-scheduler"}
