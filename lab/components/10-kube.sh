@@ -135,6 +135,7 @@ write_env() {
   mkdir -p "$LAB_STATE/env.d"
   cat >"$LAB_STATE/env.d/kube.env.tmp" <<EOF
 export LAB_KUBECONFIG=$KUBE_STATE/admin.kubeconfig
+export KUBECONFIG=$KUBE_STATE/admin.kubeconfig
 export LAB_KUBE_CA=$KUBE_STATE/ca.crt
 export LAB_KUBE_VERSION=$KUBE_VERSION
 export LAB_KUBE_SERVER=$APISERVER
