@@ -35,7 +35,9 @@ class FakeNode:
             "metadata": {
                 "name": self.name,
                 "annotations": {"kwok.x-k8s.io/node": "fake"},
-                "labels": {"type": "kwok", "kubernetes.io/hostname": self.name, **self.labels},
+                # No `type: kwok` label: lab/up prunes labelled nodes beyond its topology, and
+                # kwok picks nodes by the annotation alone.
+                "labels": {"kubernetes.io/hostname": self.name, **self.labels},
             },
             "spec": {
                 "unschedulable": self.unschedulable,
