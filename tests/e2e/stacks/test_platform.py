@@ -89,13 +89,6 @@ def test_platform_comes_up_and_one_preset_change_is_one_change(
         site.write()
         site.ok("stacks", "destroy", *STACKS, "--yes")
     assert _kc_admin_get(site, f"/{REALM}").status_code == 404
-    names = (
-        {d.metadata.name for d in apps.list_namespaced_deployment("platform").items}
-        if any(
-            n.metadata.name == "platform"
-            for n in core.list_namespace().items
-            if n.status.phase != "Terminating"
-        )
-        else set()
-    )
-    assert not names & {"job-controller", "app-controller"}
+    # Destroy took the controllers away (their namespace is gone or going).
+    live = [n for n in core.list_namespace().items if n.metadata.name == "platform"]
+    assert not live or live[0].status.phase == "Terminating"
