@@ -10,6 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 MAIN_HEAVY_LOCK="$LAB_CACHE/.heavy.lock"
 COLD="${COLD_CACHE:-$(mktemp -d /tmp/lab-cold-XXXXXX)}"
 COMPONENTS=(30-pulumi 40-helm 50-keycloak 60-upstream)
+mkdir -p "$COLD"
 
 seconds_since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }'; }
 
