@@ -170,6 +170,7 @@ seed_wheels() {
       && "$DEVPI_VENV/bin/devpi" --clientdir "$client" use lab/stable \
       && "$DEVPI_VENV/bin/devpi" --clientdir "$client" upload --from-dir "$(wheelhouse)"
   } >>"$logf" 2>&1 </dev/null || die "devpi-client: seeding the wheel index failed; see $logf"
+  chmod 0700 "$client"  # holds the login token
   touch "$UP/devpi/.lab-seeded-$(basename "$(wheelhouse)")"
   log "upstream wheel index: seeded from $(wheelhouse)"
 }
