@@ -114,7 +114,7 @@ def build_bundle(opts: BuildOptions, progress: Progress | None = None) -> BuildR
     seconds["files"] = time.monotonic() - started
 
     started = time.monotonic()
-    with _client(opts, stats, progress) as client:
+    with _client(opts, stats) as client:
         images, wanted = _resolve(opts, client, stage)
         sizes = {d: size for d, (_, size) in wanted.items()}
         items += layout_items(stage, images, omit - _manifest_digests(stage, images), sizes)
@@ -143,8 +143,10 @@ def build_bundle(opts: BuildOptions, progress: Progress | None = None) -> BuildR
         layers = {i.name: i for i in manifest.items if i.kind == "blob" and i.name in wanted}
         ready: queue.Queue[BundleItem | None] = queue.Queue()
         first = [i for i in manifest.items if not (i.kind == "blob" and i.name in wanted)]
-        progress.phase("pull and pack", sum(i.size for i in layers.values()))
-        packer = _Packer(stage, manifest, sign(manifest.to_bytes(), key), opts, first, ready)
+        progress.phase("pull and pack", manifest.total_size)
+        packer = _Packer(
+            stage, manifest, sign(manifest.to_bytes(), key), opts, first, ready, progress
+        )
         packer.start()
         try:
             fetch_blobs(
@@ -184,8 +186,10 @@ class _Packer(threading.Thread):
         opts: BuildOptions,
         first: list[BundleItem],
         ready: queue.Queue[BundleItem | None],
+        progress: Progress,
     ) -> None:
         super().__init__(name="bundle-packer", daemon=True)
+        self.progress = progress
         self.stage, self.manifest, self.signature = stage, manifest, signature
         self.opts, self.first, self.ready = opts, first, ready
         self.parts: list[Path] = []
@@ -194,6 +198,9 @@ class _Packer(threading.Thread):
     def _order(self) -> Iterator[BundleItem]:
         yield from self.first
         yield from iter(self.ready.get, None)
+
+    def _advance(self, n: int) -> None:
+        self.progress.advance(n)
 
     def run(self) -> None:
         try:
@@ -205,6 +212,7 @@ class _Packer(threading.Thread):
                 max_size=self.opts.max_size,
                 level=self.opts.level,
                 order=self._order(),
+                progress=self._advance,
             )
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, re-raised there
             self.error = exc
@@ -212,7 +220,7 @@ class _Packer(threading.Thread):
                 pass
 
 
-def _client(opts: BuildOptions, stats: TransferStats, progress: Progress) -> RegistryClient:
+def _client(opts: BuildOptions, stats: TransferStats) -> RegistryClient:
     images = opts.release.images
     if opts.upstream is not None:
         endpoint = opts.upstream
@@ -224,9 +232,7 @@ def _client(opts: BuildOptions, stats: TransferStats, progress: Progress) -> Reg
                 remedy="pass --registry-mirror: a registry holding them under their full names",
             )
         endpoint = RegistryEndpoint(host=hosts.pop() if hosts else "localhost")
-    return RegistryClient(
-        endpoint, stats=stats, progress=progress.advance, connections=opts.workers * 2
-    )
+    return RegistryClient(endpoint, stats=stats, connections=opts.workers * 2)
 
 
 def _resolve(
