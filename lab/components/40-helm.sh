@@ -19,7 +19,7 @@ build_helm() {
   log "helm $HELM_VERSION: building (log $logf)"; local t0=$SECONDS
   (
     cd "$(mktemp -d)"
-    GOFLAGS= GOBIN="$(dirname "$out").tmp" heavy go install -trimpath -ldflags "-s -w \
+    GOFLAGS='' GOBIN="$(dirname "$out").tmp" heavy go install -trimpath -ldflags "-s -w \
       -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
       -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
       -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$kube_minor" \
@@ -49,7 +49,7 @@ build_chartmuseum() {
   fi
   (
     cd "$(mktemp -d)"
-    GOFLAGS= GOBIN="$(dirname "$out")" heavy go install -trimpath \
+    GOFLAGS='' GOBIN="$(dirname "$out")" heavy go install -trimpath \
       -ldflags "-s -w -X main.Version=${CHARTMUSEUM_VERSION#v}" "helm.sh/chartmuseum/cmd/chartmuseum@$CHARTMUSEUM_VERSION"
   ) >>"$logf" 2>&1 || die "chartmuseum: build failed; see $logf"
   log "chartmuseum: built $out"
