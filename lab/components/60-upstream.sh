@@ -52,12 +52,12 @@ prune_stale() {
 }
 
 build_charts() {
-  local d logf name version app src; d="$(charts_dir)"
+  local d logf name version app src _repo; d="$(charts_dir)"
   [[ -s "$d/charts/index.yaml" ]] && return 0
   [[ -x "$HELM" ]] || die "helm: not built; see $(logfile build-helm)"
   logf="$(logfile build-upstream-charts)"
   rm -rf "$d/charts.tmp"; mkdir -p "$d/charts.tmp"
-  while IFS=$'\t' read -r name version app src; do
+  while IFS=$'\t' read -r name version app src _repo; do
     "$HELM" lint "$src" >>"$logf" 2>&1 || die "helm: stand-in chart $name does not lint; see $logf"
     "$HELM" package "$src" --version "$version" --app-version "$app" -d "$d/charts.tmp" >>"$logf" 2>&1 \
       || die "helm: packaging stand-in chart $name failed; see $logf"
@@ -132,6 +132,30 @@ push_images() {
     n=$((n + 1))
   done < <(seed images)
   log "upstream registry: $n image(s) pushed, the rest already there"
+}
+
+# Charts whose upstream is an OCI repository (the platform's) are also pushed to the registry
+# under the same mirror-prefix rule: oci://ghcr.io/neuro-inc/helm-charts/platform-api-poller:25.12.0
+# is oci://127.0.0.1:PORT/ghcr.io/neuro-inc/helm-charts/platform-api-poller:25.12.0.
+push_oci_charts() {
+  local logf name version _app _src repo path n=0
+  logf="$(logfile upstream-seed)"
+  local helm_auth=(--registry-config "$UP/helm-registry.json")
+  (umask 077; : >"$UP/helm-registry.json")
+  "$HELM" registry login "$REGISTRY" "${helm_auth[@]}" --ca-file "$LAB_CA_DIR/ca.crt" \
+    --username "$AUTH_USER" --password-stdin <"$UP/auth-password" >>"$logf" 2>&1 \
+    || die "helm: login to the upstream registry failed; see $logf"
+  while IFS=$'\t' read -r name version _app _src repo; do
+    [[ "$repo" == oci://* ]] || continue
+    path="${repo#oci://}"
+    skopeo inspect --raw --cert-dir "$UP/certs.d" --creds "$(cat "$UP/auth")" \
+      "docker://$REGISTRY/$path/$name:$version" >/dev/null 2>&1 </dev/null && continue
+    "$HELM" push "$(charts_dir)/charts/$name-$version.tgz" "oci://$REGISTRY/$path" "${helm_auth[@]}" \
+      --ca-file "$LAB_CA_DIR/ca.crt" >>"$logf" 2>&1 </dev/null \
+      || die "helm: pushing chart $name $version to the upstream registry failed; see $logf"
+    n=$((n + 1))
+  done < <(seed charts)
+  log "upstream registry: $n OCI chart(s) pushed, the rest already there"
 }
 
 devpi_ready() { curl -fsS --max-time 5 "http://127.0.0.1:$LAB_UPSTREAM_PYPI_BACKEND_PORT/+api" >/dev/null; }
@@ -242,6 +266,7 @@ up() {
   mv "$UP/htpasswd.tmp" "$UP/htpasswd"
   up_registry
   push_images
+  push_oci_charts
   up_devpi
   up_nginx
   mkdir -p "$LAB_STATE/env.d"

@@ -99,7 +99,8 @@ def main(argv: list[str]) -> int:
                 print(f"{p.name}\t{p.tag}\t{p.component}\t{p.runtime_mib}")
         case ["charts"]:
             for c in manifest.charts:
-                print(f"{c.name}\t{c.version}\t{chart_app_version(manifest, c)}\t{chart_source(c)}")
+                app = chart_app_version(manifest, c)
+                print(f"{c.name}\t{c.version}\t{app}\t{chart_source(c)}\t{c.repository}")
         case ["key", ("images" | "charts") as part]:
             print(seed_key(manifest, part))
         case _:

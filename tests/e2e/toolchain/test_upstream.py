@@ -4,7 +4,8 @@
   (`<registry>/<full upstream name>:<tag>`), with the lab CA and credentials, and refuses
   anonymous pulls; the Keycloak stand-in carries a layer of 200 MB or more;
 - chart repository: index.yaml lists every manifest chart at its version, and each chart
-  renders the kinds of objects the real chart does;
+  renders the kinds of objects the real chart does; charts whose upstream is an OCI repository
+  (the platform's) are also in the registry under the same mirror prefix;
 - wheel index: pip, given that index only, downloads the installer with all its dependencies.
 """
 
@@ -197,3 +198,46 @@ def test_wheel_index_serves_the_installer(lab_services: LabServices, tmp_path: P
     assert proc.returncode == 0, proc.stderr[-2000:]
     names = {p.name.split("-")[0].lower() for p in (tmp_path / "dl").iterdir()}
     assert {"onprem_installer", "pulumi", "pulumi_kubernetes", "pydantic"} <= names
+
+
+@pytest.mark.parametrize(
+    "chart",
+    [c for c in MANIFEST.charts if c.repository.startswith("oci://")],
+    ids=lambda c: c.name,
+)
+def test_oci_charts_are_mirrored_in_the_registry(
+    chart: ChartRef, lab_services: LabServices, tmp_path: Path
+) -> None:
+    auth = lab_services.auth
+    registry_config = str(tmp_path / "registry.json")
+    common = ["--registry-config", registry_config, "--ca-file", str(lab_services.ca)]
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    login = subprocess.run(
+        [
+            str(lab_services.helm),
+            *("registry", "login", lab_services.registry, *common),
+            *("--username", auth.user, "--password-stdin"),
+        ],
+        input=auth.password,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert login.returncode == 0, login.stderr
+    path = chart.repository.removeprefix("oci://")
+    pull = subprocess.run(
+        [
+            str(lab_services.helm),
+            *("pull", f"oci://{lab_services.registry}/{path}/{chart.name}"),
+            *("--version", chart.version, "-d", str(tmp_path), *common),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert pull.returncode == 0, pull.stderr
+    assert (tmp_path / f"{chart.name}-{chart.version}.tgz").is_file()
