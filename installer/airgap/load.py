@@ -58,7 +58,8 @@ class LoadOptions:
     target: LoadTarget
     work_dir: Path
     workers: int = 8
-    keep_work: bool = True
+    keep_work: bool = False
+    """Keep the extracted bundle after a complete load (it is only needed to resume)."""
 
 
 @dataclass
@@ -72,6 +73,7 @@ class LoadResult:
     charts_uploaded: int = 0
     wheels_uploaded: int = 0
     binaries_installed: int = 0
+    skipped: list[str] = field(default_factory=list)  # kinds with no target given
     retries: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -109,11 +111,18 @@ def load_bundle(opts: LoadOptions, progress: Progress | None = None) -> LoadResu
         result.seconds["images"] = time.monotonic() - started
     started = time.monotonic()
     _push_files(manifest, work, opts.target, result)
+    result.skipped = _skipped(manifest, opts.target)
     result.seconds["files"] = time.monotonic() - started
     result.retries = stats.retries + _hub_retries(opts.target)
     if not opts.keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _skipped(manifest: BundleManifest, target: LoadTarget) -> list[str]:
+    kinds = {i.kind for i in manifest.items}
+    wanted = {"chart": target.charts, "wheel": target.pypi, "binary": target.binaries_dir}
+    return sorted(f"{k}s" for k, where in wanted.items() if k in kinds and where is None)
 
 
 def _hub_retries(target: LoadTarget) -> int:

@@ -245,6 +245,9 @@ def airgap_load(
         typer.Option(help="Target password file (or env INSTALLER_HUB_PASSWORD)."),
     ] = None,
     work_dir: Annotated[Path | None, typer.Option(help="Extraction (resume) folder.")] = None,
+    keep_work: Annotated[
+        bool, typer.Option(help="Keep the extracted bundle after a complete load.")
+    ] = False,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Parallel transfers.")] = 8,
     output: OutputOption = None,
 ) -> None:
@@ -259,6 +262,7 @@ def airgap_load(
         target=target,
         work_dir=work_dir or (state / "airgap" / "work"),
         workers=workers,
+        keep_work=keep_work,
     )
     with _progress() as bars:
         result = load_bundle(opts, bars)
@@ -279,6 +283,8 @@ def airgap_load(
         f" {result.charts_uploaded} charts, {result.wheels_uploaded} wheels,"
         f" {result.binaries_installed} binaries; {result.retries} retries"
     )
+    if result.skipped:
+        out.print(f"[yellow]not loaded (no target given):[/] {', '.join(result.skipped)}")
 
 
 def _target(

@@ -65,6 +65,9 @@ def test_round_trip_every_image_digest_for_digest(
     report = json.loads(loaded.stdout)
     assert report["images_tagged"] == len(upstream.images)
     assert report["blobs"].get("mounted", 0) >= 1  # the shared base layer crossed repositories
+    assert report["skipped"] == []
+    # The extracted copy is only kept to resume an interrupted load.
+    assert not any((tmp_path / "work").iterdir())
 
     for name, top in upstream.images.items():
         assert skopeo_digest(empty_registry, name, tmp_path / "certs") == top.digest
