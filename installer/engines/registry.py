@@ -356,7 +356,12 @@ class RegistryClient:
                 for chunk in iter(lambda: handle.read(CHUNK), b""):
                     hasher.update(chunk)
                     have += len(chunk)
+        if size is not None and have > size:  # not this blob's bytes: start over
+            partial.unlink()
+            hasher, have = hashlib.sha256(), 0
         for attempt in range(1, self.attempts + 1):
+            if size is not None and have == size:  # complete already; only the rename was lost
+                break
             headers = {"Range": f"bytes={have}-"} if have else {}
             response = self.request(
                 "GET",

@@ -168,11 +168,17 @@ def test_interrupted_build_resumes_from_disk(tmp_path: Path, upstream: Upstream)
     blobs[0].unlink()
     (blobs[0].parent / (blobs[0].name + ".partial")).write_bytes(half[: len(half) // 2])
     blobs[1].unlink()
+    # One downloaded in full but not yet renamed; one whose partial holds too many bytes.
+    blobs[2].rename(blobs[2].parent / (blobs[2].name + ".partial"))
+    longer = blobs[3].read_bytes() + b"garbage"
+    blobs[3].unlink()
+    (blobs[3].parent / (blobs[3].name + ".partial")).write_bytes(longer)
     second = build_bundle(opts)
     assert second.manifest.items == first.manifest.items
     assert second.content_bytes == first.content_bytes
     # Only the missing blob and the missing half came over the wire again.
     assert 0 < second.bytes_received < first.bytes_received
+    assert not list((tmp_path / "b.tar.zst.work").rglob("*.partial"))
 
 
 def test_load_target_comes_from_the_inventory(
