@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -160,7 +161,8 @@ def test_port_taken_on_the_vm_fails_before_any_change(
     assert "aux_vm.services.chartmuseum.port" in error["remedy"]
     # Nothing moved: ChartMuseum still answers where it was.
     assert _on_vm(hub, ["sudo", "-n", "cat", config]).stdout == before
-    answer = httpx.get(f"https://{hub.address}:8080/index.yaml", verify=str(hub.ca_cert))
+    trust = ssl.create_default_context(cafile=str(hub.ca_cert))
+    answer = httpx.get(f"https://{hub.address}:8080/index.yaml", verify=trust)
     assert answer.status_code == 401
 
 
