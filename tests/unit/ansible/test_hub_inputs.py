@@ -16,7 +16,16 @@ from installer.engines.ansible import PlaybookResult, TaskOutcome
 from installer.errors import EnvironmentProblem, ExitCode, FailedError
 from installer.inventory import load_inventory
 from installer.inventory.models import TlsSettings
-from installer.phases.auxvm import HubSources, _failure_error, dns_zones, hub_vars
+from installer.phases.auxvm import (
+    ENV_CHARTMUSEUM,
+    ENV_DEVPI_WHEELS,
+    ENV_REGISTRY,
+    HubSources,
+    _failure_error,
+    dns_zones,
+    hub_sources,
+    hub_vars,
+)
 from installer.phases.auxvm_tls import ensure_pki, plan_pki
 from installer.site import cluster_names
 from installer.state import StateDir
@@ -191,3 +200,21 @@ def test_address_is_in_the_certificate_as_an_ip(tmp_path: Path) -> None:
     cert = x509.load_pem_x509_certificate(pki.server_cert.read_bytes())
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("10.9.8.7")]
+
+
+def test_program_sources_env_then_bundle_then_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = tmp_path / "bundle"
+    (bundle / "hub" / "devpi-wheels").mkdir(parents=True)
+    (bundle / "hub" / "chartmuseum").write_text("")
+    for name in (ENV_CHARTMUSEUM, ENV_DEVPI_WHEELS, ENV_REGISTRY):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert hub_sources(None) == HubSources(None, None, None)
+    found = hub_sources(bundle)
+    assert found.chartmuseum_binary == bundle / "hub" / "chartmuseum"
+    assert found.devpi_wheelhouse == bundle / "hub" / "devpi-wheels"
+    assert found.registry_binary is None
+    monkeypatch.setenv(ENV_CHARTMUSEUM, "/opt/cm")
+    assert hub_sources(bundle).chartmuseum_binary == Path("/opt/cm")
