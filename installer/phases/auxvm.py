@@ -29,7 +29,7 @@ from installer.engines.ansible import (
     inventory_document,
 )
 from installer.engines.ssh import SshTarget, pinned_known_hosts_line
-from installer.errors import BadInputError, EnvironmentProblem, FailedError
+from installer.errors import EnvironmentProblem, FailedError
 from installer.inventory import Inventory
 from installer.phases.auxvm_tls import HubPki, ensure_pki, plan_pki, server_names
 from installer.phases.base import Change, Event, PhaseContext, PhasePlan, PhaseResult, Status
@@ -334,4 +334,4 @@ def phase() -> AuxVmPhase:
     return AuxVmPhase()
 
 
-__all__ = ["AuxVmPhase", "BadInputError", "dns_zones", "hub_vars", "phase"]
+__all__ = ["AuxVmPhase", "HubSources", "dns_zones", "hub_sources", "hub_vars", "phase"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -90,20 +90,19 @@ def _load_ca(
                 f"aux_vm.tls.ca_key {tls.ca_key}: not an unencrypted PEM private key",
                 remedy="give the CA key without a passphrase (kept 0600, read only here)",
             ) from None
-        if not isinstance(key, ec.EllipticCurvePrivateKey | _rsa_type()):
-            raise BadInputError(f"aux_vm.tls.ca_key {tls.ca_key}: unsupported key type")
-        return cert, key  # type: ignore[return-value]
+        if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+            raise BadInputError(
+                f"aux_vm.tls.ca_key {tls.ca_key}: unsupported key type",
+                remedy="give an RSA or ECDSA CA key",
+            )
+        return cert, key
     key_path = state.pki / "ca.key"
     cert = x509.load_pem_x509_certificate(state.ca_cert.read_bytes())
     key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
     register_key_text(key_path.read_text(encoding="utf-8"))
-    return cert, key  # type: ignore[return-value]
-
-
-def _rsa_type() -> type:
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    return rsa.RSAPrivateKey
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise BadInputError(f"{key_path}: not the CA key the installer writes (ECDSA)")
+    return cert, key
 
 
 def _create_ca(state: StateDir, site: str) -> None:
