@@ -202,7 +202,9 @@ def fetch_wheels(wheels: list[WheelRef], source: Source, dest: Path) -> None:
             url = f"{scheme}://{source.username}:{password}@{rest}"
         env["PIP_INDEX_URL"] = url
         if source.ca_file:
-            argv += ["--cert", str(source.ca_file)]
+            # pip's default (system trust store) backend ignores --cert for hosts named by IP
+            # address; the classic backend checks the certificate against the given CA.
+            argv += ["--cert", str(source.ca_file), "--use-deprecated=legacy-certs"]
     else:
         argv += ["--no-index", "--find-links", str(Path(source.location).resolve())]
     argv += [f"{w.name}=={w.version}" for w in wheels]
