@@ -217,3 +217,23 @@ def test_plan_shows_drift_and_apply_heals_it(provisioned_hub: Hub, tmp_path: Pat
     assert healed.rc == 0
     assert healed.phase_changes() >= 1
     assert "drift.example" not in _on_vm(hub, ["sudo", "-n", "cat", drifted]).stdout
+
+
+def test_matching_fingerprint_pin_is_accepted(provisioned_hub: Hub, tmp_path: Path) -> None:
+    """The other way to pin: the fingerprint alone; the key the VM presents is checked against
+    it before Ansible starts (plan: check mode, nothing changes on the shared VM)."""
+
+    def pin(doc: dict[str, Any]) -> None:
+        del doc["aux_vm"]["ssh"]["known_hosts"]
+        doc["aux_vm"]["ssh"]["host_key_fingerprint"] = provisioned_hub.vm.fingerprint
+
+    inventory = lab_inventory_variant(tmp_path, pin, own_state=True)
+    run = run_installer(
+        ["plan", "-i", str(inventory), "--only", "auxvm", "-o", "json"],
+        tmp_path / "logs",
+        provisioned_hub.env,
+    )
+    assert run.rc == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    (auxvm,) = run.final()["phases"]
+    # Its own (new) state folder: new CA and passwords would be installed, so there is drift.
+    assert any(c["name"] == "site CA" for c in auxvm["changes"])
