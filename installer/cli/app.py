@@ -13,6 +13,7 @@ import typer
 from installer import __version__
 from installer.cli import (
     airgap_cmd,
+    auxvm_cmd,
     bootstrap_cmd,
     checks_cmd,
     init_cmd,
@@ -77,6 +78,7 @@ app.command("airgap-bundle")(airgap_cmd.airgap_bundle)
 app.command("airgap-verify")(airgap_cmd.airgap_verify)
 app.command("airgap-load")(airgap_cmd.airgap_load)
 app.add_typer(stacks_cmd.group, name="stacks")
+app.add_typer(auxvm_cmd.group, name="auxvm")
 app.command("preflight")(checks_cmd.preflight)
 app.command("verify")(checks_cmd.verify)
 app.command("support-bundle")(support_cmd.support_bundle)

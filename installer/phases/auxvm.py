@@ -227,14 +227,26 @@ class AuxVmPhase:
             hub_hostname(inv), list(inv.aux_vm.tls.extra_names), str(inv.aux_vm.address)
         )
 
-    def _run(self, ctx: PhaseContext, pki: HubPki, check: bool) -> PlaybookResult:
+    def _inputs(self, ctx: PhaseContext, pki: HubPki) -> tuple[AnsibleHost, dict[str, Any]]:
+        """The pinned host and the play's variables (secrets created once in the state)."""
         inv = ctx.inventory
         ctx.step(NAME, f"checking the host key of {inv.aux_vm.address}")
         line = pinned_known_hosts_line(_ssh_target(inv))
         for secret in (HUB_PASSWORD, DEVPI_ROOT_PASSWORD):
             ctx.state.secret(secret)
-        host = _host(inv, line)
-        extra = hub_vars(inv, ctx.state, pki, hub_sources(ctx.bundle))
+        return _host(inv, line), hub_vars(inv, ctx.state, pki, hub_sources(ctx.bundle))
+
+    def write_inventory(self, ctx: PhaseContext) -> Path:
+        """Prepare everything the play needs (PKI, secrets, pinned key) and write the Ansible
+        inventory for hand runs, without running the play; returns the inventory's path."""
+        inv = ctx.inventory
+        dns, ips = self._names(inv)
+        pki, _ = ensure_pki(ctx.state, inv.aux_vm.tls, inv.site.name, dns, ips)
+        host, extra = self._inputs(ctx, pki)
+        return self._write_inventory(ctx.state, host, extra)
+
+    def _run(self, ctx: PhaseContext, pki: HubPki, check: bool) -> PlaybookResult:
+        host, extra = self._inputs(ctx, pki)
 
         def progress(p: Progress) -> None:
             if p.kind == "task":
@@ -258,7 +270,7 @@ class AuxVmPhase:
             self._write_inventory(ctx.state, host, extra)
         return result
 
-    def _write_inventory(self, state: StateDir, host: AnsibleHost, extra: dict[str, Any]) -> None:
+    def _write_inventory(self, state: StateDir, host: AnsibleHost, extra: dict[str, Any]) -> Path:
         folder = state.root / "ansible"
         folder.mkdir(parents=True, mode=0o700, exist_ok=True)
         known = folder / "aux-vm.known_hosts"
@@ -272,7 +284,9 @@ class AuxVmPhase:
         if host.private_key_file is None:
             hostvars.pop("ansible_ssh_private_key_file")
         doc["all"]["children"]["aux_vm"]["vars"] = extra
-        (folder / "aux-vm.inventory.json").write_text(json.dumps(doc, indent=2) + "\n")
+        target = folder / "aux-vm.inventory.json"
+        target.write_text(json.dumps(doc, indent=2) + "\n")
+        return target
 
     def plan(self, ctx: PhaseContext) -> PhasePlan:
         """The play in check mode: every task that would change, plus certificates to issue."""
