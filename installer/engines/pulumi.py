@@ -369,10 +369,20 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _counted(meta: Any) -> bool:
+    # The engine announces a default provider's "update" without any diff when a resource it
+    # serves goes away; the change summary does not count it, and neither do the steps.
+    return not (
+        str(meta.type).startswith("pulumi:providers:")
+        and not meta.diffs
+        and str(getattr(meta.op, "value", meta.op)) == "update"
+    )
+
+
 def _collector(steps: list[ResourceChange], sink: EventSink | None) -> Callable[[Any], None]:
     def on_event(event: Any) -> None:
         pre = event.resource_pre_event
-        if pre is not None and pre.metadata is not None:
+        if pre is not None and pre.metadata is not None and _counted(pre.metadata):
             meta = pre.metadata
             urn = meta.urn
             steps.append(
