@@ -36,14 +36,16 @@ def test_pending_create_and_stale_lock_are_cleared(
         engine.up(si)
         # What a killed `pulumi up` leaves: a resource created in the cluster but only pending
         # in the state, and the lock of the process that died.
-        stack = engine.configure(si)
-        deployment = stack.export_stack()
-        resources = deployment.deployment["resources"]
-        victim = next(r for r in resources if r["urn"].endswith("::labels-cpu-1"))
-        resources.remove(victim)
-        deployment.deployment["pending_operations"] = [{"resource": victim, "type": "creating"}]
-        stack.import_stack(deployment)
+        # (`pulumi stack import` drops pending operations, so the checkpoint is edited on disk
+        # the way the killed process left it.)
         backend = Path(engine.backend.removeprefix("file://"))
+        checkpoint = backend / ".pulumi" / "stacks" / si.project / f"{si.stack}.json"
+        doc = json.loads(checkpoint.read_text(encoding="utf-8"))
+        latest = doc["checkpoint"]["latest"]
+        victim = next(r for r in latest["resources"] if r["urn"].endswith("::labels-cpu-1"))
+        latest["resources"].remove(victim)
+        latest["pending_operations"] = [{"resource": victim, "type": "creating"}]
+        checkpoint.write_text(json.dumps(doc), encoding="utf-8")
         locks = backend / ".pulumi" / "locks" / "organization" / si.project / si.stack
         locks.mkdir(parents=True, exist_ok=True)
         lock = locks / f"{uuid.uuid4()}.json"
