@@ -23,8 +23,9 @@ lab-tools: system-deps
 	lab/build
 
 lint: setup
-	$(VENV)/bin/ruff check installer tests bench stacks
-	$(VENV)/bin/ruff format --check installer tests bench stacks
+	$(VENV)/bin/ruff check installer tests bench stacks lab
+	$(VENV)/bin/ruff format --check installer tests bench stacks lab
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/ansible-lint playbooks/
 
 typecheck: setup
 	$(VENV)/bin/mypy

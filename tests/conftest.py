@@ -2,4 +2,5 @@
 
 pytest_plugins = [
     "tests.fixtures.inventories",
+    "tests.fixtures.auxvm",
 ]
