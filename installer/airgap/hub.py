@@ -32,22 +32,36 @@ class _Service:
     retries: int = field(default=0, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
+    _http: httpx.Client | None = field(default=None, init=False, repr=False)
+
     def _client(self) -> httpx.Client:
-        auth = (
-            httpx.BasicAuth(self.username, self.password.get_secret_value())
-            if self.username and self.password
-            else None
-        )
-        verify: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
-        )
-        return httpx.Client(verify=verify, auth=auth, timeout=120.0, follow_redirects=True)
+        """One connection pool per service, shared by the upload threads (TLS set up once)."""
+        with self._lock:
+            if self._http is None:
+                auth = (
+                    httpx.BasicAuth(self.username, self.password.get_secret_value())
+                    if self.username and self.password
+                    else None
+                )
+                verify: ssl.SSLContext | bool = (
+                    ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
+                )
+                self._http = httpx.Client(
+                    verify=verify, auth=auth, timeout=120.0, follow_redirects=True
+                )
+            return self._http
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        with self._lock:
+            if self._http is not None:
+                self._http.close()
+                self._http = None
 
     def _send(self, call: Callable[[httpx.Client], httpx.Response]) -> httpx.Response:
         for attempt in range(1, self.attempts + 1):
             try:
-                with self._client() as http:
-                    response = call(http)
+                response = call(self._client())
                 if response.status_code not in _RETRY:
                     return response
                 problem = f"answered {response.status_code}"

@@ -110,7 +110,12 @@ def load_bundle(opts: LoadOptions, progress: Progress | None = None) -> LoadResu
             _push_images(client, manifest, missing_images, work, opts.workers, progress, result)
         result.seconds["images"] = time.monotonic() - started
     started = time.monotonic()
-    _push_files(manifest, work, opts.target, result)
+    try:
+        _push_files(manifest, work, opts.target, result)
+    finally:
+        for service in (opts.target.charts, opts.target.pypi):
+            if service is not None:
+                service.close()
     result.skipped = _skipped(manifest, opts.target)
     result.seconds["files"] = time.monotonic() - started
     result.retries = stats.retries + _hub_retries(opts.target)
