@@ -158,9 +158,13 @@ vm_down() {
       [[ -z "$pids" ]] || kill -KILL $pids 2>/dev/null || true
       wait_gone $pids
     fi
+  fi
+  # Deleting the host side takes the VM side with it at once; a namespace's own devices go
+  # later, in the kernel's background clean-up, so the pair is not left to the namespace.
+  ip link del "$VETH_HOST" 2>/dev/null || true
+  if netns_exists; then
     ip netns del "$NS" || log "vm: could not delete network namespace $NS"
   fi
-  ip link show "$VETH_HOST" >/dev/null 2>&1 && ip link del "$VETH_HOST"
   if [[ "$(getent passwd "$LAB_VM_USER" | cut -d: -f5)" == "$VM_USER_GECOS" ]]; then
     home="$(getent passwd "$LAB_VM_USER" | cut -d: -f6)"
     userdel "$LAB_VM_USER" 2>/dev/null || log "vm: could not remove user $LAB_VM_USER"
