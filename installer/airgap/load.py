@@ -21,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from installer.airgap.archive import already_extracted, read_head, verify_bundle
 from installer.airgap.files import sha256_file
 from installer.airgap.hub import ChartMuseum, DevPi
@@ -35,6 +37,9 @@ from installer.airgap.manifest import (
 from installer.airgap.progress import Progress, Silent
 from installer.engines.registry import RegistryClient, RegistryEndpoint, TransferStats
 from installer.errors import FailedError
+from installer.inventory import Inventory
+from installer.site import hub_urls
+from installer.state import HUB_USER, StateDir
 
 log = logging.getLogger("installer.airgap")
 
@@ -76,6 +81,63 @@ class LoadResult:
     skipped: list[str] = field(default_factory=list)  # kinds with no target given
     retries: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+
+
+def make_target(
+    registry: str,
+    charts_url: str | None,
+    pypi_url: str | None,
+    binaries_dir: Path | None,
+    ca: Path | None,
+    user: str | None,
+    password: SecretStr | None,
+) -> LoadTarget:
+    """A load target from its parts; services without a URL are left out."""
+    return LoadTarget(
+        registry=RegistryEndpoint(registry, ca, user, password),
+        charts=ChartMuseum(charts_url, ca, user, password) if charts_url else None,
+        pypi=DevPi(pypi_url, ca, user, password) if pypi_url else None,
+        binaries_dir=binaries_dir,
+    )
+
+
+def site_target(inv: Inventory) -> tuple[LoadTarget, Path]:
+    """The hub of an inventory's site as a load target (site CA, generated login), and the
+    site's state folder."""
+    state = StateDir(Path(inv.site.state_dir))
+    urls = hub_urls(inv)
+    target = make_target(
+        urls.registry,
+        urls.charts,
+        urls.pypi.removesuffix("+simple/"),
+        state.pulumi / "bin",
+        state.ca_cert,
+        HUB_USER,
+        state.secret("hub-password"),
+    )
+    return target, state.root
+
+
+@dataclass
+class LoadPlan:
+    """What a load would push: the images the site lacks, and whether files are missing."""
+
+    images_missing: list[str] = field(default_factory=list)
+    files_missing: bool = False
+
+
+def plan_load(opts: LoadOptions) -> LoadPlan:
+    """Compare the bundle's manifest with the site (HEAD requests only); push nothing."""
+    head = read_head(opts.bundle, load_public_key(opts.verify_key))
+    with RegistryClient(opts.target.registry, connections=opts.workers * 2) as client:
+        missing = _missing_images(client, head.manifest.images, opts.workers)
+    try:
+        files = _files_missing(head.manifest, opts.target)
+    finally:
+        for service in (opts.target.charts, opts.target.pypi):
+            if service is not None:
+                service.close()
+    return LoadPlan([f"{i.name}:{i.tag}" for i in missing], files)
 
 
 def load_bundle(opts: LoadOptions, progress: Progress | None = None) -> LoadResult:

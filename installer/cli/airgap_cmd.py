@@ -22,8 +22,13 @@ from rich.progress import (
 from installer.airgap.archive import verify_bundle
 from installer.airgap.build import BuildOptions, build_bundle
 from installer.airgap.files import Source
-from installer.airgap.hub import ChartMuseum, DevPi
-from installer.airgap.load import LoadOptions, LoadTarget, load_bundle, record_loaded
+from installer.airgap.load import (
+    LoadOptions,
+    LoadTarget,
+    load_bundle,
+    make_target,
+    record_loaded,
+)
 from installer.airgap.manifest import load_public_key
 from installer.airgap.progress import Silent
 from installer.cli.render import emit_json, err, is_json, out
@@ -314,13 +319,5 @@ def _target(
     if registry is None:
         raise BadInputError("give --inventory (or --registry for a registry of your own)")
 
-    def svc(kind: type[ChartMuseum] | type[DevPi], url: str | None) -> Any:
-        return kind(url, ca, user, password) if url else None
-
-    target = LoadTarget(
-        registry=RegistryEndpoint(registry, ca, user, password),
-        charts=svc(ChartMuseum, charts_url),
-        pypi=svc(DevPi, pypi_url),
-        binaries_dir=binaries_dir,
-    )
+    target = make_target(registry, charts_url, pypi_url, binaries_dir, ca, user, password)
     return target, state_root

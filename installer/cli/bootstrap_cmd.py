@@ -28,13 +28,27 @@ FromOption = Annotated[str | None, typer.Option("--from", help="Start at this ph
 SkipOption = Annotated[
     list[str] | None, typer.Option("--skip", help="Leave this phase out (repeatable).")
 ]
+BundleOption = Annotated[
+    Path | None, typer.Option("--bundle", help="Air-gap bundle to load (air-gapped sites).")
+]
+VerifyKeyOption = Annotated[
+    Path | None, typer.Option("--verify-key", help="The bundle's ed25519 public key (PEM).")
+]
 
 
-def _context(inv: Inventory, inventory: Path, dry_run: bool) -> PhaseContext:
+def _context(
+    inv: Inventory,
+    inventory: Path,
+    dry_run: bool,
+    bundle: Path | None = None,
+    verify_key: Path | None = None,
+) -> PhaseContext:
     assert STATE.run is not None
     return PhaseContext(
         inventory=inv,
         inventory_path=inventory,
+        bundle=bundle,
+        verify_key=verify_key,
         state=StateDir(inv.site.state_dir),
         run_dir=STATE.run.folder,
         emit=runner.EventLog(STATE.run.folder, event_printer),
@@ -52,6 +66,8 @@ def bootstrap(
     restart: Annotated[
         bool, typer.Option("--restart", help="Ignore the journal: run every phase again.")
     ] = False,
+    bundle: BundleOption = None,
+    verify_key: VerifyKeyOption = None,
     output: OutputOption = None,
 ) -> None:
     """Install the site: preflight, VM, bundle, nodes, storage, DNS, Keycloak, platform, verify."""
@@ -61,7 +77,7 @@ def bootstrap(
     phases = load_phases(names)
     state = StateDir(inv.site.state_dir)
     with site_lock(state.root, f"bootstrap --inventory {inventory}"):
-        ctx = _context(inv, inventory, dry_run)
+        ctx = _context(inv, inventory, dry_run, bundle, verify_key)
         if dry_run or not yes:
             plans = runner.plan(ctx, phases, names)
             if not is_json():
@@ -104,6 +120,8 @@ def plan(
         bool,
         typer.Option("--expect-no-changes", help="Exit 1 when anything would change (drift)."),
     ] = False,
+    bundle: BundleOption = None,
+    verify_key: VerifyKeyOption = None,
     output: OutputOption = None,
 ) -> None:
     """Show what bootstrap would change, phase by phase, changing nothing."""
@@ -111,7 +129,7 @@ def plan(
     inv = load_inventory(inventory)
     names = select(only, start, skip)
     phases = load_phases(names)
-    ctx = _context(inv, inventory, dry_run=True)
+    ctx = _context(inv, inventory, True, bundle, verify_key)
     if is_json():
         ctx.emit = runner.EventLog(ctx.run_dir)  # one JSON document, not an event stream
     plans = runner.plan(ctx, phases, names)

@@ -104,6 +104,9 @@ class PhaseContext:
     emit: EventSink
     dry_run: bool = False
     bundle: Path | None = None
+    """The air-gap bundle given to bootstrap (`--bundle`), for the `airgap_load` phase."""
+    verify_key: Path | None = None
+    """The bundle's ed25519 public key (`--verify-key`)."""
 
     def step(self, phase: str, message: str, **data: Any) -> None:
         """Report a step of `phase`."""
