@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
-from installer.cli.app import main
+# gRPC (under Pulumi) logs a line on every fork the Ansible engine makes; only errors matter.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+from installer.cli.app import main  # noqa: E402 - after the environment is set
 
 
 def run() -> None:
