@@ -263,7 +263,10 @@ def keycloak_input(
         kube=kube_target(cluster),
         mode=kc.mode,
         url=url,
-        ca_file=str(state.ca_cert.resolve()) if state.ca_cert.is_file() else None,
+        # An external Keycloak's CA comes from the inventory; an in-cluster one uses the site CA.
+        ca_file=str(kc.ca_cert.resolve())
+        if kc.ca_cert is not None
+        else (str(state.ca_cert.resolve()) if state.ca_cert.is_file() else None),
         admin_user=kc.admin_user,
         realm=kc.realm,
         client_id=kc.client_id,
