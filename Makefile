@@ -36,7 +36,7 @@ unit: setup
 test: setup lab-tools lint typecheck
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pytest $(PYTEST_ARGS)
 
-demo: setup
+demo: setup lab-tools
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo
 
 lab-up: setup lab-tools
