@@ -185,7 +185,12 @@ class PlatformControllers(pulumi.ComponentResource):
         self.ingress = k8s.networking.v1.Ingress(
             "platform-ingress",
             metadata=k8s.meta.v1.ObjectMetaArgs(
-                name="platform", namespace=args.namespace, labels=labels
+                name="platform",
+                namespace=args.namespace,
+                labels=labels,
+                # The ingress controller may come later (or never report an address on bare
+                # metal); the Ingress is done when it exists.
+                annotations={"pulumi.com/skipAwait": "true"},
             ),
             spec=k8s.networking.v1.IngressSpecArgs(
                 rules=[
