@@ -165,6 +165,27 @@ def _schedule(kube: Kube, namespace: str, manifest: dict[str, Any]) -> PodState:
     return state
 
 
+def diagnose(kube: Kube, cluster: Cluster, pools: list[str], tolerated: set[str]) -> str:
+    """Why nodes the inventory puts in `pools` may refuse a pod: wrong label, extra taints."""
+    nodes = kube.nodes()
+    notes = []
+    for pool in cluster.node_pools:
+        if pool.name not in pools:
+            continue
+        for node in pool_members(pool, nodes):
+            label = node.labels.get(POOL_LABEL)
+            if label != pool.name:
+                notes.append(f"{node.name} has {POOL_LABEL}={label or '(none)'}")
+            extra = sorted(
+                {t.key for t in node.taints if t.effect in ("NoSchedule", "NoExecute")} - tolerated
+            )
+            if extra:
+                notes.append(f"{node.name} has taints it does not tolerate: {', '.join(extra)}")
+            if node.unschedulable or not node.ready:
+                notes.append(f"{node.name} is {'cordoned' if node.unschedulable else 'not Ready'}")
+    return "; ".join(notes)
+
+
 def check_preset(
     access: SiteAccess, namespaces: ProbeNamespace, cluster: Cluster, preset: Preset
 ) -> Finding:
@@ -175,8 +196,11 @@ def check_preset(
         state = _schedule(kube, namespace, preset_pod(access, cluster, preset, name))
         pools = ", ".join(preset.pools)
         if state.unschedulable:
+            tolerated = {t.key for t in preset_tolerations(preset, cluster)}
+            why = diagnose(kube, cluster, list(preset.pools), tolerated)
             return problem(
-                f"a pod of {preset.name} (pools {pools}) was not scheduled: {state.unschedulable}",
+                f"a pod of {preset.name} (pools {pools}) was not scheduled:"
+                f" {why + '; ' if why else ''}scheduler: {state.unschedulable}",
                 "re-run the nodes phase; check the pools' labels, taints and free resources",
             )
         if not state.node:
@@ -223,9 +247,11 @@ def check_job_taint(
             if n.labels.get(POOL_LABEL) == pool.name and n.ready and not n.unschedulable
         ]
         if not open_nodes:
+            # The job taint is meant to refuse this pod: only other causes are worth naming.
+            why = diagnose(kube, cluster, [pool.name], {t.key for t in pool_taints(pool)})
             return problem(
                 f"no Ready, schedulable node carries {POOL_LABEL}={pool.name}, so the pod could"
-                f" not have landed anyway: {state.unschedulable or 'pending'}",
+                f" not have landed anyway{': ' + why if why else ''}",
                 "re-run the nodes phase; uncordon the pool's nodes (sched.preset fails too)",
             )
         # The pod tolerates every other taint of the pool and wants 10m of CPU, so on a Ready,

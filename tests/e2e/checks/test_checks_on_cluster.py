@@ -326,3 +326,18 @@ def test_verify_command_on_the_lab_inventory(lab: Lab, site: SiteFactory, tmp_pa
     ]
     saved = json.loads(Path(data["report_file"]).read_text())
     assert saved["summary"] == data["summary"]
+
+
+def test_verify_names_a_node_labelled_for_another_pool(
+    lab: Lab, site: SiteFactory, pools: Pools
+) -> None:
+    cpu_node, gpu_node = pools.nodes()
+    cpu_node.labels = {**cpu_node.labels, "platform.apolo.us/node-pool": "elsewhere"}
+    with fake_nodes(lab, [cpu_node, gpu_node]):
+        report = run_verify(load_inventory(site(pools.edit)))
+    status, message = by(report, "sched.preset")[f"cluster/lab/preset/pc-{pools.tag}"]
+    assert status is Status.FAIL
+    assert f"chk-{pools.tag}-c1 has platform.apolo.us/node-pool=elsewhere" in message
+    status, message = by(report, "sched.job_taint")[f"cluster/lab/pool/c-{pools.tag}"]
+    assert status is Status.FAIL
+    assert message.endswith(f"chk-{pools.tag}-c1 has platform.apolo.us/node-pool=elsewhere")
