@@ -7,6 +7,7 @@ labels and taints, the hub its content) and restores the one taint it removes.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,16 +17,29 @@ import pytest
 
 from installer.site import JOB_TAINT
 from tests.e2e.checks.kwok import core
+from tests.fixtures.auxvm import chartmuseum_binary, devpi_wheelhouse
 from tests.fixtures.lab import REPO, Lab
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 LAB_INVENTORY = REPO / "inventories" / "lab.yml"
 
 
-def installer(*args: str, log_dir: Path, timeout: int) -> tuple[int, dict[str, Any], str]:
+def tool_env(lab: Lab) -> dict[str, str]:
+    """Where the lab keeps what bootstrap installs: the Pulumi CLI, ChartMuseum, DevPI wheels."""
+    return {
+        **os.environ,
+        "LAB_PULUMI_BIN_DIR": lab.env["LAB_PULUMI_BIN_DIR"],
+        "INSTALLER_HUB_CHARTMUSEUM_BINARY": str(chartmuseum_binary()),
+        "INSTALLER_HUB_DEVPI_WHEELHOUSE": str(devpi_wheelhouse()),
+    }
+
+
+def installer(
+    *args: str, log_dir: Path, timeout: int, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], str]:
     proc = subprocess.run(
         [sys.executable, "-m", "installer.cli", "--log-dir", str(log_dir), "-o", "json", *args],
-        capture_output=True, text=True, check=False, cwd=REPO, timeout=timeout,
+        capture_output=True, text=True, check=False, cwd=REPO, timeout=timeout, env=env,
     )  # fmt: skip
     try:
         data = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {}
@@ -39,7 +53,7 @@ def bootstrapped(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
     logs = tmp_path_factory.mktemp("bootstrap-logs")
     rc, _, tail = installer(
         "bootstrap", "-i", str(LAB_INVENTORY), "--yes", "--skip", "verify",
-        log_dir=logs, timeout=1800,
+        log_dir=logs, timeout=1800, env=tool_env(lab),
     )  # fmt: skip
     assert rc == 0, f"bootstrap of the lab failed (exit {rc}):\n{tail}"
     return logs
