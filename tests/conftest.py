@@ -2,5 +2,9 @@
 
 pytest_plugins = [
     "tests.fixtures.inventories",
+    "tests.fixtures.lab",
+    "tests.fixtures.lab_services",
+    "tests.fixtures.registries",
+    "tests.fixtures.hubservices",
     "tests.fixtures.auxvm",
 ]

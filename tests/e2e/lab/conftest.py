@@ -9,7 +9,6 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client, config
 
-from tests.fixtures.lab import *  # noqa: F403
 from tests.fixtures.lab import Lab
 
 
