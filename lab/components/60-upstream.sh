@@ -87,6 +87,7 @@ build_wheels() {
   "$REPO_DIR/.venv/bin/pip" wheel -q -c "$REPO_DIR/constraints.txt" -w "$d" "$REPO_DIR" >>"$logf" 2>&1 \
     || die "pip: building the installer's wheels failed; see $logf"
   touch "$d/.complete"
+  prune_stale wheelhouse "$d"
   log "wheelhouse: built in $d ($((SECONDS - t0))s)"
 }
 
