@@ -180,6 +180,8 @@ up_devpi() {
   seed_wheels
 }
 
+# The index is volatile: the installer's own wheel keeps its version (0.1.0) while its code
+# changes, and a rebuilt wheelhouse must replace it rather than be refused.
 seed_wheels() {
   local logf client url; logf="$(logfile upstream-devpi)"
   client="$UP/devpi-client"; url="http://127.0.0.1:$LAB_UPSTREAM_PYPI_BACKEND_PORT"
@@ -190,7 +192,8 @@ seed_wheels() {
       && { "$DEVPI_VENV/bin/devpi" --clientdir "$client" getjson /lab >/dev/null 2>&1 \
            || "$DEVPI_VENV/bin/devpi" --clientdir "$client" user -c lab password="$(lab_secret "$UP/devpi-lab-password")"; } \
       && { "$DEVPI_VENV/bin/devpi" --clientdir "$client" getjson /lab/stable >/dev/null 2>&1 \
-           || "$DEVPI_VENV/bin/devpi" --clientdir "$client" index -c lab/stable bases= volatile=False; } \
+           || "$DEVPI_VENV/bin/devpi" --clientdir "$client" index -c lab/stable bases=; } \
+      && "$DEVPI_VENV/bin/devpi" --clientdir "$client" index lab/stable volatile=True \
       && "$DEVPI_VENV/bin/devpi" --clientdir "$client" login lab --password "$(cat "$UP/devpi-lab-password")" \
       && "$DEVPI_VENV/bin/devpi" --clientdir "$client" use lab/stable \
       && "$DEVPI_VENV/bin/devpi" --clientdir "$client" upload --from-dir "$(wheelhouse)"
