@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client, config
 
-from tests.fixtures.lab import *  # noqa: F403
 from tests.fixtures.lab import Lab
-from tests.fixtures.lab_services import *  # noqa: F403
 
 
 @pytest.fixture(scope="session")
