@@ -17,6 +17,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pydantic import Field
 
+from installer.site import JOB_LABEL, JOB_TAINT
 from installer.stacks.common import (
     StackArgs,
     StackModel,
@@ -306,6 +307,29 @@ class PlatformControllers(pulumi.ComponentResource):
                     spec=k8s.core.v1.PodSpecArgs(
                         service_account_name=controller,
                         priority_class_name="platform-services",
+                        # Off the job nodes when the site has others; on small sites where every
+                        # node runs jobs, the controllers still land (they tolerate the taint).
+                        tolerations=[
+                            k8s.core.v1.TolerationArgs(
+                                key=JOB_TAINT, operator="Exists", effect="NoSchedule"
+                            )
+                        ],
+                        affinity=k8s.core.v1.AffinityArgs(
+                            node_affinity=k8s.core.v1.NodeAffinityArgs(
+                                preferred_during_scheduling_ignored_during_execution=[
+                                    k8s.core.v1.PreferredSchedulingTermArgs(
+                                        weight=100,
+                                        preference=k8s.core.v1.NodeSelectorTermArgs(
+                                            match_expressions=[
+                                                k8s.core.v1.NodeSelectorRequirementArgs(
+                                                    key=JOB_LABEL, operator="DoesNotExist"
+                                                )
+                                            ]
+                                        ),
+                                    )
+                                ]
+                            )
+                        ),
                         image_pull_secrets=[
                             k8s.core.v1.LocalObjectReferenceArgs(name="site-registry")
                         ],

@@ -98,6 +98,15 @@ def test_controllers_run_site_images_with_the_label_keys(
         assert env["NP_KUBE_POD_JOB_TOLERATION_KEY"] == JOB_TAINT
         assert pod["imagePullSecrets"] == [{"name": "site-registry"}]
         assert pod["priorityClassName"] == "platform-services"
+        assert pod["tolerations"] == [
+            {"key": JOB_TAINT, "operator": "Exists", "effect": "NoSchedule"}
+        ]
+        preferred = pod["affinity"]["nodeAffinity"][
+            "preferredDuringSchedulingIgnoredDuringExecution"
+        ]
+        assert preferred[0]["preference"]["matchExpressions"] == [
+            {"key": JOB_LABEL, "operator": "DoesNotExist"}
+        ]
 
 
 def test_resource_graph_namespaces_rbac_priority_ingress(args: PlatformArgs) -> None:
