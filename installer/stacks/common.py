@@ -72,6 +72,9 @@ def kube_provider(name: str, target: KubeTarget, parent: pulumi.Resource) -> k8s
         kubeconfig=target.kubeconfig,
         context=target.context,
         enable_server_side_apply=True,
+        # Config maps change in place (the controllers watch theirs by name); the provider's
+        # default replaces them on every data change.
+        enable_config_map_mutable=True,
         opts=pulumi.ResourceOptions(parent=parent),
     )
 

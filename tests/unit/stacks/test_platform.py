@@ -132,6 +132,8 @@ def test_resource_graph_namespaces_rbac_priority_ingress(args: PlatformArgs) -> 
         ("platform-apps", "site-registry"),
         ("platform", "platform-oidc"),
     }
+    (provider,) = mocks.of_type("pulumi:providers:kubernetes")
+    assert provider.inputs["enableConfigMapMutable"] == "true"
     hosts = [r["host"] for r in mocks.named("platform-ingress").inputs["spec"]["rules"]]
     assert hosts == ["main.org.ml.example.com", "*.apps.main.org.ml.example.com"]
 
