@@ -8,7 +8,7 @@ import sys
 # gRPC (under Pulumi) logs a line on every fork the Ansible engine makes; only errors matter.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
-from installer.cli.app import main  # noqa: E402 - after the environment is set
+from installer.cli.app import main
 
 
 def run() -> None:
