@@ -73,8 +73,9 @@ class StackPhase:
     def inputs(self, ctx: PhaseContext) -> Any:
         """The stack arguments per cluster (secrets are kept apart and are not hashed)."""
         return {
-            cluster.name: stack_input(self.component, ctx.inventory, cluster, ctx.state)
-            .args.model_dump(mode="json")
+            cluster.name: stack_input(
+                self.component, ctx.inventory, cluster, ctx.state
+            ).args.model_dump(mode="json")
             for cluster in ctx.inventory.clusters
         }
 
