@@ -46,6 +46,7 @@ def test_validate_json_global_and_per_command(tmp_path: Path) -> None:
         assert data["ok"] is True
         assert data["clusters"][0]["name"] == "prod"
         assert [p["name"] for p in data["clusters"][0]["node_pools"]] == [
+            "services",
             "cpu",
             "a100",
             "h100-spot",
@@ -61,7 +62,7 @@ def test_json_error_carries_problems(tmp_path: Path) -> None:
     assert error["exit_code"] == 2
     (problem,) = error["problems"]
     assert problem["path"] == "clusters[0].presets[2].pools[0]"
-    assert problem["line"] == 79
+    assert problem["line"] == 84
     assert "a1000" in problem["message"]
 
 
