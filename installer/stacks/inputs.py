@@ -8,7 +8,7 @@ from typing import Any
 from installer.errors import BadInputError
 from installer.inventory.models import Cluster, Inventory, Storage
 from installer.release import ReleaseManifest, load_release
-from installer.site import cluster_names, hub_urls
+from installer.site import GPU_TAINTS, JOB_TAINT, PREEMPTIBLE_TAINT, cluster_names, hub_urls
 from installer.stacks import ComponentName, StackInput
 from installer.stacks.common import KubeTarget
 from installer.stacks.dns import DnsArgs, DnsRecord
@@ -103,6 +103,10 @@ def openebs_values(inv: Inventory, storage: Storage) -> dict[str, Any]:
     def image(upstream: str) -> dict[str, str]:
         return {"registry": f"{hub}/{upstream}/"}
 
+    # Storage runs on every node, job and GPU nodes included: tolerate the installer's taints.
+    keys = sorted({JOB_TAINT, PREEMPTIBLE_TAINT, *GPU_TAINTS.values()})
+    tolerations = [{"key": k, "operator": "Exists", "effect": "NoSchedule"} for k in keys]
+
     return {
         "engines": {
             "local": {
@@ -112,14 +116,21 @@ def openebs_values(inv: Inventory, storage: Storage) -> dict[str, Any]:
             "replicated": {"mayastor": {"enabled": False}},
         },
         "localpv-provisioner": {
-            "localpv": {"basePath": storage.hostpath_dir, "image": image("docker.io")},
+            "localpv": {
+                "basePath": storage.hostpath_dir,
+                "image": image("docker.io"),
+                "tolerations": tolerations,
+            },
             "helperPod": {"image": image("docker.io")},
             # The stack owns the classes (names and the default follow the inventory).
             "hostpathClass": {"enabled": False},
         },
         "lvm-localpv": {
             "lvmController": {"provisioner": {"image": image("registry.k8s.io")}},
-            "lvmNode": {"driverRegistrar": {"image": image("registry.k8s.io")}},
+            "lvmNode": {
+                "driverRegistrar": {"image": image("registry.k8s.io")},
+                "tolerations": tolerations,
+            },
             "lvmPlugin": {"image": image("docker.io")},
         },
         "openebs-crds": {"csi": {"volumeSnapshots": {"enabled": False}}},

@@ -44,6 +44,8 @@ def test_openebs_comes_from_the_site_chart_repo_with_the_chart_keys(
     assert values["localpv-provisioner"]["hostpathClass"]["enabled"] is False
     hub = hub_urls(site).registry
     assert values["localpv-provisioner"]["localpv"]["image"]["registry"] == f"{hub}/docker.io/"
+    tolerated = {t["key"] for t in values["localpv-provisioner"]["localpv"]["tolerations"]}
+    assert {"platform.neuromation.io/job", "nvidia.com/gpu"} <= tolerated
     lvm = values["lvm-localpv"]
     assert lvm["lvmNode"]["driverRegistrar"]["image"]["registry"] == f"{hub}/registry.k8s.io/"
     (cls,) = mocks.of_type("kubernetes:storage.k8s.io/v1:StorageClass")
