@@ -1,12 +1,11 @@
 """Fixtures of the checks' e2e tests: the lab, and inventories derived from lab.yml.
 
-The lab is shared with other engineers: these tests never take it down (LAB_KEEP), never delete
-its standard nodes, and restore anything they patch.
+These tests never delete the lab's standard nodes and restore anything they patch; the lab is
+taken down at the end of the session by whichever fixture started it.
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,6 @@ from tests.fixtures.lab import (
     run_lab_script,
 )
 
-os.environ.setdefault("LAB_KEEP", "1")  # a lab started for these tests stays up for the others
 NEEDED = ("10-kube.sh", "20-vm.sh")
 
 

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +50,22 @@ def installer(
 
 
 @pytest.fixture(scope="module")
-def bootstrapped(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def bootstrapped(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     logs = tmp_path_factory.mktemp("bootstrap-logs")
-    rc, _, tail = installer(
-        "bootstrap", "-i", str(LAB_INVENTORY), "--yes", "--skip", "verify",
-        log_dir=logs, timeout=1800, env=tool_env(lab),
-    )  # fmt: skip
-    assert rc == 0, f"bootstrap of the lab failed (exit {rc}):\n{tail}"
-    return logs
+    try:
+        rc, _, tail = installer(
+            "bootstrap", "-i", str(LAB_INVENTORY), "--yes", "--skip", "verify",
+            log_dir=logs, timeout=1800, env=tool_env(lab),
+        )  # fmt: skip
+        assert rc == 0, f"bootstrap of the lab failed (exit {rc}):\n{tail}"
+        yield logs
+    finally:
+        # The lab's nodes are shared with the stacks' own tests: take the cluster side back.
+        rc, _, tail = installer(
+            "destroy", "-i", str(LAB_INVENTORY), "--yes", "--skip", "auxvm",
+            log_dir=logs, timeout=900, env=tool_env(lab),
+        )  # fmt: skip
+        assert rc == 0, f"destroy of the lab failed (exit {rc}):\n{tail}"
 
 
 def failing(report: dict[str, Any]) -> list[str]:
