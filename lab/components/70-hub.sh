@@ -11,6 +11,16 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 HOSTS_TAG="# onprem-installer lab hub"
 HUB_NAME="hub.ml.lab.test"   # inventories/lab.yml: aux_vm.hostname
 wheels_dir() { printf '%s\n' "$LAB_CACHE/devpi-wheels-$DEVPI_SERVER_VERSION"; }
+# What the installer puts on the VM (playbooks/roles/hub/common/defaults, inventories/lab.yml).
+# The lab VM shares this machine's file system, so a new lab starts by clearing what an earlier
+# lab's hub left there, as a fresh VM would have none of it.
+HUB_DIRS=(/etc/onprem-hub /opt/onprem-hub /run/onprem-hub /var/log/onprem-hub /var/lib/onprem-hub)
+FRESH_MARK="$LAB_STATE/hub.fresh"
+
+clear_vm_hub() {
+  local d
+  for d in "${HUB_DIRS[@]}"; do rm -rf -- "$d"; done
+}
 
 chartmuseum() {
   local built="$LAB_CACHE/chartmuseum-$CHARTMUSEUM_VERSION/bin/chartmuseum"
@@ -32,6 +42,10 @@ build() {
 up() {
   # shellcheck source=/dev/null
   source "$LAB_STATE/env.d/vm.env"
+  if [[ ! -e "$FRESH_MARK" ]]; then
+    clear_vm_hub
+    : >"$FRESH_MARK"
+  fi
   if ! grep -qF "$HOSTS_TAG" /etc/hosts; then
     printf '%s %s %s\n' "$LAB_VM_ADDR" "$HUB_NAME" "$HOSTS_TAG" >>/etc/hosts
   fi
@@ -48,7 +62,8 @@ down() {
     local kept; kept="$(grep -vF "$HOSTS_TAG" /etc/hosts)"
     printf '%s\n' "$kept" >/etc/hosts
   fi
-  rm -f "$LAB_STATE/env.d/hub.env"
+  rm -f "$LAB_STATE/env.d/hub.env" "$FRESH_MARK"
+  clear_vm_hub
 }
 
 status() {
