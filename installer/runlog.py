@@ -35,7 +35,8 @@ class Run:
 def start_run(command: str, log_dir: Path, *, debug: bool = False) -> Run:
     """Create the run folder (0700) and route the `installer` loggers into its log file."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    folder = log_dir / f"{stamp}-{command.replace(' ', '-')}-{os.getpid()}"
+    # Absolute: engines hand paths inside the run folder to tools that run in other folders.
+    folder = log_dir.absolute() / f"{stamp}-{command.replace(' ', '-')}-{os.getpid()}"
     try:
         folder.mkdir(parents=True, mode=0o700, exist_ok=True)
     except OSError as exc:

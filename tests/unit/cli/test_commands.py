@@ -148,3 +148,19 @@ def test_secret_values_never_reach_the_log(tmp_path: Path) -> None:
     log = Path(proc.stdout.strip()).read_text()
     assert "connecting with ***" in log
     assert secret not in log
+
+
+def test_run_folder_is_absolute_for_a_relative_log_dir(tmp_path: Path) -> None:
+    # Engines give tools (ssh under Ansible) paths inside the run folder; those tools run in
+    # other folders, so a relative --log-dir must still yield absolute paths.
+    proc = installer("validate", "-i", str(EXAMPLE), log_dir=Path("runs"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    from installer.runlog import start_run
+
+    run = start_run("t", Path("relative-runs"))
+    try:
+        assert run.folder.is_absolute()
+    finally:
+        import shutil
+
+        shutil.rmtree(Path("relative-runs"), ignore_errors=True)
