@@ -17,7 +17,7 @@ from installer.errors import BadInputError, ExitCode
 from installer.inventory import Inventory, load_inventory
 from installer.journal import Journal
 from installer.lock import site_lock
-from installer.phases.base import PhaseContext
+from installer.phases.base import Phase, PhaseContext
 from installer.phases.catalog import load_phases, select
 from installer.state import StateDir
 
@@ -34,6 +34,15 @@ BundleOption = Annotated[
 VerifyKeyOption = Annotated[
     Path | None, typer.Option("--verify-key", help="The bundle's ed25519 public key (PEM).")
 ]
+
+
+def _selected(
+    inventory: Path, only: list[str] | None, start: str | None, skip: list[str] | None
+) -> tuple[Inventory, list[str], dict[str, Phase]]:
+    """The inventory, the selected phase names in order, and their implementations."""
+    inv = load_inventory(inventory)
+    names = select(only, start, skip)
+    return inv, names, load_phases(names)
 
 
 def _context(
@@ -72,9 +81,7 @@ def bootstrap(
 ) -> None:
     """Install the site: preflight, VM, bundle, nodes, storage, DNS, Keycloak, platform, verify."""
     begin("bootstrap", output)
-    inv = load_inventory(inventory)
-    names = select(only, start, skip)
-    phases = load_phases(names)
+    inv, names, phases = _selected(inventory, only, start, skip)
     state = StateDir(inv.site.state_dir)
     with site_lock(state.root, f"bootstrap --inventory {inventory}"):
         ctx = _context(inv, inventory, dry_run, bundle, verify_key)
@@ -126,9 +133,7 @@ def plan(
 ) -> None:
     """Show what bootstrap would change, phase by phase, changing nothing."""
     begin("plan", output)
-    inv = load_inventory(inventory)
-    names = select(only, start, skip)
-    phases = load_phases(names)
+    inv, names, phases = _selected(inventory, only, start, skip)
     ctx = _context(inv, inventory, True, bundle, verify_key)
     if is_json():
         ctx.emit = runner.EventLog(ctx.run_dir)  # one JSON document, not an event stream
@@ -172,9 +177,7 @@ def destroy(
 ) -> None:
     """Take the site back in reverse order; shows what goes and asks first."""
     begin("destroy", output)
-    inv = load_inventory(inventory)
-    names = select(only, None, skip)
-    phases = load_phases(names)
+    inv, names, phases = _selected(inventory, only, None, skip)
     state = StateDir(inv.site.state_dir)
     with site_lock(state.root, f"destroy --inventory {inventory}"):
         ctx = _context(inv, inventory, dry_run=False)
