@@ -54,16 +54,22 @@ def core(lab: Lab) -> client.CoreV1Api:
     return client.CoreV1Api(config.new_client_from_config(config_file=str(lab.kubeconfig)))
 
 
+# Taints the node lifecycle controller sets on a node that is not (yet) Ready. It lifts them
+# a moment after kwok reports Ready, so a node is usable only once they are gone too.
+NOT_READY_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
+
+
 def wait_ready(api: client.CoreV1Api, name: str, timeout_s: float = 60) -> None:
-    """Until kwok reports the node Ready."""
+    """Until kwok reports the node Ready and the lifecycle controller has lifted its taints."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         node = api.read_node(name)
         ready = [c for c in node.status.conditions or [] if c.type == "Ready"]
-        if ready and ready[0].status == "True":
+        not_ready = [t.key for t in node.spec.taints or [] if t.key in NOT_READY_TAINTS]
+        if ready and ready[0].status == "True" and not not_ready:
             return
         time.sleep(0.3)
-    raise AssertionError(f"kwok did not make {name} Ready in {timeout_s}s")
+    raise AssertionError(f"kwok did not make {name} Ready and untainted in {timeout_s}s")
 
 
 @contextmanager
