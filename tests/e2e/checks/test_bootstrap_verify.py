@@ -6,10 +6,6 @@ labels and taints, the hub its content) and restores the one taint it removes.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,36 +13,11 @@ from typing import Any
 import pytest
 
 from installer.site import JOB_TAINT
+from tests.e2e.bootstrap.cli import LAB_INVENTORY, installer, tool_env
 from tests.e2e.checks.kwok import core
-from tests.fixtures.auxvm import chartmuseum_binary, devpi_wheelhouse
-from tests.fixtures.lab import REPO, Lab
+from tests.fixtures.lab import Lab
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-LAB_INVENTORY = REPO / "inventories" / "lab.yml"
-
-
-def tool_env(lab: Lab) -> dict[str, str]:
-    """Where the lab keeps what bootstrap installs: the Pulumi CLI, ChartMuseum, DevPI wheels."""
-    return {
-        **os.environ,
-        "LAB_PULUMI_BIN_DIR": lab.env["LAB_PULUMI_BIN_DIR"],
-        "INSTALLER_HUB_CHARTMUSEUM_BINARY": str(chartmuseum_binary()),
-        "INSTALLER_HUB_DEVPI_WHEELHOUSE": str(devpi_wheelhouse()),
-    }
-
-
-def installer(
-    *args: str, log_dir: Path, timeout: int, env: dict[str, str] | None = None
-) -> tuple[int, dict[str, Any], str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "installer.cli", "--log-dir", str(log_dir), "-o", "json", *args],
-        capture_output=True, text=True, check=False, cwd=REPO, timeout=timeout, env=env,
-    )  # fmt: skip
-    try:
-        data = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {}
-    except ValueError:
-        data = {}
-    return proc.returncode, data, (proc.stdout + proc.stderr)[-4000:]
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,59 @@
+"""Running the real `installer` against the lab site, shared by the bootstrap e2e tests.
+
+Tests that change the lab site (bootstrap, destroy, stacks) run one at a time across the
+project's engineers and test runs: `site_lock()` serialises them on one machine-wide flock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.fixtures.auxvm import chartmuseum_binary, devpi_wheelhouse
+from tests.fixtures.lab import REPO, Lab
+
+LAB_INVENTORY = REPO / "inventories" / "lab.yml"
+SITE_LOCK = Path("/tmp/onprem-lab-site.lock")
+
+
+def tool_env(lab: Lab) -> dict[str, str]:
+    """Where the lab keeps what bootstrap installs: the Pulumi CLI, ChartMuseum, DevPI wheels."""
+    return {
+        **os.environ,
+        "LAB_PULUMI_BIN_DIR": lab.env["LAB_PULUMI_BIN_DIR"],
+        "INSTALLER_HUB_CHARTMUSEUM_BINARY": str(chartmuseum_binary()),
+        "INSTALLER_HUB_DEVPI_WHEELHOUSE": str(devpi_wheelhouse()),
+    }
+
+
+def installer(
+    *args: str, log_dir: Path, timeout: int, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, Any], str]:
+    """Run `installer -o json ARGS`: exit code, the JSON document (if one), the output's tail."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "installer.cli", "--log-dir", str(log_dir), "-o", "json", *args],
+        capture_output=True, text=True, check=False, cwd=REPO, timeout=timeout, env=env,
+    )  # fmt: skip
+    try:
+        data = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {}
+    except ValueError:
+        data = {}
+    return proc.returncode, data, (proc.stdout + proc.stderr)[-4000:]
+
+
+@contextmanager
+def site_lock() -> Iterator[None]:
+    """Hold the lab site alone while a test changes it."""
+    with SITE_LOCK.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
