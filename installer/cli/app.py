@@ -4,30 +4,72 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping
+from importlib import import_module
 from pathlib import Path
 from typing import Annotated
 
 import click
 import typer
+from typer.core import TyperGroup
+from typer.models import CommandInfo
 
 from installer import __version__
-from installer.cli import (
-    airgap_cmd,
-    auxvm_cmd,
-    bootstrap_cmd,
-    checks_cmd,
-    init_cmd,
-    inventory_cmd,
-    stacks_cmd,
-    support_cmd,
-    validate_cmd,
-)
 from installer.cli.render import render_error, render_unexpected
 from installer.cli.state import STATE, OutputFormat
 from installer.errors import ExitCode, InstallerError
 
+# Registration in one place: command name -> `module:attribute` (a function for a command, a
+# Typer for a group). A command's module, and the engines it pulls in (Pulumi, Ansible, the
+# bundle code), load only when that command runs, so `installer validate` starts quickly.
+COMMANDS: Mapping[str, str] = {
+    "validate": "validate_cmd:validate",
+    "init": "init_cmd:init",
+    "inventory": "inventory_cmd:group",
+    "preflight": "checks_cmd:preflight",
+    "plan": "bootstrap_cmd:plan",
+    "bootstrap": "bootstrap_cmd:bootstrap",
+    "status": "bootstrap_cmd:status",
+    "verify": "checks_cmd:verify",
+    "destroy": "bootstrap_cmd:destroy",
+    "airgap-bundle": "airgap_cmd:airgap_bundle",
+    "airgap-verify": "airgap_cmd:airgap_verify",
+    "airgap-load": "airgap_cmd:airgap_load",
+    "stacks": "stacks_cmd:group",
+    "auxvm": "auxvm_cmd:group",
+    "support-bundle": "support_cmd:support_bundle",
+}
+
+
+class LazyGroup(TyperGroup):
+    """The top-level group: commands are built from their module on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*COMMANDS, *(n for n in super().list_commands(ctx) if n not in COMMANDS)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        if cmd_name not in self.commands:
+            module, _, attr = COMMANDS[cmd_name].partition(":")
+            target = getattr(import_module(f"installer.cli.{module}"), attr)
+            command: click.Command
+            if isinstance(target, typer.Typer):
+                command = typer.main.get_group(target)
+            else:
+                command = typer.main.get_command_from_info(
+                    CommandInfo(name=cmd_name, callback=target),
+                    pretty_exceptions_short=False,
+                    rich_markup_mode=typer.core.DEFAULT_MARKUP_MODE,
+                )
+            command.name = cmd_name
+            self.add_command(command, cmd_name)
+        return self.commands[cmd_name]
+
+
 app = typer.Typer(
     name="installer",
+    cls=LazyGroup,
     help="Install and bootstrap the on-prem ML platform from one inventory file.",
     no_args_is_help=True,
     add_completion=False,
@@ -64,24 +106,6 @@ def _global(
 ) -> None:
     """Global options; they come before the command."""
     STATE.output, STATE.debug, STATE.log_dir = output, debug, log_dir
-
-
-# Registration in one place: one module per command or group.
-app.command("validate")(validate_cmd.validate)
-app.command("init")(init_cmd.init)
-app.command("bootstrap")(bootstrap_cmd.bootstrap)
-app.command("plan")(bootstrap_cmd.plan)
-app.command("status")(bootstrap_cmd.status)
-app.command("destroy")(bootstrap_cmd.destroy)
-app.add_typer(inventory_cmd.group, name="inventory")
-app.command("airgap-bundle")(airgap_cmd.airgap_bundle)
-app.command("airgap-verify")(airgap_cmd.airgap_verify)
-app.command("airgap-load")(airgap_cmd.airgap_load)
-app.add_typer(stacks_cmd.group, name="stacks")
-app.add_typer(auxvm_cmd.group, name="auxvm")
-app.command("preflight")(checks_cmd.preflight)
-app.command("verify")(checks_cmd.verify)
-app.command("support-bundle")(support_cmd.support_bundle)
 
 
 def main(argv: list[str] | None = None) -> int:
