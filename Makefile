@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all setup system-deps lab-tools lint typecheck test unit demo lab-up lab-down clean
+.PHONY: all setup system-deps lab-tools lint typecheck test unit demo demo-airgap lab-up lab-down clean
 
 all: test
 
@@ -38,6 +38,10 @@ test: setup lab-tools lint typecheck
 
 demo: setup lab-tools
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo
+
+# The air-gapped variant: a bundle from the lab's upstream, the upstream switched off, bootstrap.
+demo-airgap: setup lab-tools
+	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo-airgap
 
 lab-up: setup lab-tools
 	lab/up
