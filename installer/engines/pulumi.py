@@ -130,6 +130,9 @@ class PulumiEngine:
         for var in ("INSTALLER_PULUMI_BIN_DIR", "LAB_PULUMI_BIN_DIR"):
             if os.environ.get(var):
                 candidates.append(Path(os.environ[var]))
+        # Where `airgap-load` (and the airgap_load phase) installs the bundle's Pulumi binaries:
+        # on an air-gapped site that is the only copy.
+        candidates.append(self.state.pulumi / "bin")
         found = shutil.which("pulumi")
         if found:
             candidates.append(Path(found).resolve().parent)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from pydantic import SecretStr
 from ruamel.yaml import YAML
 
-from installer.engines.pulumi import ResourceChange, StackSummary, write_stack_args
+from installer.engines.pulumi import PulumiEngine, ResourceChange, StackSummary, write_stack_args
+from installer.errors import EnvironmentProblem
 from installer.stacks import StackInput
 from installer.stacks.common import KubeTarget
 from installer.stacks.dns import DnsArgs, DnsRecord
+from installer.state import StateDir
 
 
 def _input(ips: list[str], secrets: dict[str, SecretStr] | None = None) -> StackInput:
@@ -72,3 +75,25 @@ def test_summary_counts_only_real_changes() -> None:
     assert summary.as_dict()["steps"] == [
         {"op": "update", "type": "t", "name": "b", "diffs": ["spec"]}
     ]
+
+
+def test_the_cli_loaded_from_a_bundle_into_the_state_folder_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An air-gapped site's only Pulumi is what the bundle put in `<state>/pulumi/bin`."""
+    for var in ("INSTALLER_PULUMI_BIN_DIR", "LAB_PULUMI_BIN_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    engine = PulumiEngine(StateDir(tmp_path / "state"))
+    with pytest.raises(EnvironmentProblem, match="Pulumi CLI is not installed"):
+        engine._cli_dir()
+    loaded = tmp_path / "state" / "pulumi" / "bin"
+    loaded.mkdir(parents=True)
+    (loaded / "pulumi").write_text("#!/bin/sh\n", encoding="utf-8")
+    assert engine._cli_dir() == loaded
+
+    given = tmp_path / "given"
+    given.mkdir()
+    (given / "pulumi").write_text("#!/bin/sh\n", encoding="utf-8")
+    monkeypatch.setenv("INSTALLER_PULUMI_BIN_DIR", str(given))
+    assert engine._cli_dir() == given  # an explicit folder still wins
