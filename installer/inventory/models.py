@@ -57,6 +57,59 @@ class Site(Model):
     )
 
 
+# --- upstream (connected sites) ------------------------------------------------------------
+
+
+class Upstream(Model):
+    """Where a connected site's hub gets the release's content (`airgap/release.yml`): the
+    `airgap_load` phase mirrors every image, chart and wheel (and binary, with `binaries_dir`)
+    from here into the VM's registry, ChartMuseum and DevPI, pulled as `installer airgap-bundle`
+    pulls (same options) and pushed as `installer airgap-load` pushes."""
+
+    registry_mirror: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?$",
+        description="`host:port` of a registry holding the release's images under their full"
+        " names (`<mirror>/ghcr.io/org/app:1`), like `airgap-bundle --registry-mirror`. Absent:"
+        " each image is pulled from its own registry.",
+    )
+    ca_cert: FilePath | None = Field(
+        default=None,
+        description="CA bundle (PEM) for the upstream registry, chart repository and wheel"
+        " index, when not in the system trust store (`--upstream-ca`).",
+    )
+    user: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Login for the upstream services (`--upstream-user`); give it with `password`.",
+    )
+    password: SecretRef | None = Field(
+        default=None,
+        description="Password of `user`: `env:NAME` or `file:path` (`--upstream-password-file`).",
+    )
+    charts_url: str = Field(
+        pattern=r"^https://",
+        description="Chart repository serving `index.yaml` with the release's charts"
+        " (`--charts-from`).",
+    )
+    wheels_url: str = Field(
+        pattern=r"^https://",
+        description="Python package index (simple API) with the release's wheels and their"
+        " dependencies (`--wheels-from`).",
+    )
+    binaries_dir: FilePath | None = Field(
+        default=None,
+        description="Folder on the installer host holding the release's binaries (the Pulumi"
+        " CLI and plugins, `--binaries-from`); they are installed into the state folder. Absent:"
+        " the Pulumi CLI already on the installer host is used.",
+    )
+
+    @model_validator(mode="after")
+    def _login_pair(self) -> Upstream:
+        rules.check_upstream(self)
+        return self
+
+
 # --- auxiliary VM ---------------------------------------------------------------------------
 
 
@@ -432,6 +485,11 @@ class Inventory(Model):
     )
     site: Site = Field(description="The site.")
     aux_vm: AuxVm = Field(description="The auxiliary VM (artifact hub).")
+    upstream: Upstream | None = Field(
+        default=None,
+        description="Connected sites: where the hub's content comes from. Absent: the hub must"
+        " already hold the release (loaded with `installer airgap-load`).",
+    )
     clusters: list[Cluster] = Field(min_length=1, description="Kubernetes clusters of the site.")
     skip_checks: dict[str, str] = Field(
         default_factory=dict,

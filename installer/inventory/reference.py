@@ -6,6 +6,7 @@ in step with the models.
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import types
@@ -97,7 +98,7 @@ def render_markdown() -> str:
     lines = [HEADER]
     for model in _models(Inventory):
         lines.append(f"## {model.__name__}\n")
-        lines.append(f"{(model.__doc__ or '').strip()}\n")
+        lines.append(f"{inspect.cleandoc(model.__doc__ or '')}\n")
         lines.append("| key | type | default | description |")
         lines.append("| --- | --- | --- | --- |")
         for name, info in model.model_fields.items():

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         SshAccess,
         Storage,
         TlsSettings,
+        Upstream,
     )
 
 Violation = tuple[tuple[str | int, ...], str]
@@ -95,6 +96,20 @@ def check_vm_ports(vm: AuxVm) -> None:
     if vm.dns.enabled and vm.dns.port in used:
         out.append((("dns", "port"), f"port {vm.dns.port} is already used by {used[vm.dns.port]}"))
     _raise(out)
+
+
+def check_upstream(upstream: Upstream) -> None:
+    """A login is a user and a password together."""
+    if (upstream.user is None) != (upstream.password is None):
+        missing = "password" if upstream.password is None else "user"
+        _raise(
+            [
+                (
+                    (missing,),
+                    f"the upstream login needs both user and password; {missing} is missing",
+                )
+            ]
+        )
 
 
 def check_pool(pool: NodePool) -> None:
@@ -277,6 +292,14 @@ def check_inventory(inv: Inventory) -> None:
                 )
             )
         seen_domains.setdefault(domain, cluster.name)
+    if inv.site.airgapped and inv.upstream is not None:
+        out.append(
+            (
+                ("upstream",),
+                "an air-gapped site has no upstream: remove the upstream section (the hub is"
+                " filled from a bundle, installer airgap-load) or set site.airgapped: false",
+            )
+        )
     for check_id in inv.skip_checks:
         if not check_id or not all(part.isidentifier() for part in check_id.split(".")):
             out.append((("skip_checks", check_id), f"'{check_id}' is not a check id (a.b_c)"))
