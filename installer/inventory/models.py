@@ -405,7 +405,9 @@ class Keycloak(Model):
     url: str | None = Field(
         default=None,
         pattern=r"^https?://",
-        description="Base URL of an external Keycloak (required when external).",
+        description="Base URL the installer reaches Keycloak's admin API at: an external"
+        " Keycloak's (required when external); for in-cluster, where the deployed one answers"
+        " from the installer's machine (default `https://keycloak.<cluster domain>`).",
     )
     ca_cert: FilePath | None = Field(
         default=None,

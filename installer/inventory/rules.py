@@ -162,7 +162,7 @@ def check_identity_provider(idp: IdentityProvider) -> None:
 
 
 def check_keycloak(kc: Keycloak) -> None:
-    """External Keycloak needs its URL and admin password; in-cluster takes no URL."""
+    """External Keycloak needs its URL and admin password (in-cluster may name its URL)."""
     out: list[Violation] = []
     if kc.mode == "external":
         if kc.url is None:
@@ -174,8 +174,6 @@ def check_keycloak(kc: Keycloak) -> None:
                     "mode: external needs admin_password (the installer cannot generate it)",
                 )
             )
-    elif kc.url is not None:
-        out.append((("url",), "url is only used with mode: external"))
     _raise(out)
 
 

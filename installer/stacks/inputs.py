@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,12 @@ from installer.stacks.platformconfig import (
     oidc_issuer,
 )
 from installer.stacks.storage import CHART_PASSWORD_KEY, ChartSource, StorageArgs, StorageClassSpec
+from installer.stacks.storage_cstor import (
+    CSTOR_PROVISIONER,
+    CStorDisk,
+    CStorPools,
+    cstor_values,
+)
 from installer.state import HUB_USER, StateDir
 
 HUB_PASSWORD_SECRET = "hub-password"  # noqa: S105 - a state-folder name (airgap-load uses it)
@@ -95,6 +102,12 @@ LVM_VOLUME_GROUP = "openebs-vg"
 """Volume group the nodes playbook creates on the inventory's raw disks for LocalPV-LVM."""
 
 
+def storage_tolerations() -> list[dict[str, str]]:
+    """Storage runs on every node, job and GPU nodes included: the installer's taints."""
+    keys = sorted({JOB_TAINT, PREEMPTIBLE_TAINT, *GPU_TAINTS.values()})
+    return [{"key": k, "operator": "Exists", "effect": "NoSchedule"} for k in keys]
+
+
 def openebs_values(inv: Inventory, storage: Storage) -> dict[str, Any]:
     """Values of the openebs chart (4.x keys) for the inventory's engine, images from the site
     registry (each keeps its upstream path: `<hub>/docker.io/openebs/...`)."""
@@ -103,10 +116,7 @@ def openebs_values(inv: Inventory, storage: Storage) -> dict[str, Any]:
     def image(upstream: str) -> dict[str, str]:
         return {"registry": f"{hub}/{upstream}/"}
 
-    # Storage runs on every node, job and GPU nodes included: tolerate the installer's taints.
-    keys = sorted({JOB_TAINT, PREEMPTIBLE_TAINT, *GPU_TAINTS.values()})
-    tolerations = [{"key": k, "operator": "Exists", "effect": "NoSchedule"} for k in keys]
-
+    tolerations = storage_tolerations()
     return {
         "engines": {
             "local": {
@@ -163,10 +173,45 @@ def storage_classes(storage: Storage) -> list[StorageClassSpec]:
                 default=True,
             )
         ]
-    raise BadInputError(
-        f"storage engine {storage.engine} is not supported by this release: the pinned openebs"
-        " chart (4.x) has no cStor",
-        remedy="use engine localpv-lvm (raw disks) or localpv-hostpath",
+    return [
+        StorageClassSpec(
+            name=storage.default_class,
+            provisioner=CSTOR_PROVISIONER,
+            parameters={
+                "cas-type": "cstor",
+                "cstorPoolCluster": storage.default_class,
+                "replicaCount": str(storage.replicas),
+            },
+            default=True,
+            # Pools are reached over iSCSI from any node: bind at once.
+            binding_mode="Immediate",
+        )
+    ]
+
+
+NDM_DISCOVERY_ENV = "INSTALLER_NDM_DISCOVERY_S"
+"""How long the storage stack waits for NDM to report the inventory's disks (seconds)."""
+
+
+def cstor_pools(storage: Storage, tolerations: list[dict[str, str]]) -> CStorPools:
+    """The pool cluster of the inventory's disks; exit 2 when `replicas` exceeds the pools
+    (cStor puts each replica of a volume on another pool, one pool per node with disks)."""
+    nodes = list(dict.fromkeys(d.node for d in storage.disks))
+    if storage.replicas > len(nodes):
+        raise BadInputError(
+            f"storage.replicas is {storage.replicas} but storage.disks has disks on"
+            f" {len(nodes)} node(s) ({', '.join(nodes) or 'none'}): cStor keeps each replica of a"
+            " volume on a pool of its own, one pool per node",
+            remedy=f"list disks on at least {storage.replicas} nodes, or lower storage.replicas",
+        )
+    raw_wait = os.environ.get(NDM_DISCOVERY_ENV, "")
+    if raw_wait and not raw_wait.isdigit():
+        raise BadInputError(f"{NDM_DISCOVERY_ENV} must be a number of seconds, not {raw_wait!r}")
+    return CStorPools(
+        name=storage.default_class,
+        disks=[CStorDisk(node=d.node, device=d.device) for d in storage.disks],
+        tolerations=tolerations,
+        **({"discovery_s": int(raw_wait)} if raw_wait else {}),
     )
 
 
@@ -175,14 +220,24 @@ def storage_input(
 ) -> StackInput:
     """The storage stack: the openebs chart from the site ChartMuseum and the classes."""
     manifest = release or load_release()
-    chart = next((c for c in manifest.charts if c.name == "openebs"), None)
+    storage = cluster.storage
+    # cStor left the openebs umbrella chart in 4.x; it has a chart of its own.
+    chart_name = "cstor" if storage.engine == "cstor" else "openebs"
+    chart = next((c for c in manifest.charts if c.name == chart_name), None)
     if chart is None:
-        raise BadInputError("the release manifest has no openebs chart")
-    classes = storage_classes(cluster.storage)
+        raise BadInputError(f"the release manifest has no {chart_name} chart")
+    classes = storage_classes(storage)
+    pools = None
+    if storage.engine == "cstor":
+        pools = cstor_pools(storage, storage_tolerations())
+        values = cstor_values(hub_urls(inv).registry, storage_tolerations())
+    else:
+        values = openebs_values(inv, storage)
     args = StorageArgs(
         cluster=cluster.name,
         kube=kube_target(cluster),
-        engine=cluster.storage.engine,
+        engine=storage.engine,
+        release=chart_name,
         source=ChartSource(
             repo=hub_urls(inv).charts,
             chart=chart.name,
@@ -190,8 +245,9 @@ def storage_input(
             username=HUB_USER,
             ca_file=str(state.ca_cert.resolve()),
         ),
-        values=openebs_values(inv, cluster.storage),
+        values=values,
         classes=classes,
+        cstor=pools,
     )
     return StackInput(
         component="storage",
@@ -233,7 +289,9 @@ def keycloak_input(
         secrets[ADMIN_PASSWORD_KEY] = kc.admin_password.resolve()
     else:
         hostname = f"keycloak.{domain}"
-        url = f"https://{hostname}"
+        # The chart's ingress serves the hostname; an inventory URL says how the installer's
+        # machine reaches the admin API when that name does not lead there from where it runs.
+        url = kc.url or f"https://{hostname}"
         secrets[ADMIN_PASSWORD_KEY] = (
             kc.admin_password.resolve()
             if kc.admin_password

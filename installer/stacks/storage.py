@@ -1,9 +1,12 @@
 """The storage stack: OpenEBS from the site chart repository, its StorageClasses, the default.
 
-The chart is the upstream `openebs` umbrella chart (the version the release manifest pins),
-pulled from the site's ChartMuseum over TLS with the hub login; its values use the chart's own
-keys (`engines.*`, `localpv-provisioner.*`, `lvm-localpv.*`, ...). The StorageClasses are this
-stack's, not the chart's, so the default class and its name follow the inventory.
+LocalPV engines: the upstream `openebs` umbrella chart (4.x), values in the chart's own keys
+(`engines.*`, `localpv-provisioner.*`, `lvm-localpv.*`, ...). cStor: the `cstor` chart of the
+cstor-operators project (3.x; the 4.x umbrella no longer carries it), then a CStorPoolCluster on
+the inventory's disks as NDM names them (`installer.stacks.storage_cstor`). Either chart comes
+from the site's ChartMuseum over TLS with the hub login, at the release manifest's version. The
+StorageClasses are this stack's, not the chart's, so the default class and its name follow the
+inventory.
 """
 
 from __future__ import annotations
@@ -15,6 +18,12 @@ import pulumi_kubernetes as k8s
 from pydantic import Field
 
 from installer.stacks.common import StackArgs, StackModel, kube_provider, load_args, managed_labels
+from installer.stacks.storage_cstor import (
+    BlockDeviceSelection,
+    CStorPools,
+    pool_cluster_spec,
+    pools_from_outputs,
+)
 
 CHART_PASSWORD_KEY = "chart_repo_password"  # noqa: S105 - a config key, not a value
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
@@ -47,9 +56,13 @@ class StorageArgs(StackArgs):
 
     engine: str
     namespace: str = "openebs"
+    release: str = Field(default="openebs", description="Helm release name.")
     source: ChartSource
-    values: dict[str, Any] = Field(description="Values of the openebs chart (its keys).")
+    values: dict[str, Any] = Field(description="Values of the chart (its own keys).")
     classes: list[StorageClassSpec]
+    cstor: CStorPools | None = Field(
+        default=None, description="The cStor pool cluster (engine cstor only)."
+    )
 
 
 class OpenEbsStorage(pulumi.ComponentResource):
@@ -71,8 +84,8 @@ class OpenEbsStorage(pulumi.ComponentResource):
             opts=child,
         )
         self.release = k8s.helm.v3.Release(
-            "openebs",
-            name="openebs",
+            args.release,
+            name=args.release,
             namespace=args.namespace,
             chart=args.source.chart,
             version=args.source.version,
@@ -91,6 +104,9 @@ class OpenEbsStorage(pulumi.ComponentResource):
                 child, pulumi.ResourceOptions(depends_on=[self.namespace])
             ),
         )
+        after_chart: list[pulumi.Resource] = [self.release]
+        if args.cstor is not None:
+            after_chart = [self._pool_cluster(args, args.cstor, child)]
         self.classes = [
             k8s.storage.v1.StorageClass(
                 f"class-{spec.name}",
@@ -108,13 +124,41 @@ class OpenEbsStorage(pulumi.ComponentResource):
                 reclaim_policy=spec.reclaim_policy,
                 allow_volume_expansion=spec.provisioner != "openebs.io/local",
                 opts=pulumi.ResourceOptions.merge(
-                    child, pulumi.ResourceOptions(depends_on=[self.release])
+                    child, pulumi.ResourceOptions(depends_on=after_chart)
                 ),
             )
             for spec in args.classes
         ]
         default = [s.name for s in args.classes if s.default]
         self.register_outputs({"default_class": default[0] if default else None})
+
+    def _pool_cluster(
+        self, args: StorageArgs, spec: CStorPools, child: pulumi.ResourceOptions
+    ) -> pulumi.Resource:
+        """NDM's block devices for the inventory's disks, then the CStorPoolCluster on them."""
+        self.block_devices = BlockDeviceSelection(
+            "block-devices",
+            spec=spec,
+            namespace=args.namespace,
+            kubeconfig=args.kube.kubeconfig,
+            context=args.kube.context,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.release]),
+        )
+        self.pool_cluster = k8s.apiextensions.CustomResource(
+            f"cspc-{spec.name}",
+            api_version="cstor.openebs.io/v1",
+            kind="CStorPoolCluster",
+            metadata=k8s.meta.v1.ObjectMetaArgs(
+                name=spec.name, namespace=args.namespace, labels=managed_labels()
+            ),
+            spec=self.block_devices.pools.apply(
+                lambda raw: pool_cluster_spec(pools_from_outputs(raw), spec)
+            ),
+            opts=pulumi.ResourceOptions.merge(
+                child, pulumi.ResourceOptions(depends_on=[self.block_devices])
+            ),
+        )
+        return self.pool_cluster
 
 
 def program() -> None:

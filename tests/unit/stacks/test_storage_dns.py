@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
-from installer.errors import BadInputError
 from installer.inventory import Inventory, load_inventory
 from installer.site import cluster_names, hub_urls
 from installer.stacks import program_of
@@ -70,17 +67,6 @@ def test_lvm_engine_enables_the_lvm_driver(tmp_path: Path) -> None:
     (cls,) = si.args.model_dump()["classes"]
     assert cls["provisioner"] == "local.csi.openebs.io"
     assert cls["parameters"]["volgroup"] == "openebs-vg"
-
-
-def test_cstor_is_refused_with_a_remedy(tmp_path: Path) -> None:
-    text = SITE.replace(
-        "storage: {engine: localpv-hostpath}",
-        "storage: {engine: cstor, disks: [{node: cpu-1, device: /dev/sdb}]}",
-    )
-    inv = load_inventory(write_inventory(tmp_path, text))
-    with pytest.raises(BadInputError, match="no cStor") as err:
-        storage_input(inv, inv.clusters[0], StateDir(tmp_path / "state"))
-    assert err.value.remedy and "localpv-lvm" in err.value.remedy
 
 
 def test_dns_exposes_ingress_on_the_inventory_ips_with_the_zone_records(site: Inventory) -> None:
