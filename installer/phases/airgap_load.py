@@ -1,26 +1,66 @@
-"""The `airgap_load` phase: fill the hub from the air-gap bundle (air-gapped sites only).
+"""The `airgap_load` phase: fill the site's hub with the release's content.
 
-With a bundle (`bootstrap --bundle F --verify-key K`) the phase verifies it and pushes what the
-hub lacks (`installer.airgap.load`). Without one it checks that the hub already holds every image
-of the release manifest, and fails naming the missing ones otherwise.
+Where the content comes from:
+- an air-gapped site: the bundle given to bootstrap (`--bundle F --verify-key K`), verified, then
+  pushed where the hub lacks it (`installer.airgap.load`);
+- a connected site with `upstream:`: the release is mirrored from the upstream. It is pulled as
+  `installer airgap-bundle` pulls (into `<state>/airgap/mirror/`, signed with a site-local key
+  made once) and pushed as `installer airgap-load` pushes (verified first, HEAD before PUT,
+  manifests after their blobs, resumable). The signed manifest of the last mirror is kept with
+  the hash of what it was made from (release and upstream): a re-run with the same inputs only
+  compares the hub with it (HEAD requests) and changes nothing when the hub holds everything;
+- neither: the hub must already hold the release; the phase checks and names what is missing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from installer.airgap.archive import read_head
-from installer.airgap.load import LoadOptions, load_bundle, plan_load, record_loaded, site_target
-from installer.airgap.manifest import load_public_key
+from installer.airgap.archive import bundle_parts, read_head
+from installer.airgap.build import BuildOptions, build_bundle
+from installer.airgap.files import Source, sha256_file
+from installer.airgap.load import (
+    LoadOptions,
+    LoadResult,
+    LoadTarget,
+    load_bundle,
+    plan_load,
+    record_loaded,
+    site_target,
+)
+from installer.airgap.manifest import (
+    BundleManifest,
+    load_public_key,
+    parse_manifest,
+    write_keypair,
+)
 from installer.airgap.progress import Progress
-from installer.engines.registry import RegistryClient
-from installer.errors import BadInputError
+from installer.engines.registry import RegistryClient, RegistryEndpoint
+from installer.errors import BadInputError, EnvironmentProblem, InstallerError
+from installer.inventory import Inventory
+from installer.inventory.models import Upstream
+from installer.journal import inputs_hash
 from installer.phases.base import Change, Event, PhaseContext, PhasePlan, PhaseResult, Status
-from installer.release import load_release
+from installer.release import ReleaseManifest, load_release
 from installer.site import normalize_image
 
 NAME = "airgap_load"
+WORKERS = 8
+
+NO_UPSTREAM_REMEDY = (
+    "add an upstream: section to the inventory (registry mirror, chart repository, wheel index:"
+    " docs/inventory.md) so bootstrap mirrors the release into the hub, or load a bundle first"
+    " (installer airgap-load)"
+)
+UPSTREAM_REMEDY = (
+    "check the inventory's upstream: section (URLs, ca_cert, user, password) and that the"
+    " upstream answers from this host"
+)
 
 
 class _Events(Progress):
@@ -45,14 +85,183 @@ class _Events(Progress):
             self._ctx.emit(Event("progress", NAME, self._name, data))
 
 
+# --- the mirror of a connected site ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """`<state>/airgap/mirror/`: the site-local signing key, the bundle being built, its
+    resume folder, and the record of the last complete mirror."""
+
+    root: Path
+
+    @property
+    def bundle(self) -> Path:
+        """The bundle pulled from the upstream (removed once loaded)."""
+        return self.root / "release.tar.zst"
+
+    @property
+    def stage(self) -> Path:
+        """Where the pull gathers content; an interrupted pull resumes from it."""
+        return self.root / "work"
+
+    @property
+    def sign_key(self) -> Path:
+        """The site-local ed25519 private key (0600), made on first use."""
+        return self.root / "sign.pem"
+
+    @property
+    def verify_key(self) -> Path:
+        """Its public half."""
+        return self.root / "sign.pub"
+
+    @property
+    def manifest(self) -> Path:
+        """The signed manifest of the last complete mirror."""
+        return self.root / "manifest.json"
+
+    @property
+    def inputs(self) -> Path:
+        """The hash of the release and upstream that manifest was made from."""
+        return self.root / "inputs.sha256"
+
+    def ensure_key(self) -> None:
+        """Make the signing key pair once."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o700)
+        if not self.sign_key.is_file():
+            self.verify_key.unlink(missing_ok=True)
+            write_keypair(self.sign_key, self.verify_key)
+
+    def recorded(self, digest: str) -> BundleManifest | None:
+        """The last mirror's manifest, when it was made from inputs hashing to `digest`."""
+        try:
+            if self.inputs.read_text().strip() != digest:
+                return None
+            return parse_manifest(self.manifest.read_bytes())
+        except (OSError, BadInputError):
+            return None
+
+    def record(self, manifest_bytes: bytes, digest: str) -> None:
+        """Keep a complete mirror's manifest; drop the bundle and the pull's folder."""
+        tmp = self.manifest.with_name(self.manifest.name + ".partial")
+        tmp.write_bytes(manifest_bytes)
+        tmp.replace(self.manifest)
+        self.inputs.write_text(digest + "\n")
+        for part in bundle_parts(self.bundle) if self.bundle.exists() else []:
+            part.unlink(missing_ok=True)
+        shutil.rmtree(self.stage, ignore_errors=True)
+
+
+def _release(upstream: Upstream | None) -> ReleaseManifest:
+    """The release to mirror: binaries only when the upstream names a folder for them."""
+    release = load_release()
+    if upstream is not None and upstream.binaries_dir is None:
+        return release.model_copy(update={"binaries": []})
+    return release
+
+
+def _release_digest(release: ReleaseManifest) -> str:
+    return hashlib.sha256(release.model_dump_json().encode()).hexdigest()
+
+
+def describe(upstream: Upstream) -> str:
+    """The upstream in one line, for messages (never the password)."""
+    registry = upstream.registry_mirror or "each image's own registry"
+    return f"{registry}, charts {upstream.charts_url}, wheels {upstream.wheels_url}"
+
+
+def _build_options(upstream: Upstream, release: ReleaseManifest, mirror: Mirror) -> BuildOptions:
+    password = upstream.password.resolve() if upstream.password is not None else None
+    ca, user = upstream.ca_cert, upstream.user
+    registry = None
+    if upstream.registry_mirror is not None:
+        registry = RegistryEndpoint(upstream.registry_mirror, ca, user, password)
+    return BuildOptions(
+        release=release,
+        output=mirror.bundle,
+        sign_key=mirror.sign_key,
+        upstream=registry,
+        charts=Source(upstream.charts_url, ca, user, password),
+        wheels=Source(upstream.wheels_url, ca, user, password),
+        binaries=upstream.binaries_dir,
+        work_dir=mirror.stage,
+        workers=WORKERS,
+    )
+
+
+def _hub_target(inv: Inventory) -> tuple[LoadTarget, Path]:
+    """The hub as a load target; an environment problem until the auxvm phase made its CA."""
+    target, state_root = site_target(inv)
+    ca = target.registry.ca_file
+    if ca is not None and not ca.is_file():
+        raise EnvironmentProblem(
+            f"the hub is not set up yet: its CA {ca} does not exist",
+            remedy="run installer bootstrap (its auxvm phase sets up the hub first)",
+        )
+    return target, state_root
+
+
+def hub_lacks(manifest: BundleManifest, target: LoadTarget) -> list[Change]:
+    """What of `manifest` the hub does not hold (HEAD and index requests only)."""
+    changes: list[Change] = []
+    with (
+        RegistryClient(target.registry, connections=WORKERS * 2) as client,
+        ThreadPoolExecutor(max_workers=WORKERS) as pool,
+    ):
+        found = list(pool.map(lambda i: client.manifest_digest(i.name, i.tag), manifest.images))
+    for image, digest in zip(manifest.images, found, strict=True):
+        if digest != image.digest:
+            changes.append(Change("hub/registry", "create", "image", f"{image.name}:{image.tag}"))
+    try:
+        for item in manifest.items:
+            name = item.path.rsplit("/", 1)[-1]
+            if item.kind == "chart" and target.charts is not None:
+                if not target.charts.has(item.name, item.version):
+                    changes.append(Change("hub/charts", "create", "chart", name))
+            elif item.kind == "wheel" and target.pypi is not None:
+                if not target.pypi.has(name):
+                    changes.append(Change("hub/pypi", "create", "wheel", name))
+            elif item.kind == "binary" and target.binaries_dir is not None:
+                installed = target.binaries_dir / item.name
+                if not installed.is_file() or sha256_file(installed) != item.sha256:
+                    changes.append(Change("state/pulumi", "create", "binary", item.name))
+    finally:
+        for service in (target.charts, target.pypi):
+            if service is not None:
+                service.close()
+    return changes
+
+
+def _loaded_changes(result: LoadResult) -> list[Change]:
+    counts = [
+        ("hub/registry", "image", result.images_tagged),
+        ("hub/charts", "chart", result.charts_uploaded),
+        ("hub/pypi", "wheel", result.wheels_uploaded),
+        ("state/pulumi", "binary", result.binaries_installed),
+    ]
+    return [Change(t, "create", kind, f"{n} {kind}(s)") for t, kind, n in counts if n]
+
+
+def _loaded_message(result: LoadResult) -> str:
+    return (
+        f"{result.images_tagged} images, {result.charts_uploaded} charts,"
+        f" {result.wheels_uploaded} wheels, {result.binaries_installed} binaries;"
+        f" {result.retries} retries"
+    )
+
+
+# --- the phase ------------------------------------------------------------------------------
+
+
 class AirgapLoadPhase:
-    """Push the bundle's images, charts, wheels and binaries into the site's hub."""
+    """Fill the site's hub: from the bundle, from the upstream, or check it is full."""
 
     name = NAME
 
     def applies(self, ctx: PhaseContext) -> bool:
-        """Only air-gapped sites load a bundle."""
-        return ctx.inventory.site.airgapped
+        """Every site needs the release in its hub."""
+        return True
 
     def _options(self, ctx: PhaseContext) -> tuple[LoadOptions, Path] | None:
         if ctx.bundle is None:
@@ -71,48 +280,98 @@ class AirgapLoadPhase:
         )
         return opts, state_root
 
-    def inputs(self, ctx: PhaseContext) -> Any:
-        """The bundle's manifest digest (a new bundle re-runs the phase)."""
-        if ctx.bundle is None or ctx.verify_key is None:
-            return {"bundle": None, "release": load_release().platform_version}
-        head = read_head(ctx.bundle, load_public_key(ctx.verify_key))
-        return {"bundle": head.manifest_sha256}
+    def _upstream(self, ctx: PhaseContext) -> Upstream | None:
+        """The upstream to mirror from: connected sites that name one, without a bundle."""
+        if ctx.bundle is not None or ctx.inventory.site.airgapped:
+            return None
+        return ctx.inventory.upstream
 
-    def _missing_release_images(self, ctx: PhaseContext) -> list[str]:
-        target, _ = site_target(ctx.inventory)
+    def inputs(self, ctx: PhaseContext) -> Any:
+        """The bundle's manifest digest, or the release and upstream mirrored from."""
+        if ctx.bundle is not None and ctx.verify_key is not None:
+            head = read_head(ctx.bundle, load_public_key(ctx.verify_key))
+            return {"bundle": head.manifest_sha256}
+        upstream = self._upstream(ctx)
+        release = _release(upstream)
+        data: dict[str, Any] = {"bundle": None, "release": release.platform_version}
+        if not ctx.inventory.site.airgapped:
+            data["release_sha256"] = _release_digest(release)
+            data["upstream"] = upstream.model_dump(mode="json") if upstream else None
+        return data
+
+    def _mirror(self, ctx: PhaseContext) -> tuple[Mirror, str]:
+        _, state_root = site_target(ctx.inventory)
+        return Mirror(state_root / "airgap" / "mirror"), inputs_hash(self.inputs(ctx))
+
+    def _missing_release(self, ctx: PhaseContext) -> list[str]:
+        """Release images and charts the hub lacks, by name and tag (no upstream to ask)."""
+        target, _ = _hub_target(ctx.inventory)
+        release = load_release()
         missing = []
         with RegistryClient(target.registry) as client:
-            for image in load_release().images:
+            for image in release.images:
                 name = normalize_image(image.name)
                 if client.manifest_digest(name, image.tag) is None:
-                    missing.append(f"{name}:{image.tag}")
+                    missing.append(f"image {name}:{image.tag}")
+        if target.charts is not None:
+            try:
+                for chart in release.charts:
+                    if not target.charts.has(chart.name, chart.version):
+                        missing.append(f"chart {chart.name} {chart.version}")
+            finally:
+                target.charts.close()
         return missing
 
     def plan(self, ctx: PhaseContext) -> PhasePlan:
-        """The images the hub lacks (HEAD requests only)."""
+        """What the hub lacks (HEAD requests only; the upstream is not contacted)."""
+        upstream = self._upstream(ctx)
+        if upstream is not None:
+            return self._plan_mirror(ctx, upstream)
         given = self._options(ctx)
         if given is None:
-            missing = self._missing_release_images(ctx)
-            notes = ["no --bundle given: checked the hub against the release manifest"]
-            files = False
-        else:
-            result = plan_load(given[0])
-            missing, files, notes = result.images_missing, result.files_missing, []
-        changes = [Change("hub/registry", "create", "image", ref) for ref in missing]
-        if files:
+            missing = self._missing_release(ctx)
+            notes = ["no bundle and no upstream: checked the hub against the release manifest"]
+            changes = [Change("hub", "create", *ref.split(" ", 1)) for ref in missing]
+            return PhasePlan(NAME, changes, notes)
+        result = plan_load(given[0])
+        changes = [Change("hub/registry", "create", "image", ref) for ref in result.images_missing]
+        if result.files_missing:
             changes.append(Change("hub", "update", "files", "charts, wheels or binaries"))
-        return PhasePlan(NAME, changes, notes)
+        return PhasePlan(NAME, changes)
+
+    def _plan_mirror(self, ctx: PhaseContext, upstream: Upstream) -> PhasePlan:
+        mirror, digest = self._mirror(ctx)
+        manifest = mirror.recorded(digest)
+        release = load_release().platform_version
+        pull = Change("hub", "update", "release", release, f"mirror from {describe(upstream)}")
+        if manifest is None:
+            note = "the hub has no mirror of this release from this upstream yet"
+            return PhasePlan(NAME, [pull], [note])
+        try:
+            target, _ = _hub_target(ctx.inventory)
+            changes = hub_lacks(manifest, target)
+        except EnvironmentProblem as exc:
+            return PhasePlan(NAME, [pull], [f"the hub does not answer: {exc.message}"])
+        return PhasePlan(NAME, changes)
 
     def apply(self, ctx: PhaseContext) -> PhaseResult:
-        """Load the bundle (verified first); without one, require the hub to be complete."""
+        """Load the bundle, mirror the upstream, or require the hub to be complete."""
+        upstream = self._upstream(ctx)
+        if upstream is not None:
+            return self._apply_mirror(ctx, upstream)
         given = self._options(ctx)
         if given is None:
-            missing = self._missing_release_images(ctx)
+            missing = self._missing_release(ctx)
             if missing:
+                if ctx.inventory.site.airgapped:
+                    why = "the site is air-gapped and its hub lacks"
+                    remedy = "pass --bundle and --verify-key (or run installer airgap-load first)"
+                else:
+                    why = "the inventory names no upstream and the hub lacks"
+                    remedy = NO_UPSTREAM_REMEDY
                 raise BadInputError(
-                    f"the site is air-gapped and its hub lacks {len(missing)} image(s) of the"
-                    f" release, e.g. {missing[0]}",
-                    remedy="pass --bundle and --verify-key (or run installer airgap-load first)",
+                    f"{why} {len(missing)} item(s) of the release, e.g. {missing[0]}",
+                    remedy=remedy,
                 )
             return PhaseResult(NAME, Status.OK, message="the hub holds every release image")
         opts, state_root = given
@@ -121,17 +380,62 @@ class AirgapLoadPhase:
             return PhaseResult(NAME, Status.OK, message="the hub already holds the bundle")
         head = read_head(opts.bundle, load_public_key(opts.verify_key))
         record_loaded(state_root, head.manifest_bytes)
-        changes = [Change("hub/registry", "create", "image", f"{result.images_tagged} image(s)")]
         return PhaseResult(
             NAME,
             Status.OK,
-            changes if result.images_tagged else [],
-            message=(
-                f"{result.images_tagged} images, {result.charts_uploaded} charts,"
-                f" {result.wheels_uploaded} wheels, {result.binaries_installed} binaries;"
-                f" {result.retries} retries"
-            ),
+            _loaded_changes(result),
+            message=_loaded_message(result),
             details={"blobs": result.blobs, "seconds": result.seconds},
+        )
+
+    def _apply_mirror(self, ctx: PhaseContext, upstream: Upstream) -> PhaseResult:
+        mirror, digest = self._mirror(ctx)
+        target, state_root = _hub_target(ctx.inventory)
+        release = _release(upstream)
+        manifest = mirror.recorded(digest)
+        if manifest is not None:
+            ctx.step(NAME, "compare the hub with the last mirror of the release")
+            if not hub_lacks(manifest, target):
+                return PhaseResult(
+                    NAME,
+                    Status.OK,
+                    message=f"the hub holds release {release.platform_version}"
+                    f" ({len(manifest.images)} images, {len(manifest.items)} files)",
+                )
+        ctx.step(NAME, f"pull release {release.platform_version} from {describe(upstream)}")
+        mirror.ensure_key()
+        events = _Events(ctx)
+        try:
+            built = build_bundle(_build_options(upstream, release, mirror), events)
+        except InstallerError as exc:
+            if not isinstance(exc, EnvironmentProblem | BadInputError):
+                raise
+            raise type(exc)(
+                f"upstream ({describe(upstream)}): {exc.message}",
+                remedy=exc.remedy or UPSTREAM_REMEDY,
+            ) from None
+        ctx.step(NAME, f"push into the hub ({built.content_bytes:,} bytes pulled)")
+        opts = LoadOptions(
+            bundle=mirror.bundle,
+            verify_key=mirror.verify_key,
+            target=target,
+            work_dir=state_root / "airgap" / "work",
+            workers=WORKERS,
+        )
+        result = load_bundle(opts, events)
+        manifest_bytes = read_head(mirror.bundle, load_public_key(mirror.verify_key)).manifest_bytes
+        record_loaded(state_root, manifest_bytes)
+        mirror.record(manifest_bytes, digest)
+        seconds = {**{f"pull_{k}": v for k, v in built.seconds.items()}, **result.seconds}
+        message = f"mirrored from the upstream: {_loaded_message(result)}"
+        if result.nothing_to_do:
+            message = "the hub already held the release pulled from the upstream"
+        return PhaseResult(
+            NAME,
+            Status.OK,
+            _loaded_changes(result),
+            message=message,
+            details={"blobs": result.blobs, "seconds": seconds, "pulled": built.bytes_received},
         )
 
 
