@@ -1,0 +1,274 @@
+"""A connected site end to end (issue 8, `make demo`): from nothing to a verified platform.
+
+The lab site (`inventories/lab.yml`, with its `upstream:` pointing at the lab's stand-in
+internet) is taken back to nothing: cluster side destroyed, the hub's data deleted on the VM,
+the installer's last mirror forgotten. One `installer bootstrap` then fills the hub from the
+upstream (the `airgap_load` phase) and installs everything up to a green verify. The hub then
+holds every image of the release at the upstream's digest, every chart and every wheel. A second
+bootstrap changes nothing, and `installer plan --expect-no-changes` agrees. Verify turns red when
+a pool's taint is removed by hand.
+
+The module holds the lab site alone (`site_lock()`) from first to last and gives the cluster side
+back (destroyed) at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from installer.airgap.load import site_target
+from installer.airgap.manifest import parse_manifest
+from installer.engines.registry import RegistryClient, RegistryEndpoint
+from installer.inventory import load_inventory
+from installer.release import load_release
+from installer.site import JOB_TAINT, normalize_image
+from tests.e2e.bootstrap.cli import LAB_INVENTORY, installer, site_lock, tool_env
+from tests.e2e.checks.kwok import core
+from tests.fixtures.lab import REPO, Lab
+from tests.fixtures.lab_services import LabServices
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+UPSTREAM = REPO / "lab" / "components" / "60-upstream.sh"
+BOOTSTRAP_TIMEOUT_S = 2400
+PHASES = ("preflight", "auxvm", "airgap_load", "nodes", "storage", "dns", "keycloak", "platform",
+          "verify")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """One `installer bootstrap -o json` run: exit code, events, output tail, run folder."""
+
+    rc: int
+    events: list[dict[str, Any]]
+    tail: str
+    run_dir: Path
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The last line, `{"event": "summary", ...}` (empty when the run did not get there)."""
+        found = [e for e in self.events if e.get("event") == "summary"]
+        return found[-1] if found else {}
+
+    def phase(self, name: str) -> dict[str, Any]:
+        """The summary's outcome of phase `name`."""
+        found: list[dict[str, Any]] = [
+            p for p in self.summary.get("phases", []) if p["phase"] == name
+        ]
+        (outcome,) = found
+        return outcome
+
+    def seconds(self) -> dict[str, float]:
+        """Seconds per phase, from the `phase_started` / `phase_finished` events."""
+        started: dict[str, float] = {}
+        took: dict[str, float] = {}
+        for event in self.events:
+            if event.get("event") == "phase_started":
+                started[event["phase"]] = event["time"]
+            elif event.get("event") == "phase_finished" and event["phase"] in started:
+                took[event["phase"]] = round(event["time"] - started[event["phase"]], 2)
+        return took
+
+
+@dataclass(frozen=True)
+class ConnectedSite:
+    """What the module's install left to look at."""
+
+    first: Bootstrap
+    second: Bootstrap
+    plan_rc: int
+    plan_tail: str
+    logs: Path
+
+
+def _bootstrap(log_dir: Path, env: dict[str, str]) -> Bootstrap:
+    """`installer bootstrap -o json`; its whole stdout is the event stream."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "installer.cli", "--log-dir", str(log_dir), "-o", "json",
+         "bootstrap", "-i", str(LAB_INVENTORY), "--yes"],
+        capture_output=True, text=True, check=False, cwd=REPO, timeout=BOOTSTRAP_TIMEOUT_S,
+        env=env,
+    )  # fmt: skip
+    events = []
+    for line in proc.stdout.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    (run_dir,) = log_dir.glob("*-bootstrap-*")
+    return Bootstrap(proc.returncode, events, (proc.stdout + proc.stderr)[-6000:], run_dir)
+
+
+def _empty_hub(lab: Lab) -> None:
+    """Stop the hub's programs on the VM and delete their data, over SSH as the VM's admin.
+
+    `installer destroy --purge` leaves the VM alone (the auxvm phase cannot be taken back yet),
+    so the test makes what a fresh VM would be: no images, charts or wheels. The bootstrap's
+    auxvm phase recreates the folders and starts the programs again.
+    """
+    svc = load_inventory(LAB_INVENTORY).aux_vm.services
+    data = [svc.registry.data_path, svc.chartmuseum.data_path, svc.devpi.data_path]
+    script = (
+        "set -e; conf=/etc/onprem-hub/supervisord.conf;"
+        ' if [ -f "$conf" ] && supervisorctl -c "$conf" pid >/dev/null 2>&1;'
+        ' then supervisorctl -c "$conf" stop all; fi;'
+        ' rm -rf -- "$@"'
+    )
+    proc = subprocess.run(
+        ["ssh", "-i", str(lab.vm_key), "-p", str(lab.vm_ssh_port),
+         "-o", f"UserKnownHostsFile={lab.vm_known_hosts}", "-o", "StrictHostKeyChecking=yes",
+         "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", f"{lab.vm_user}@{lab.vm_addr}",
+         "sudo", "-n", "sh", "-c", f"'{script}'", "empty-hub", *data],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"emptying the hub over SSH failed: {proc.stderr[-2000:]}"
+
+
+def _upstream_up() -> None:
+    """The upstream on (an air-gapped run elsewhere switches it off and back on)."""
+    proc = subprocess.run(
+        ["bash", str(UPSTREAM), "up"], capture_output=True, text=True, check=False, timeout=1800
+    )
+    assert proc.returncode == 0, f"{UPSTREAM.name} up: {(proc.stdout + proc.stderr)[-3000:]}"
+
+
+def _state_root() -> Path:
+    return site_target(load_inventory(LAB_INVENTORY))[1]
+
+
+@pytest.fixture(scope="module")
+def connected_site(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectedSite]:
+    tmp = tmp_path_factory.mktemp("connected")
+    env = {**tool_env(lab), "SSL_CERT_FILE": lab.env["LAB_KEYCLOAK_CA"]}
+    with site_lock():
+        _upstream_up()
+        rc, _, tail = installer(
+            "destroy", "-i", str(LAB_INVENTORY), "--yes", "--purge",
+            log_dir=tmp / "logs", timeout=900, env=env,
+        )  # fmt: skip
+        assert rc == 0, f"destroy --purge failed (exit {rc}):\n{tail}"
+        _empty_hub(lab)
+        shutil.rmtree(_state_root() / "airgap" / "mirror", ignore_errors=True)
+        try:
+            first = _bootstrap(tmp / "first", env)
+            second = _bootstrap(tmp / "second", env) if first.rc == 0 else first
+            plan_rc, _, plan_tail = installer(
+                "plan", "-i", str(LAB_INVENTORY), "--expect-no-changes",
+                log_dir=tmp / "plan", timeout=900, env=env,
+            )  # fmt: skip
+            site = ConnectedSite(first, second, plan_rc, plan_tail, tmp)
+            (tmp / "phase-seconds.json").write_text(
+                json.dumps({"first": first.seconds(), "second": second.seconds()}, indent=1)
+            )
+            yield site
+        finally:
+            # The lab's nodes are shared with the stacks' own tests: take the cluster side back.
+            rc, _, tail = installer(
+                "destroy", "-i", str(LAB_INVENTORY), "--yes", "--skip", "auxvm",
+                log_dir=tmp / "logs", timeout=900, env=env,
+            )  # fmt: skip
+            assert rc == 0, f"destroy of the cluster side failed (exit {rc}):\n{tail}"
+
+
+def _failing(report: dict[str, Any]) -> list[str]:
+    return [
+        f"{r['id']} [{r['target']}]: {r['message']}"
+        for r in report.get("results", [])
+        if r["status"] in ("fail", "warn")
+    ]
+
+
+def test_bootstrap_from_nothing_ends_verified(connected_site: ConnectedSite) -> None:
+    first = connected_site.first
+    assert first.rc == 0, f"bootstrap failed (exit {first.rc}):\n{first.tail}"
+    assert first.summary["ok"] is True
+    assert {p["phase"]: p["status"] for p in first.summary["phases"]} == dict.fromkeys(PHASES, "ok")
+    report = json.loads((first.run_dir / "verify-report.json").read_text(encoding="utf-8"))
+    assert report["ok"] is True and not _failing(report), _failing(report)
+    statuses = {(r["id"], r["target"]): r["status"] for r in report["results"]}
+    assert statuses[("sched.preset", "cluster/lab/preset/a100x8")] == "pass"
+    assert statuses[("storage.provisioning", "cluster/lab")] == "info"  # kwok: not checkable
+
+
+def test_the_hub_was_filled_from_the_upstream(
+    connected_site: ConnectedSite, lab_services: LabServices
+) -> None:
+    """The hub started empty; now every release image resolves to the upstream's digest, and
+    every chart and wheel of the mirror is served."""
+    load = connected_site.first.phase("airgap_load")
+    release = load_release()
+    assert load["message"].startswith(f"mirrored from the upstream: {len(release.images)} images")
+    assert load["changes"] > 0
+    target, state_root = site_target(load_inventory(LAB_INVENTORY))
+    user, password = lab_services.auth_file.read_text().strip().split(":", 1)
+    upstream = RegistryEndpoint(lab_services.registry, lab_services.ca, user, SecretStr(password))
+    with RegistryClient(target.registry) as hub, RegistryClient(upstream) as source:
+        for image in release.images:
+            name = normalize_image(image.name)
+            at_hub = hub.manifest_digest(name, image.tag)
+            assert at_hub is not None, f"the hub lacks {name}:{image.tag}"
+            assert at_hub == source.manifest_digest(name, image.tag), name
+    assert target.charts is not None and target.pypi is not None
+    charts = target.charts.chart_names()
+    for chart in release.charts:
+        assert chart.version in charts.get(chart.name, []), chart.name
+    mirrored = parse_manifest((state_root / "airgap" / "mirror" / "manifest.json").read_bytes())
+    wheels = [i for i in mirrored.items if i.kind == "wheel"]
+    assert {w.name.replace("_", "-").lower() for w in wheels} >= {
+        w.name.replace("_", "-").lower() for w in release.wheels
+    }
+    missing = [w.path for w in wheels if not target.pypi.has(w.path.rsplit("/", 1)[-1])]
+    assert not missing
+    # The pull's folder and bundle are gone; the site-local key stays private.
+    mirror = state_root / "airgap" / "mirror"
+    assert not (mirror / "work").exists() and not (mirror / "release.tar.zst").exists()
+    assert (mirror / "sign.pem").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_second_bootstrap_changes_nothing(connected_site: ConnectedSite) -> None:
+    second = connected_site.second
+    assert second is not connected_site.first, "the first bootstrap failed"
+    assert second.rc == 0, second.tail
+    changed = {p["phase"]: p["changes"] for p in second.summary["phases"] if p["changes"]}
+    assert second.summary["changes"] == 0, changed
+    assert second.phase("airgap_load")["message"].startswith("the hub holds release")
+    assert not [e for e in second.events if e.get("event") == "change"]
+
+
+def test_plan_expects_no_changes_after_bootstrap(connected_site: ConnectedSite) -> None:
+    assert connected_site.plan_rc == 0, connected_site.plan_tail
+
+
+def test_verify_fails_when_a_pool_taint_is_removed_by_hand(
+    lab: Lab, connected_site: ConnectedSite
+) -> None:
+    assert connected_site.first.rc == 0, "the bootstrap failed"
+    api = core(lab)
+    node = api.read_node("h100-1")
+    saved = [{"key": t.key, "value": t.value, "effect": t.effect} for t in node.spec.taints or []]
+    assert any(t["key"] == JOB_TAINT for t in saved), "the nodes phase did not taint h100-1"
+    try:
+        api.patch_node("h100-1", {"spec": {"taints": [t for t in saved if t["key"] != JOB_TAINT]}})
+        rc, report, tail = installer(
+            "verify", "-i", str(LAB_INVENTORY), log_dir=connected_site.logs / "verify",
+            timeout=600,
+        )  # fmt: skip
+    finally:
+        api.patch_node("h100-1", {"spec": {"taints": saved}})
+    assert rc == 1, tail
+    (result,) = [
+        r for r in report["results"]
+        if r["id"] == "sched.job_taint" and r["target"] == "cluster/lab/pool/h100"
+    ]  # fmt: skip
+    assert result["status"] == "fail"
+    assert "scheduled on h100-1" in result["message"]
