@@ -39,7 +39,11 @@ is_running() { local p; p="$(pidfile "$1")"; [[ -s "$p" ]] && kill -0 "$(cat "$p
 start_daemon() {
   local name="$1"; shift
   if is_running "$name"; then log "$name already running (pid $(cat "$(pidfile "$name")"))"; return 0; fi
-  setsid "$@" >>"$(logfile "$name")" 2>&1 < /dev/null &
+  # The daemon keeps no descriptor its starter held: under `flock /tmp/onprem-lab-site.lock
+  # lab/up` an inherited lock descriptor would hold the site lock for as long as the daemon runs.
+  # shellcheck disable=SC2016  # expanded by the daemon's own shell
+  setsid bash -c 'for fd in /proc/$$/fd/*; do fd="${fd##*/}"; if ((fd > 2)); then eval "exec $fd>&-"; fi; done; exec "$@"' \
+    start_daemon "$@" >>"$(logfile "$name")" 2>&1 < /dev/null &
   echo $! >"$(pidfile "$name")"
   log "$name started (pid $!, log $(logfile "$name"))"
 }
