@@ -6,6 +6,11 @@ must be a regular file the manifest lists, with the listed size and sha256. Link
 absolute paths, `..` and unlisted files are refused; decompressed bytes are capped by the
 manifest's total, so a size bomb stops early. Nothing reaches its final name before its digest
 matched.
+
+A member can be diverted to a consumer instead of a file (the load streams large blobs straight
+to the registry): the consumer reads a `CheckedChunks` stream, which holds back the member's
+last chunk until the whole member's sha256 matched, so a consumer never sees all of a member
+whose digest is wrong.
 """
 
 from __future__ import annotations
@@ -227,24 +232,30 @@ def _head(reader: _Reader, key: Ed25519PublicKey) -> VerifiedBundle:
     return VerifiedBundle(manifest, hashlib.sha256(data).hexdigest(), reader.parts, data)
 
 
+Consumer = Callable[["CheckedChunks"], None]
+"""Reads a diverted member's chunks (all, some or none: the rest is read and checked after)."""
+
+
 def verify_bundle(
     path: Path,
     key: Ed25519PublicKey,
     *,
     extract_to: Path | None = None,
     progress: Callable[[int], None] | None = None,
+    divert: Callable[[BundleItem], Consumer | None] | None = None,
 ) -> VerifiedBundle:
     """Check signature, every member's path, type, size and sha256; optionally extract.
 
     With `extract_to`, files are written as `<path>.partial` and renamed once their digest
-    matched; a `.verified` mark names the manifest once the whole bundle passed.
+    matched; a `.verified` mark names the manifest once the whole bundle passed. `divert(item)`
+    may return a consumer for a member, which then gets its content instead of a file.
     """
 
     def run() -> VerifiedBundle:
         reader = _Reader(bundle_parts(path))
         try:
             head = _head(reader, key)
-            _body(reader, head.manifest, extract_to, progress)
+            _body(reader, head.manifest, extract_to, progress, divert)
         finally:
             reader.close()
         if extract_to is not None:
@@ -259,6 +270,7 @@ def _body(
     manifest: BundleManifest,
     extract_to: Path | None,
     progress: Callable[[int], None] | None,
+    divert: Callable[[BundleItem], Consumer | None] | None = None,
 ) -> None:
     items = manifest.by_path()
     reader.tar.source.cap += manifest.total_size + _TAR_OVERHEAD * (len(items) + 2)
@@ -277,8 +289,13 @@ def _body(
         if member.size != item.size:
             raise BadInputError(f"bundle: {name}: {member.size} bytes, manifest says {item.size}")
         seen.add(name)
-        target = _target(root, name) if root else None
-        _copy_checked(reader.tar.content(), target, item.sha256, name, progress)
+        chunks = CheckedChunks(reader.tar.content(), item.sha256, name, progress)
+        consumer = divert(item) if divert is not None else None
+        if consumer is not None:
+            consumer(chunks)
+            chunks.drain()  # what the consumer left is still read and its digest checked
+            continue
+        _copy_checked(chunks, _target(root, name) if root else None)
     reader.tar.finish()  # trailing bytes: reaching the end checks the framing
     missing = sorted(set(items) - seen)
     if missing:
@@ -298,35 +315,67 @@ def _target(root: Path, name: str) -> Path:
     return target
 
 
-def _copy_checked(
-    source: Iterator[memoryview],
-    target: Path | None,
-    sha256: str,
-    name: str,
-    progress: Callable[[int], None] | None,
-) -> None:
-    hasher = hashlib.sha256()
+class CheckedChunks:
+    """A member's content, hashed as it is read; the last chunk is held back until the
+    member's sha256 matched (a mismatch raises instead), so whoever reads to the end has
+    read verified bytes.
+
+    An iterator object, not a generator: a reader that stops early (a failed upload) leaves
+    it where it was, and `drain()` goes on from there.
+    """
+
+    def __init__(
+        self,
+        source: Iterator[memoryview],
+        sha256: str,
+        name: str,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self._source, self.sha256, self.name, self._progress = source, sha256, name, progress
+        self._hasher = hashlib.sha256()
+        self._held: memoryview | None = None
+        self._done = False
+
+    def __iter__(self) -> CheckedChunks:
+        return self
+
+    def __next__(self) -> memoryview:
+        if self._done:
+            raise StopIteration
+        for chunk in self._source:
+            self._hasher.update(chunk)
+            if self._progress:
+                self._progress(len(chunk))
+            held, self._held = self._held, chunk
+            if held is not None:
+                return held
+        self._done = True
+        if self._hasher.hexdigest() != self.sha256:
+            raise BadInputError(f"bundle: {self.name}: sha256 mismatch (corrupted)")
+        if self._held is None:
+            raise StopIteration
+        return self._held
+
+    def drain(self) -> None:
+        """Read (and check) whatever is left."""
+        for _ in self:
+            pass
+
+
+def _copy_checked(chunks: CheckedChunks, target: Path | None) -> None:
     partial = target.with_name(target.name + ".partial") if target else None
-    out: IO[bytes] | None = None
-    if partial is not None:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        out = os.fdopen(fd, "wb", buffering=0)
+    if partial is None or target is None:
+        chunks.drain()
+        return
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     try:
-        for chunk in source:
-            hasher.update(chunk)
-            if out is not None:
+        with os.fdopen(fd, "wb", buffering=0) as out:
+            for chunk in chunks:
                 out.write(chunk)
-            if progress:
-                progress(len(chunk))
-    finally:
-        if out is not None:
-            out.close()
-    if hasher.hexdigest() != sha256:
-        if partial is not None:
-            partial.unlink(missing_ok=True)
-        raise BadInputError(f"bundle: {name}: sha256 mismatch (corrupted)")
-    if partial is not None and target is not None:
-        partial.replace(target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(target)
 
 
 def first_member(path: Path, name: str) -> bytes:

@@ -1,14 +1,22 @@
 """`airgap-load`: push a verified bundle into the site's registry, ChartMuseum and DevPI.
 
 Order and guarantees:
-1. The signed manifest is read first; when the site already holds every image (tags resolve to
-   the bundle's digests), every chart, wheel and binary, the load ends there (seconds).
-2. Otherwise the whole bundle is verified while it is extracted into a work folder (nothing is
-   pushed before every digest matched); a later run re-uses a fully verified work folder.
-3. Blobs go first, in parallel, largest first: HEAD before PUT, a cross-repository mount when
-   another repository of the bundle already has the blob, a streamed upload otherwise.
-4. Manifests go only after all blobs are present: children by digest, then the tag. No tag
-   ever points at a missing blob, and an interrupted load finishes on the next run.
+1. The signed manifest is read first (its signature checked before anything else is trusted);
+   when the site already holds every image (tags resolve to the bundle's digests), every
+   chart, wheel and binary, the load ends there (seconds).
+2. Otherwise one pass over the bundle verifies every member (path, type, size, sha256 against
+   the signed manifest). Large blobs (layers) go from that pass straight to the registry, one
+   after the other, while they are hashed: the last chunk is held back until the blob's sha256
+   matched, and the registry checks the digest again when the upload completes, so no blob
+   whose bytes differ from the signed manifest is ever stored. Everything else (manifests,
+   configs, charts, wheels, binaries) is extracted into a work folder. A streamed upload that
+   fails is uploaded again from a file after the pass.
+   With `verify_first`, the whole bundle is verified and extracted before anything is pushed.
+3. The remaining blobs, in parallel, largest first: HEAD before PUT, a cross-repository mount
+   when another repository of the bundle already has the blob, an upload otherwise.
+4. Manifests go only after the whole bundle passed and all blobs are present: children by
+   digest, then the tag. No tag ever points at a missing blob, a corrupted bundle tags nothing,
+   and an interrupted load finishes on the next run.
 """
 
 from __future__ import annotations
@@ -21,9 +29,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import SecretStr
 
-from installer.airgap.archive import already_extracted, read_head, verify_bundle
+from installer.airgap.archive import (
+    CheckedChunks,
+    Consumer,
+    VerifiedBundle,
+    already_extracted,
+    read_head,
+    verify_bundle,
+)
 from installer.airgap.files import sha256_file
 from installer.airgap.hub import ChartMuseum, DevPi
 from installer.airgap.images import blob_path, child_descriptors, read_manifest_blob
@@ -35,13 +51,22 @@ from installer.airgap.manifest import (
     load_public_key,
 )
 from installer.airgap.progress import Progress, Silent
-from installer.engines.registry import RegistryClient, RegistryEndpoint, TransferStats
-from installer.errors import FailedError
+from installer.engines.registry import (
+    MAX_MANIFEST,
+    RegistryClient,
+    RegistryEndpoint,
+    TransferStats,
+)
+from installer.errors import BadInputError, FailedError
 from installer.inventory import Inventory
 from installer.site import hub_urls
 from installer.state import HUB_USER, StateDir
 
 log = logging.getLogger("installer.airgap")
+
+STREAM_MIN = MAX_MANIFEST
+"""Blobs above this size are streamed to the registry during the verification pass; smaller
+ones (every manifest among them: the client refuses larger manifests) are extracted."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +90,11 @@ class LoadOptions:
     workers: int = 8
     keep_work: bool = False
     """Keep the extracted bundle after a complete load (it is only needed to resume)."""
+    verify_first: bool = False
+    """Verify and extract the whole bundle before pushing anything (slower: every layer is
+    written to the work folder and read back)."""
+    stream_min: int = STREAM_MIN
+    """Blobs larger than this go from the bundle straight to the registry."""
 
 
 @dataclass
@@ -162,14 +192,27 @@ def load_bundle(opts: LoadOptions, progress: Progress | None = None) -> LoadResu
             return result
         started = time.monotonic()
         work = opts.work_dir / head.manifest_sha256[:16]
-        if not already_extracted(work, head.manifest_sha256):
-            progress.phase("verify and extract", manifest.total_size)
-            work.mkdir(parents=True, exist_ok=True)
-            verify_bundle(opts.bundle, key, extract_to=work, progress=progress.advance)
+        work.mkdir(parents=True, exist_ok=True)
+        done: dict[str, str] = {}
+        # Blobs a delta bundle left out must be on the site: checked before pushing anything.
+        _check_delta(client, manifest, missing_images, opts.workers)
+        if opts.verify_first:
+            if not _extracted(work, head.manifest_sha256, manifest.items):
+                progress.phase("verify and extract", manifest.total_size)
+                _same(
+                    verify_bundle(opts.bundle, key, extract_to=work, progress=progress.advance),
+                    head.manifest_sha256,
+                )
+        else:
+            streamer = _Streamer(client, manifest, missing_images, work, opts)
+            streamer.run(key, head.manifest_sha256, progress)
+            done = streamer.done
         result.seconds["verify"] = time.monotonic() - started
         started = time.monotonic()
         if missing_images:
-            _push_images(client, manifest, missing_images, work, opts.workers, progress, result)
+            _push_images(
+                client, manifest, missing_images, work, opts.workers, progress, result, done
+            )
         result.seconds["images"] = time.monotonic() - started
     started = time.monotonic()
     try:
@@ -184,6 +227,103 @@ def load_bundle(opts: LoadOptions, progress: Progress | None = None) -> LoadResu
     if not opts.keep_work:
         shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _extracted(work: Path, manifest_sha256: str, items: list[BundleItem]) -> bool:
+    """The work folder holds these items, from a pass that verified the whole bundle."""
+    return already_extracted(work, manifest_sha256) and all(
+        (work / i.path).is_file() for i in items
+    )
+
+
+def _same(verified: VerifiedBundle, manifest_sha256: str) -> None:
+    if verified.manifest_sha256 != manifest_sha256:
+        raise BadInputError("bundle: the file changed while it was being loaded")
+
+
+def _ignore(chunks: CheckedChunks) -> None:
+    """A member only checked (its digest is verified by the drain that follows)."""
+
+
+class _Streamer:
+    """The verification pass of a streamed load (module docstring, step 2)."""
+
+    def __init__(
+        self,
+        client: RegistryClient,
+        manifest: BundleManifest,
+        images: list[BundleImage],
+        work: Path,
+        opts: LoadOptions,
+    ) -> None:
+        self.client, self.manifest, self.work, self.opts = client, manifest, work, opts
+        # The repository each blob is uploaded to first: the same one `_push_images` mounts
+        # it from into the others (the first image, in order, that needs it).
+        self.first_repo: dict[str, str] = {}
+        for img in images:
+            for digest in img.blobs:
+                self.first_repo.setdefault(digest, img.name)
+        self.large = {
+            i.name: i
+            for i in manifest.items
+            if i.kind == "blob" and i.size > opts.stream_min and i.name in self.first_repo
+        }
+        self.done: dict[str, str] = {}
+        """Large blobs now in their first repository: `present` or `uploaded`."""
+        self.failed: set[str] = set()
+
+    def run(self, key: Ed25519PublicKey, manifest_sha256: str, progress: Progress) -> None:
+        """Verify the bundle, streaming large blobs the site lacks to the registry."""
+        large = list(self.large)
+        with ThreadPoolExecutor(max_workers=self.opts.workers) as pool:
+            flags = list(pool.map(lambda d: self.client.blob_exists(self.first_repo[d], d), large))
+        self.done = {d: "present" for d, has in zip(large, flags, strict=True) if has}
+        small = [i for i in self.manifest.items if not self._is_large(i)]
+        if _extracted(self.work, manifest_sha256, small) and all(
+            d in self.done or (self.work / i.path).is_file() for d, i in self.large.items()
+        ):
+            return  # an earlier run verified the whole bundle; what it pushed is still there
+        progress.phase("verify and push", self.manifest.total_size)
+        bundle = self.opts.bundle
+        verified = verify_bundle(
+            bundle, key, extract_to=self.work, progress=progress.advance, divert=self._stream
+        )
+        _same(verified, manifest_sha256)
+        if self.failed:
+            # Their uploads broke off mid-stream: take them from the bundle again, into files,
+            # and let the retrying upload from files push them.
+            log.info(
+                "%d streamed uploads failed; extracting them to upload again", len(self.failed)
+            )
+            total = sum(self.large[d].size for d in self.failed)
+            progress.phase("extract failed uploads", total)
+            _same(
+                verify_bundle(bundle, key, extract_to=self.work, divert=self._refetch),
+                manifest_sha256,
+            )
+
+    def _is_large(self, item: BundleItem) -> bool:
+        return item.kind == "blob" and item.size > self.opts.stream_min
+
+    def _stream(self, item: BundleItem) -> Consumer | None:
+        if not self._is_large(item):
+            return None
+        if item.name not in self.large or item.name in self.done:
+            return _ignore  # not needed by a missing image, or already on the site
+        if (self.work / item.path).is_file():
+            return _ignore  # extracted by an earlier run: pushed from the file
+        repo = self.first_repo[item.name]
+
+        def upload(chunks: CheckedChunks) -> None:
+            if self.client.push_blob_stream(repo, item.name, item.size, chunks):
+                self.done[item.name] = "uploaded"
+            else:
+                self.failed.add(item.name)
+
+        return upload
+
+    def _refetch(self, item: BundleItem) -> Consumer | None:
+        return None if item.name in self.failed and item.kind == "blob" else _ignore
 
 
 def _skipped(manifest: BundleManifest, target: LoadTarget) -> list[str]:
@@ -232,7 +372,10 @@ def _push_images(
     workers: int,
     progress: Progress,
     result: LoadResult,
+    done: dict[str, str] | None = None,
 ) -> None:
+    """Blobs (those not in `done`: already in their first repository), mounts, manifests."""
+    done = done or {}
     root = work / LAYOUT_DIR
     sizes = {i.name: i.size for i in manifest.items if i.kind == "blob"}
     repos_of: dict[str, list[str]] = {}
@@ -245,9 +388,11 @@ def _push_images(
                 if img.name not in repos:
                     repos.append(img.name)
     all_repos = sorted({img.name for img in manifest.images})
-    progress.phase("push images", sum(sizes.get(d, 0) for d in repos_of))
+    progress.phase("push images", sum(sizes.get(d, 0) for d in repos_of if d not in done))
 
     def first(digest: str) -> str:
+        if digest in done:
+            return done[digest]
         repos = repos_of[digest]
         if digest not in sizes:  # left out of a delta bundle: the site must have it somewhere
             return _ensure_present(client, digest, repos, all_repos)
@@ -278,6 +423,21 @@ def _push_images(
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(tag, images))
     result.images_tagged = len(images)
+
+
+def _check_delta(
+    client: RegistryClient, manifest: BundleManifest, images: list[BundleImage], workers: int
+) -> None:
+    """Every blob a delta bundle left out is on the site (mounted where an image needs it)."""
+    in_bundle = {i.name for i in manifest.items if i.kind == "blob"}
+    repos_of: dict[str, list[str]] = {}
+    for img in images:
+        for digest in img.blobs:
+            if digest not in in_bundle:
+                repos_of.setdefault(digest, []).append(img.name)
+    all_repos = sorted({img.name for img in manifest.images})
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(lambda d: _ensure_present(client, d, repos_of[d], all_repos), repos_of))
 
 
 def _ensure_present(

@@ -19,7 +19,7 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -50,6 +50,10 @@ class RegistryError(FailedError):
 
 class TransientError(Exception):
     """A failure worth retrying (5xx, reset, timeout); never leaves the module."""
+
+
+class _StreamSpent(Exception):
+    """A one-pass request body was asked for a second time."""
 
 
 @dataclass(frozen=True)
@@ -228,11 +232,14 @@ class RegistryClient:
         body: Callable[[], bytes | Iterator[bytes]] | None = None,
         ok: frozenset[int] = frozenset({200}),
         stream: bool = False,
+        attempts: int | None = None,
     ) -> httpx.Response:
         """Send with auth and retries; `body` is a factory so a retry can send it again.
 
-        With `stream=True` the caller must close the response.
+        With `stream=True` the caller must close the response. `attempts` overrides the
+        client's number of tries (1: no retry).
         """
+        attempts = attempts or self.attempts
         if not url.startswith("http"):
             url = self.endpoint.base_url + url
         attempt = 0
@@ -262,7 +269,7 @@ class RegistryClient:
                     response.close()
                 return response
             except (httpx.TransportError, TransientError) as exc:
-                if attempt >= self.attempts:
+                if attempt >= attempts:
                     raise EnvironmentProblem(
                         f"{self.endpoint.host}: {method} failed after {attempt} attempts: {exc}",
                         remedy="check that the registry is up and reachable",
@@ -412,6 +419,8 @@ class RegistryClient:
         # A mount answers 201 for a blob the repository already has: no HEAD needed first.
         if not mount_from and self.blob_exists(repo, digest):
             return "present"
+        if mount_from and not path.is_file():  # streamed there: no local copy
+            return self._mount_or_relay(repo, digest, mount_from)
         scope = f"repository:{repo}:pull,push"
         if mount_from:
             scope += f" repository:{mount_from}:pull"
@@ -453,6 +462,78 @@ class RegistryClient:
             self.stats.add(sent=size)
             return "uploaded"
         raise RegistryError(f"{self.endpoint.host}: could not upload {digest}")  # pragma: no cover
+
+    def _mount_or_relay(self, repo: str, digest: str, source: str) -> str:
+        """`digest` into `repo` from `source` of the same registry: a mount, or where the
+        registry will not mount, a download from `source` streamed into an upload."""
+        if self.mount_blob(repo, digest, source):
+            return "mounted"
+        for _ in range(self.attempts):
+            response = self.request(
+                "GET",
+                f"/v2/{source}/blobs/{digest}",
+                scope=f"repository:{source}:pull",
+                stream=True,
+            )
+            try:
+                size = int(response.headers.get("Content-Length", "-1"))
+                if size < 0:
+                    raise RegistryError(f"{self.endpoint.host}: {digest} served without a size")
+                if self.push_blob_stream(repo, digest, size, response.iter_bytes()):
+                    return "uploaded"
+            finally:
+                response.close()
+        raise RegistryError(f"{self.endpoint.host}: could not copy {digest} into {repo}")
+
+    def push_blob_stream(
+        self, repo: str, digest: str, size: int, chunks: Iterable[bytes | memoryview]
+    ) -> bool:
+        """Upload `digest` from a one-pass stream of exactly `size` bytes; True once stored.
+
+        The registry checks the digest when the upload completes (`PUT ...?digest=`) and
+        stores nothing on a mismatch or a body cut short. A stream cannot be sent twice, so a
+        failed upload is not retried here: False tells the caller to upload it again from a
+        file. An exception raised by `chunks` (a digest mismatch found by the reader) aborts
+        the request mid-body and is passed on.
+        """
+        scope = f"repository:{repo}:pull,push"
+        response = self.request(
+            "POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=frozenset({201, 202})
+        )
+        location = response.headers.get("Location", "")
+        if not location:
+            raise RegistryError(f"{self.endpoint.host}: upload session without a Location")
+        if not location.startswith("http"):
+            location = self.endpoint.base_url + location
+        sep = "&" if "?" in location else "?"
+        sent = False
+
+        def body() -> Iterator[bytes]:
+            nonlocal sent
+            if sent:  # an auth round or a retry asks again: the stream is gone
+                raise _StreamSpent
+            sent = True
+            # bytes(): the HTTP layer joins what it sends into bytes anyway (one copy either way)
+            return (bytes(chunk) for chunk in chunks)
+
+        try:
+            self.request(
+                "PUT",
+                f"{location}{sep}digest={digest}",
+                scope=scope,
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+                body=body,
+                ok=frozenset({201}),
+                attempts=1,
+            )
+        except (_StreamSpent, RegistryError, EnvironmentProblem) as exc:
+            log.info(
+                "streamed upload of %s to %s failed (%s); will upload again", digest, repo, exc
+            )
+            self.stats.add(retries=1)
+            return False
+        self.stats.add(sent=size)
+        return True
 
     def mount_blob(self, repo: str, digest: str, source: str) -> bool:
         """Mount `digest` from `source` into `repo`; False when the registry would not."""

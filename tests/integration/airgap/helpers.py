@@ -3,18 +3,37 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import ssl
 import subprocess
 import sys
+import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import zstandard
 
+from installer.airgap.load import STREAM_MIN
 from installer.airgap.manifest import write_keypair
-from tests.fixtures.registries import PASSWORD, USER, Registry, Upstream
+from tests.fixtures.registries import (
+    PASSWORD,
+    USER,
+    Pki,
+    Registry,
+    Upstream,
+    image,
+    layer,
+    push_image,
+    seed_upstream,
+    start_registry,
+)
+
+BIG = STREAM_MIN + 1024 * 1024
+"""A layer size the load streams to the registry instead of extracting it."""
 
 ACCEPT = ", ".join(
     [
@@ -163,3 +182,61 @@ def site_digests(reg: Registry, names: list[str]) -> dict[str, str | None]:
 def http_ok(url: str, ca: Path) -> bool:
     """True when `url` answers 200."""
     return httpx.get(url, verify=ssl.create_default_context(cafile=str(ca))).status_code == 200
+
+
+def big_upstream(folder: Path, pki: Pki) -> Iterator[Upstream]:
+    """The test upstream with two layers above the streaming threshold, one of them shared by
+    two more images (the load mounts it)."""
+    reg = start_registry(folder, pki)
+    try:
+        found = seed_upstream(reg, big_layer=BIG)
+        big2 = layer({"big2": os.urandom(BIG)}, oci=True)
+        second = image([big2], oci=True)
+        push_image(reg, "ghcr.io/test/second", "1", second)
+        found.images["ghcr.io/test/second:1"] = second.manifest
+        third = image([big2, layer({"own": os.urandom(5000)}, oci=True)], oci=True)
+        push_image(reg, "ghcr.io/test/third", "1", third)
+        found.images["ghcr.io/test/third:1"] = third.manifest
+        yield found
+    finally:
+        reg.stop()
+
+
+def members(bundle: Path) -> list[tuple[tarfile.TarInfo, bytes]]:
+    """Every member of a bundle with its content."""
+    raw = zstandard.ZstdDecompressor().stream_reader(bundle.open("rb"), read_across_frames=True)
+    found = []
+    with tarfile.open(fileobj=raw, mode="r|") as tar:
+        for info in tar:
+            handle = tar.extractfile(info)
+            found.append((info, handle.read() if handle else b""))
+    return found
+
+
+def repack(path: Path, content: list[tuple[tarfile.TarInfo, bytes]]) -> Path:
+    """A bundle holding exactly `content`, in that order."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in content:
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    path.write_bytes(zstandard.ZstdCompressor().compress(out.getvalue()))
+    return path
+
+
+def tags(reg: Registry) -> dict[str, list[str]]:
+    """Every repository's tags (empty lists left out)."""
+    found = {}
+    with reg.http() as http:
+        for repo in catalog(reg):
+            listed = http.get(f"/v2/{repo}/tags/list").json().get("tags") or []
+            if listed:
+                found[repo] = listed
+    return found
+
+
+def blob_anywhere(reg: Registry, digest: str) -> bool:
+    """True when any repository of `reg` holds the blob."""
+    with reg.http() as http:
+        return any(
+            http.head(f"/v2/{repo}/blobs/{digest}").status_code == 200 for repo in catalog(reg)
+        )

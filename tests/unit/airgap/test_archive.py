@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from installer.airgap.archive import bundle_parts, read_head, verify_bundle, write_bundle
+from installer.airgap.archive import (
+    CheckedChunks,
+    Consumer,
+    bundle_parts,
+    read_head,
+    verify_bundle,
+    write_bundle,
+)
 from installer.airgap.manifest import (
     BundleItem,
     BundleManifest,
@@ -216,3 +223,53 @@ def test_parts_split_and_join(tmp_path: Path, keys: tuple[Path, Path]) -> None:
     verify_bundle(out, load_public_key(keys[1]))
     parts[-2].unlink()
     _refused(out, keys[1], "bundle:")
+
+
+def _checked(chunks: list[bytes], sha256: str) -> CheckedChunks:
+    return CheckedChunks(iter(memoryview(c) for c in chunks), sha256, "oci/blobs/x", None)
+
+
+def test_checked_chunks_hold_back_the_last_chunk_of_a_corrupted_member() -> None:
+    good = [b"a" * 100, b"b" * 100, b"c" * 7]
+    sha = hashlib.sha256(b"".join(good)).hexdigest()
+    assert b"".join(bytes(c) for c in _checked(good, sha)) == b"".join(good)
+    # A consumer streaming the member (a registry upload) never receives all of its bytes:
+    # the mismatch is raised in place of the last chunk.
+    received = []
+    with pytest.raises(BadInputError, match="sha256 mismatch"):
+        for chunk in _checked([*good[:2], b"C" * 7], sha):
+            received.append(bytes(chunk))
+    assert received == good[:2]
+
+
+def test_checked_chunks_drain_checks_what_a_consumer_left() -> None:
+    data = [b"x" * 50, b"y" * 50, b"z" * 50]
+    chunks = _checked(data, hashlib.sha256(b"".join(data)).hexdigest())
+    assert bytes(next(chunks)) == data[0]  # the consumer gave up after one chunk
+    chunks.drain()
+    bad = _checked(data, hashlib.sha256(b"other").hexdigest())
+    next(bad)
+    with pytest.raises(BadInputError, match="sha256 mismatch"):
+        bad.drain()
+
+
+def test_diverted_members_are_checked_and_not_extracted(
+    tmp_path: Path, bundle: Path, keys: tuple[Path, Path]
+) -> None:
+    seen: dict[str, bytes] = {}
+
+    def consume(chunks: CheckedChunks) -> None:
+        seen[chunks.name] = b"".join(bytes(c) for c in chunks)
+
+    def divert(item: BundleItem) -> Consumer | None:
+        return consume if item.path == "charts/b-1.tgz" else None
+
+    out = tmp_path / "out"
+    out.mkdir()
+    verify_bundle(bundle, load_public_key(keys[1]), extract_to=out, divert=divert)
+    assert seen == {"charts/b-1.tgz": FILES["charts/b-1.tgz"]}
+    assert not (out / "charts/b-1.tgz").exists()
+    assert (out / "wheels/a-1-py3-none-any.whl").read_bytes() == FILES[
+        "wheels/a-1-py3-none-any.whl"
+    ]
+    assert (out / ".verified").is_file()
