@@ -1,0 +1,107 @@
+"""Whole-site runs on the lab, shared by the end-to-end bootstrap tests (connected, air-gapped).
+
+`run_bootstrap()` runs the real `installer bootstrap -o json` and keeps its event stream;
+`empty_hub()` makes the VM's hub what a fresh VM would be (no images, charts or wheels);
+`upstream()` switches the lab's stand-in internet on or off. Callers hold `site_lock()`.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from installer.inventory import load_inventory
+from tests.fixtures.lab import REPO, Lab
+
+UPSTREAM = REPO / "lab" / "components" / "60-upstream.sh"
+BOOTSTRAP_TIMEOUT_S = 2400
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """One `installer bootstrap -o json` run: exit code, events, output tail, run folder."""
+
+    rc: int
+    events: list[dict[str, Any]]
+    tail: str
+    run_dir: Path
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The last line, `{"event": "summary", ...}` (empty when the run did not get there)."""
+        found = [e for e in self.events if e.get("event") == "summary"]
+        return found[-1] if found else {}
+
+    def phase(self, name: str) -> dict[str, Any]:
+        """The summary's outcome of phase `name`."""
+        found: list[dict[str, Any]] = [
+            p for p in self.summary.get("phases", []) if p["phase"] == name
+        ]
+        (outcome,) = found
+        return outcome
+
+    def seconds(self) -> dict[str, float]:
+        """Seconds per phase, from the `phase_started` / `phase_finished` events."""
+        started: dict[str, float] = {}
+        took: dict[str, float] = {}
+        for event in self.events:
+            if event.get("event") == "phase_started":
+                started[event["phase"]] = event["time"]
+            elif event.get("event") == "phase_finished" and event["phase"] in started:
+                took[event["phase"]] = round(event["time"] - started[event["phase"]], 2)
+        return took
+
+
+def run_bootstrap(inventory: Path, log_dir: Path, env: dict[str, str], *args: str) -> Bootstrap:
+    """`installer bootstrap -i INVENTORY --yes ARGS -o json`; its stdout is the event stream."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "installer.cli", "--log-dir", str(log_dir), "-o", "json",
+         "bootstrap", "-i", str(inventory), "--yes", *args],
+        capture_output=True, text=True, check=False, cwd=REPO, timeout=BOOTSTRAP_TIMEOUT_S,
+        env=env,
+    )  # fmt: skip
+    events = []
+    for line in proc.stdout.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            continue
+    (run_dir,) = log_dir.glob("*-bootstrap-*")
+    return Bootstrap(proc.returncode, events, (proc.stdout + proc.stderr)[-6000:], run_dir)
+
+
+def empty_hub(lab: Lab, inventory: Path) -> None:
+    """Stop the hub's programs on the VM and delete their data, over SSH as the VM's admin.
+
+    `installer destroy --purge` leaves the VM alone (the auxvm phase cannot be taken back yet),
+    so tests make what a fresh VM would be: no images, charts or wheels. The bootstrap's auxvm
+    phase recreates the folders and starts the programs again.
+    """
+    svc = load_inventory(inventory).aux_vm.services
+    data = [svc.registry.data_path, svc.chartmuseum.data_path, svc.devpi.data_path]
+    script = (
+        "set -e; conf=/etc/onprem-hub/supervisord.conf;"
+        ' if [ -f "$conf" ] && supervisorctl -c "$conf" pid >/dev/null 2>&1;'
+        ' then supervisorctl -c "$conf" stop all; fi;'
+        ' rm -rf -- "$@"'
+    )
+    proc = subprocess.run(
+        ["ssh", "-i", str(lab.vm_key), "-p", str(lab.vm_ssh_port),
+         "-o", f"UserKnownHostsFile={lab.vm_known_hosts}", "-o", "StrictHostKeyChecking=yes",
+         "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", f"{lab.vm_user}@{lab.vm_addr}",
+         "sudo", "-n", "sh", "-c", f"'{script}'", "empty-hub", *data],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"emptying the hub over SSH failed: {proc.stderr[-2000:]}"
+
+
+def upstream(verb: str) -> None:
+    """`lab/components/60-upstream.sh up|down`: the lab's stand-in internet on or off."""
+    proc = subprocess.run(
+        ["bash", str(UPSTREAM), verb], capture_output=True, text=True, check=False, timeout=1800
+    )
+    assert proc.returncode == 0, f"{UPSTREAM.name} {verb}: {(proc.stdout + proc.stderr)[-3000:]}"
