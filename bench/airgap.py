@@ -7,12 +7,15 @@ all) is pushed to a local upstream registry (docker-registry, TLS + htpasswd). T
   each image, one after the other (what an operator would script);
 - load: `installer airgap-load` into an empty registry versus `skopeo copy oci:... docker://...`
   per image into another empty registry; then a re-load when everything is present;
-- floor: the same bytes through `sha256sum` and a plain `cp`;
+- floor: the same bytes through `sha256sum` and a plain `cp`, and pushed from files into a
+  third empty registry with the least client work (what the registry itself costs a load);
 - and, for the whole job (one file to carry): skopeo plus `tar -I 'zstd -1 -T0'` of its layout,
   and `tar -x` of that file before its load.
 
-Prints `name: ours_s skopeo_s ratio` per figure, plus sizes and peak memory. `--scale 0.05` makes
-a small release for a quick check. Generated layers are cached under the bench cache folder.
+Prints `name: ours_s skopeo_s ratio` per figure, plus sizes, peak memory, CPU seconds of each side
+(`client+registry`) and the load average. Every step starts after a `sync`, so that the page
+cache one step dirtied is not written back during the next. `--scale 0.05` makes a small release
+for a quick check. Generated layers are cached under the bench cache folder.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from pathlib import Path
 
 from installer.airgap.manifest import write_keypair
 from installer.engines.registry import OCI_MANIFEST, Manifest, RegistryClient, sha256_digest
-from tests.fixtures.registries import PASSWORD, USER, make_pki, start_registry
+from tests.fixtures.registries import PASSWORD, USER, Registry, make_pki, start_registry
 
 MB = 1024 * 1024
 CACHE = Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "onprem-installer" / "bench"))
@@ -167,19 +170,39 @@ def seed(client: RegistryClient, folder: Path, scale: float, count: int) -> list
     return refs
 
 
-def timed_rss(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """(seconds, the child's own peak RSS from wait4, stdout); exits on failure."""
+CPU = {"ours": 0.0, "skopeo": 0.0}
+"""CPU seconds (user + system) of the measured commands of the current step, per side."""
+
+
+def timed_rss(
+    argv: list[str], env: dict[str, str] | None = None, side: str = "ours"
+) -> tuple[float, int, str]:
+    """(seconds, the child's own peak RSS from wait4, stdout); exits on failure. Adds the
+    child's CPU time to `CPU[side]`."""
     start = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(argv, stdout=out, stderr=err, env={**os.environ, **(env or {})})
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.monotonic() - start
+        CPU[side] += usage.ru_utime + usage.ru_stime
         out.seek(0)
         err.seek(0)
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(argv[:4])} failed: {err.read().decode()[-2000:]}")
         return seconds, usage.ru_maxrss * 1024, out.read().decode()
+
+
+def proc_cpu(reg: Registry) -> float:
+    """CPU seconds a registry process has used so far."""
+    fields = Path(f"/proc/{reg.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def settle() -> None:
+    """Write back what the previous step left in the page cache, so that its writeback does
+    not slow the next step (each side starts with the same clean state)."""
+    os.sync()
 
 
 def du(path: Path) -> int:
@@ -202,6 +225,7 @@ def main() -> None:
     if not shutil.which("skopeo"):
         raise SystemExit("skopeo is not installed (lab/apt-packages.txt)")
 
+    load_start = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="bench-airgap-"))
     registries = []
     try:
@@ -235,6 +259,9 @@ def main() -> None:
 
         bundle = work / "out" / "bundle.tar.zst"
         bundle.parent.mkdir()
+        cpu: dict[str, str] = {}
+        settle()
+        up_cpu = proc_cpu(upstream)
         ours_build, ours_rss, out = timed_rss(
             [
                 *cli,
@@ -259,8 +286,11 @@ def main() -> None:
             env,
         )
         built = json.loads(out)
+        up_ours = proc_cpu(upstream) - up_cpu
 
         layout = work / "skopeo-layout"
+        settle()
+        up_cpu = proc_cpu(upstream)
         started = time.monotonic()
         skopeo_rss = 0
         for ref in refs:
@@ -275,10 +305,14 @@ def main() -> None:
                     creds,
                     f"docker://{upstream.host}/{ref}",
                     f"oci:{layout}:{ref}",
-                ]
+                ],
+                side="skopeo",
             )
             skopeo_rss = max(skopeo_rss, rss)
         skopeo_build = time.monotonic() - started
+        cpu["build"] = (
+            f"{CPU['ours']:.1f}+{up_ours:.1f} {CPU['skopeo']:.1f}+{proc_cpu(upstream) - up_cpu:.1f}"
+        )
         # What an operator adds to get one file to carry: tar + zstd of the layout.
         started = time.monotonic()
         layout_tar = work / "out" / "skopeo-layout.tar.zst"
@@ -318,8 +352,14 @@ def main() -> None:
             "-o",
             "json",
         ]
+        settle()
+        CPU.update(ours=0.0, skopeo=0.0)
+        reg_cpu = proc_cpu(site_ours)
         ours_load, load_rss, out = timed_rss(load, env)
+        reg_ours = proc_cpu(site_ours) - reg_cpu
         print(f"# our phases: load {json.loads(out)['seconds']}", file=sys.stderr)
+        settle()
+        reg_cpu = proc_cpu(site_peer)
         started = time.monotonic()
         for ref in refs:
             timed_rss(
@@ -333,9 +373,12 @@ def main() -> None:
                     creds,
                     f"oci:{layout}:{ref}",
                     f"docker://{site_peer.host}/{ref}",
-                ]
+                ],
+                side="skopeo",
             )
         skopeo_load = time.monotonic() - started
+        reg_peer = proc_cpu(site_peer) - reg_cpu
+        cpu["load"] = f"{CPU['ours']:.1f}+{reg_ours:.1f} {CPU['skopeo']:.1f}+{reg_peer:.1f}"
         ours_reload, _, out = timed_rss(load, env)
         assert json.loads(out)["nothing_to_do"] is True
         started = time.monotonic()
@@ -356,9 +399,25 @@ def main() -> None:
         skopeo_reload = time.monotonic() - started
 
         blobs = sorted(p for p in (layout / "blobs" / "sha256").iterdir())
+        # The registry's own share of a load: every distinct blob pushed from files (page
+        # cache) with the least client work (no decompression, no hashing), in parallel.
+        site_floor = start_registry(work / "site-floor", pki)
+        registries.append(site_floor)
+        settle()
+        reg_cpu = proc_cpu(site_floor)
+        started = time.monotonic()
+        with (
+            RegistryClient(site_floor.endpoint(), connections=args.workers) as client,
+            ThreadPoolExecutor(max_workers=args.workers) as pool,
+        ):
+            list(pool.map(lambda p: client.push_blob("floor/x", f"sha256:{p.name}", p), blobs))
+        floor_ingest = time.monotonic() - started
+        cpu["floor-ingest"] = f"registry {proc_cpu(site_floor) - reg_cpu:.1f}"
+        settle()
         started = time.monotonic()
         subprocess.run(["sha256sum", *map(str, blobs)], check=True, capture_output=True)
         floor_hash = time.monotonic() - started
+        settle()
         started = time.monotonic()
         subprocess.run(["cp", "-r", str(layout / "blobs"), str(work / "floor-copy")], check=True)
         floor_copy = time.monotonic() - started
@@ -371,6 +430,11 @@ def main() -> None:
         print(line("reload", ours_reload, skopeo_reload))
         print(f"floor-sha256: {floor_hash:.2f}")
         print(f"floor-copy: {floor_copy:.2f}")
+        print(f"floor-registry-ingest: {floor_ingest:.2f}")
+        for name, text in cpu.items():
+            print(f"cpu-s {name}: {text}")
+        loads = f"{load_start[0]:.1f} -> {os.getloadavg()[0]:.1f}"
+        print(f"load-average (1 min, start -> end): {loads}")
         content, layout_size = built["content_bytes"], du(layout)
         ratio = content / layout_size
         print(f"size-uncompressed-MiB: {content / MB:.1f} {layout_size / MB:.1f} {ratio:.2f}")
