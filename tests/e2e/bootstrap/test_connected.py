@@ -99,14 +99,26 @@ def _bootstrap(log_dir: Path, env: dict[str, str]) -> Bootstrap:
         capture_output=True, text=True, check=False, cwd=REPO, timeout=BOOTSTRAP_TIMEOUT_S,
         env=env,
     )  # fmt: skip
-    events = []
-    for line in proc.stdout.splitlines():
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            continue
     (run_dir,) = log_dir.glob("*-bootstrap-*")
-    return Bootstrap(proc.returncode, events, (proc.stdout + proc.stderr)[-6000:], run_dir)
+    return Bootstrap(
+        proc.returncode, _documents(proc.stdout), (proc.stdout + proc.stderr)[-6000:], run_dir
+    )
+
+
+def _documents(text: str) -> list[dict[str, Any]]:
+    """The JSON documents of a stream: one event per line, the summary over several lines."""
+    decoder = json.JSONDecoder()
+    found: list[dict[str, Any]] = []
+    at = 0
+    while (start := text.find("{", at)) != -1:
+        try:
+            doc, at = decoder.raw_decode(text, start)
+        except ValueError:
+            at = start + 1
+            continue
+        if isinstance(doc, dict):
+            found.append(doc)
+    return found
 
 
 def _empty_hub(lab: Lab) -> None:
