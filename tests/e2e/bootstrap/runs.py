@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -64,14 +65,27 @@ def run_bootstrap(inventory: Path, log_dir: Path, env: dict[str, str], *args: st
         capture_output=True, text=True, check=False, cwd=REPO, timeout=BOOTSTRAP_TIMEOUT_S,
         env=env,
     )  # fmt: skip
-    events = []
-    for line in proc.stdout.splitlines():
+    (run_dir,) = log_dir.glob("*-bootstrap-*")
+    return Bootstrap(
+        proc.returncode, parse_stream(proc.stdout), (proc.stdout + proc.stderr)[-6000:], run_dir
+    )
+
+
+def parse_stream(stdout: str) -> list[dict[str, Any]]:
+    """The events of a `-o json` run: one per line, then the closing document (the summary, or
+    the error) printed with indentation over several lines."""
+    lines = stdout.splitlines()
+    events: list[dict[str, Any]] = []
+    for i, line in enumerate(lines):
+        if line == "{":
+            with contextlib.suppress(ValueError):
+                events.append(json.loads("\n".join(lines[i:])))
+            break
         try:
             events.append(json.loads(line))
         except ValueError:
             continue
-    (run_dir,) = log_dir.glob("*-bootstrap-*")
-    return Bootstrap(proc.returncode, events, (proc.stdout + proc.stderr)[-6000:], run_dir)
+    return events
 
 
 def empty_hub(lab: Lab, inventory: Path) -> None:

@@ -102,6 +102,7 @@ def airgapped_site(
     tmp = tmp_path_factory.mktemp("airgapped")
     env = _airgapped_env(lab)
     with site_lock():
+        upstream("up")  # idempotent; on in case a run elsewhere stopped short of restoring it
         # The connected side: a signed bundle from the upstream, checked.
         key, pub = tmp / "bundle-sign.pem", tmp / "bundle-verify.pem"
         write_keypair(key, pub)
