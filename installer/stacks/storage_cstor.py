@@ -250,11 +250,10 @@ def wait_for_block_devices(props: dict[str, Any], owned: frozenset[str]) -> list
             return select_block_devices(disks, _list_block_devices(props), owned)
         except BlockDeviceProblem as problem:
             if not problem.missing_only or time.monotonic() >= deadline:
+                waited = f" (waited {props.get('discovery_s')}s for NDM)"
                 raise RuntimeError(
-                    f"cStor pool {props['pool']}: {problem} (waited"
-                    f" {props.get('discovery_s')}s for NDM)"
-                    if problem.missing_only
-                    else f"cStor pool {props['pool']}: {problem}"
+                    f"cStor pool {props['pool']}: {problem}"
+                    + (waited if problem.missing_only else "")
                 ) from None
         time.sleep(_POLL_S)
 

@@ -194,6 +194,16 @@ def test_cstor_pools_on_ndm_block_devices(
         wrong = [*DISKS[:2], ("cpu-3", "/dev/sdz")]
         site.inventory.write_text(base.replace(localpv, _storage(wrong, 3)), encoding="utf-8")
         try:
+            # A plan on a cluster without cStor: the pool cluster's CRD and the block devices
+            # do not exist yet, and the preview still lists what `up` will make.
+            code, data, tail = _run(site, "stacks", "preview", "-c", "storage")
+            assert code == 0, tail
+            planned = {(s["type"], s["name"]) for s in data["stacks"][0]["steps"]}
+            assert {
+                ("kubernetes:helm.sh/v3:Release", "cstor"),
+                ("kubernetes:cstor.openebs.io/v1:CStorPoolCluster", "cspc-openebs-platform"),
+                ("kubernetes:storage.k8s.io/v1:StorageClass", "class-openebs-platform"),
+            } <= planned
             with NdmStandIn(api, DISKS) as ndm:
                 code, data, tail = _run(site, "stacks", "up", "-c", "storage")
                 assert code == 1, tail
