@@ -29,6 +29,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from installer.engines import pulumi_orphans
 from installer.engines.pulumi_toolchain import offline_environment
 from installer.errors import EnvironmentProblem, FailedError
 from installer.redact import REDACTOR
@@ -312,8 +313,9 @@ class PulumiEngine:
     # --- recovery -----------------------------------------------------------------------
 
     def recover(self, si: StackInput, stack: Any) -> tuple[str, ...]:
-        """Clear what an interrupted run left (stale locks, pending operations); say what."""
-        done = list(self._clear_stale_locks(si))
+        """Clear what an interrupted run left (orphaned providers, stale locks, pending
+        operations); say what."""
+        done = [*pulumi_orphans.reap(), *self._clear_stale_locks(si)]
         deployment = stack.export_stack()
         pending = (deployment.deployment or {}).get("pending_operations") or []
         if not pending:

@@ -1,0 +1,143 @@
+"""Pulumi providers left running by a killed run.
+
+The Pulumi CLI starts each provider (`pulumi-resource-<name>`, and `python -m pulumi.dynamic` for
+dynamic resources) in a process group of its own and hands it the engine's address as its last
+argument. When the CLI is killed (SIGKILL, out of memory), a signal to the run's process group
+misses the providers: they are re-parented and wait for their engine for good. A provider is
+an orphan when its parent is no Pulumi CLI any more and nothing answers on its engine's address;
+`reap()` ends such providers of this user, and says which.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("installer.engines.pulumi")
+
+_ENGINE_ADDR = re.compile(r"^(127\.0\.0\.1|localhost|\[::1\]):(\d+)$")
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A provider process as /proc shows it."""
+
+    pid: int
+    ppid: int
+    argv: tuple[str, ...]
+
+    @property
+    def engine(self) -> tuple[str, int] | None:
+        """The engine address the provider was started with (a loopback host:port)."""
+        for arg in reversed(self.argv[1:]):
+            m = _ENGINE_ADDR.match(arg)
+            if m:
+                return m.group(1).strip("[]"), int(m.group(2))
+        return None
+
+
+def is_provider(argv: tuple[str, ...]) -> bool:
+    """A Pulumi provider's command line."""
+    if not argv:
+        return False
+    if Path(argv[0]).name.startswith("pulumi-resource-"):
+        return True
+    return "-m" in argv and "pulumi.dynamic" in argv
+
+
+def _argv(pid: int, proc: Path) -> tuple[str, ...]:
+    raw = (proc / str(pid) / "cmdline").read_bytes()
+    return tuple(a.decode(errors="replace") for a in raw.split(b"\0") if a)
+
+
+def _ppid_uid(pid: int, proc: Path) -> tuple[int, int]:
+    ppid = uid = -1
+    for line in (proc / str(pid) / "status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            ppid = int(line.split()[1])
+        elif line.startswith("Uid:"):
+            uid = int(line.split()[1])
+    return ppid, uid
+
+
+def providers(proc: Path = Path("/proc")) -> list[Provider]:
+    """This user's running Pulumi providers."""
+    found = []
+    me = os.getuid()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        try:
+            argv = _argv(pid, proc)
+            if not is_provider(argv):
+                continue
+            ppid, uid = _ppid_uid(pid, proc)
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not readable
+        if uid == me:
+            found.append(Provider(pid, ppid, argv))
+    return found
+
+
+def _parent_is_cli(ppid: int, proc: Path) -> bool:
+    try:
+        argv = _argv(ppid, proc)
+    except OSError:
+        return False
+    return bool(argv) and Path(argv[0]).name == "pulumi"
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def orphans(proc: Path = Path("/proc")) -> list[Provider]:
+    """Providers whose CLI is gone: no Pulumi parent and a dead engine address."""
+    found = []
+    for p in providers(proc):
+        engine = p.engine
+        if engine is None or _parent_is_cli(p.ppid, proc):
+            continue
+        if not _answers(*engine):
+            found.append(p)
+    return found
+
+
+def reap(proc: Path = Path("/proc"), grace_s: float = 3.0) -> list[str]:
+    """End orphaned providers (TERM, then KILL after `grace_s`); what was ended."""
+    ended = []
+    found = orphans(proc)
+    for p in found:
+        try:
+            os.kill(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+        ended.append(f"orphaned provider {Path(p.argv[0]).name} (pid {p.pid})")
+        log.warning("ended orphaned Pulumi provider pid %d: %s", p.pid, " ".join(p.argv)[:200])
+    deadline = time.monotonic() + grace_s
+    for p in found:
+        while time.monotonic() < deadline and _same(p, proc):
+            time.sleep(0.1)
+        if _same(p, proc):  # never a process that took the pid over meanwhile
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGKILL)
+    return ended
+
+
+def _same(p: Provider, proc: Path) -> bool:
+    try:
+        return _argv(p.pid, proc) == p.argv
+    except OSError:
+        return False

@@ -1,0 +1,66 @@
+"""Orphaned Pulumi providers: found by their dead engine address, ended; live ones are left."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from installer.engines import pulumi_orphans
+
+SLEEP = "import time; time.sleep(60)"
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def _process(argv0: str, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen([argv0, "-c", SLEEP, *args], executable=sys.executable)
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if any(p.pid == proc.pid for p in pulumi_orphans.providers()):
+                break
+            time.sleep(0.05)
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_provider_whose_engine_is_gone_is_ended() -> None:
+    engine = f"127.0.0.1:{_closed_port()}"
+    with _process("pulumi-resource-kubernetes", engine) as proc:
+        assert [p.pid for p in pulumi_orphans.orphans() if p.pid == proc.pid] == [proc.pid]
+        ended = pulumi_orphans.reap(grace_s=2.0)
+        assert f"orphaned provider pulumi-resource-kubernetes (pid {proc.pid})" in ended
+        assert proc.wait(timeout=5) != 0
+
+
+def test_a_provider_whose_engine_answers_is_left_alone() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        engine = f"127.0.0.1:{server.getsockname()[1]}"
+        with _process("pulumi-resource-kubernetes", engine) as proc:
+            assert proc.pid in [p.pid for p in pulumi_orphans.providers()]
+            pulumi_orphans.reap(grace_s=0.5)
+            assert proc.poll() is None
+
+
+def test_the_dynamic_provider_is_recognised_and_other_programs_are_not() -> None:
+    engine = f"127.0.0.1:{_closed_port()}"
+    assert pulumi_orphans.is_provider(("python", "-u", "-m", "pulumi.dynamic", engine))
+    assert pulumi_orphans.is_provider(("/x/pulumi-resource-kubernetes", engine))
+    assert not pulumi_orphans.is_provider(("pulumi", "up", engine))
+    assert not pulumi_orphans.is_provider(("python", "-m", "pytest", engine))
+    with _process("some-other-program", engine) as proc:
+        pulumi_orphans.reap(grace_s=0.5)
+        assert proc.poll() is None
