@@ -324,6 +324,11 @@ class PulumiEngine:
             what = f"pending {op.get('type')} of {op.get('resource', {}).get('urn')}"
             log.warning("%s/%s: interrupted run left %s", si.project, si.stack, what)
             done.append(what)
+        done += pulumi_orphans.forget_helm_releases(
+            si.args.kube.kubeconfig,
+            si.args.kube.context,
+            pulumi_orphans.pending_helm_creates(pending),
+        )
         # Refresh reads every resource back from the cluster; pending creates are dropped from the
         # state (the next update re-adopts the object by server-side apply).
         with _failures("refresh (recovery)", si):

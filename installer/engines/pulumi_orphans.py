@@ -1,4 +1,4 @@
-"""Pulumi providers left running by a killed run.
+"""What a killed Pulumi run leaves outside its state: running providers, Helm release records.
 
 The Pulumi CLI starts each provider (`pulumi-resource-<name>`, and `python -m pulumi.dynamic` for
 dynamic resources) in a process group of its own and hands it the engine's address as its last
@@ -6,6 +6,12 @@ argument. When the CLI is killed (SIGKILL, out of memory), a signal to the run's
 misses the providers: they are re-parented and wait for their engine for good. A provider is
 an orphan when its parent is no Pulumi CLI any more and nothing answers on its engine's address;
 `reap()` ends such providers of this user, and says which.
+
+A Helm release whose create was under way when the run died is in the cluster (its record
+`pending-install`, or `deployed` when the provider finished on its own) but not in the stack's
+state, so the next create fails with "cannot re-use a name that is still in use". Its records are
+removed (`forget_helm_releases()`); the next create installs it again and adopts the objects the
+interrupted install made (they carry the release's name).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("installer.engines.pulumi")
 
@@ -141,3 +148,49 @@ def _same(p: Provider, proc: Path) -> bool:
         return _argv(p.pid, proc) == p.argv
     except OSError:
         return False
+
+
+HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
+
+
+def pending_helm_creates(pending: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(namespace, release name) of every Helm release whose create was left pending."""
+    found = []
+    for op in pending:
+        resource = op.get("resource") or {}
+        if op.get("type") != "creating" or resource.get("type") != HELM_RELEASE:
+            continue
+        inputs = resource.get("inputs") or {}
+        name = inputs.get("name")
+        if isinstance(name, str) and name:
+            namespace = inputs.get("namespace")
+            found.append(
+                (namespace if isinstance(namespace, str) and namespace else "default", name)
+            )
+    return found
+
+
+def forget_helm_releases(
+    kubeconfig: str, context: str | None, releases: list[tuple[str, str]]
+) -> list[str]:
+    """Remove the Helm records (`sh.helm.release.v1.*` secrets) of `releases`; what went."""
+    if not releases:
+        return []
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig, context=context))
+    done = []
+    for namespace, name in releases:
+        records = api.list_namespaced_secret(
+            namespace, label_selector=f"owner=helm,name={name}", _request_timeout=30
+        ).items
+        for secret in records:
+            api.delete_namespaced_secret(secret.metadata.name, namespace, _request_timeout=30)
+        if records:
+            statuses = sorted({(s.metadata.labels or {}).get("status", "?") for s in records})
+            what = (
+                f"Helm release {namespace}/{name} of an interrupted create ({', '.join(statuses)})"
+            )
+            log.warning("removed the records of %s", what)
+            done.append(what)
+    return done

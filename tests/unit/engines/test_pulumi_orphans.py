@@ -64,3 +64,21 @@ def test_the_dynamic_provider_is_recognised_and_other_programs_are_not() -> None
     with _process("some-other-program", engine) as proc:
         pulumi_orphans.reap(grace_s=0.5)
         assert proc.poll() is None
+
+
+def test_pending_helm_creates_are_the_releases_a_killed_create_left() -> None:
+    release = "kubernetes:helm.sh/v3:Release"
+    pending = [
+        {"type": "creating", "resource": {"type": release,
+                                          "inputs": {"name": "openebs", "namespace": "openebs"}}},
+        {"type": "creating", "resource": {"type": release, "inputs": {"name": "kc"}}},
+        {"type": "updating", "resource": {"type": release,
+                                          "inputs": {"name": "up", "namespace": "x"}}},
+        {"type": "creating", "resource": {"type": "kubernetes:core/v1:Namespace",
+                                          "inputs": {"metadata": {"name": "openebs"}}}},
+    ]  # fmt: skip
+    assert pulumi_orphans.pending_helm_creates(pending) == [
+        ("openebs", "openebs"),
+        ("default", "kc"),
+    ]
+    assert pulumi_orphans.forget_helm_releases("/nonexistent", None, []) == []
