@@ -243,23 +243,28 @@ def verify_bundle(
     extract_to: Path | None = None,
     progress: Callable[[int], None] | None = None,
     divert: Callable[[BundleItem], Consumer | None] | None = None,
+    mine: Callable[[BundleItem], bool] | None = None,
 ) -> VerifiedBundle:
     """Check signature, every member's path, type, size and sha256; optionally extract.
 
     With `extract_to`, files are written as `<path>.partial` and renamed once their digest
     matched; a `.verified` mark names the manifest once the whole bundle passed. `divert(item)`
     may return a consumer for a member, which then gets its content instead of a file.
+
+    With `mine`, only the members it accepts are hashed (and extracted or diverted); the others
+    are checked (path, type, size) and skipped, and no mark is written: several such passes
+    over one bundle, in parallel, each take a share of the members (their union must be all).
     """
 
     def run() -> VerifiedBundle:
         reader = _Reader(bundle_parts(path))
         try:
             head = _head(reader, key)
-            _body(reader, head.manifest, extract_to, progress, divert)
+            _body(reader, head.manifest, extract_to, progress, divert, mine)
         finally:
             reader.close()
-        if extract_to is not None:
-            (extract_to / VERIFIED_MARK).write_text(head.manifest_sha256 + "\n")
+        if extract_to is not None and mine is None:
+            mark_verified(extract_to, head.manifest_sha256)
         return head
 
     return _guarded(run)
@@ -271,6 +276,7 @@ def _body(
     extract_to: Path | None,
     progress: Callable[[int], None] | None,
     divert: Callable[[BundleItem], Consumer | None] | None = None,
+    mine: Callable[[BundleItem], bool] | None = None,
 ) -> None:
     items = manifest.by_path()
     reader.tar.source.cap += manifest.total_size + _TAR_OVERHEAD * (len(items) + 2)
@@ -289,6 +295,8 @@ def _body(
         if member.size != item.size:
             raise BadInputError(f"bundle: {name}: {member.size} bytes, manifest says {item.size}")
         seen.add(name)
+        if mine is not None and not mine(item):
+            continue  # another pass hashes it; the next header read skips its content
         chunks = CheckedChunks(reader.tar.content(), item.sha256, name, progress)
         consumer = divert(item) if divert is not None else None
         if consumer is not None:
@@ -395,6 +403,11 @@ def first_member(path: Path, name: str) -> bytes:
         return run()
     except (zstandard.ZstdError, EOFError) as exc:
         raise BadInputError(f"{path}: corrupt or truncated ({exc})") from None
+
+
+def mark_verified(work: Path, manifest_sha256: str) -> None:
+    """Record that `work` holds what a pass over the whole bundle verified."""
+    (work / VERIFIED_MARK).write_text(manifest_sha256 + "\n")
 
 
 def already_extracted(work: Path, manifest_sha256: str) -> bool:

@@ -4,13 +4,16 @@ Order and guarantees:
 1. The signed manifest is read first (its signature checked before anything else is trusted);
    when the site already holds every image (tags resolve to the bundle's digests), every
    chart, wheel and binary, the load ends there (seconds).
-2. Otherwise one pass over the bundle verifies every member (path, type, size, sha256 against
-   the signed manifest). Large blobs (layers) go from that pass straight to the registry, one
-   after the other, while they are hashed: the last chunk is held back until the blob's sha256
-   matched, and the registry checks the digest again when the upload completes, so no blob
-   whose bytes differ from the signed manifest is ever stored. Everything else (manifests,
-   configs, charts, wheels, binaries) is extracted into a work folder. A streamed upload that
-   fails is uploaded again from a file after the pass.
+2. Otherwise the bundle is read and every member verified (path, type, size, sha256 against
+   the signed manifest). Large blobs (layers) go from the stream straight to the registry while
+   they are hashed: the last chunk is held back until the blob's sha256 matched, and the
+   registry checks the digest again when the upload completes, so no blob whose bytes differ
+   from the signed manifest is ever stored. Everything else (manifests, configs, charts,
+   wheels, binaries) is extracted into a work folder. `readers` passes run at once, each
+   checking every header and hashing a byte-balanced share of the layers (the first also the
+   rest), so the registry receives that many uploads at a time; the bundle counts as verified
+   only when every pass succeeded. A streamed upload that fails is uploaded again from a file
+   after the passes.
    With `verify_first`, the whole bundle is verified and extracted before anything is pushed.
 3. The remaining blobs, in parallel, largest first: HEAD before PUT, a cross-repository mount
    when another repository of the bundle already has the blob, an upload otherwise.
@@ -37,6 +40,7 @@ from installer.airgap.archive import (
     Consumer,
     VerifiedBundle,
     already_extracted,
+    mark_verified,
     read_head,
     verify_bundle,
 )
@@ -95,6 +99,10 @@ class LoadOptions:
     written to the work folder and read back)."""
     stream_min: int = STREAM_MIN
     """Blobs larger than this go from the bundle straight to the registry."""
+    readers: int = 2
+    """Passes over the bundle run at once, each hashing and streaming a share of the layers
+    (each still decompresses the whole stream): the registry receives that many uploads at a
+    time."""
 
 
 @dataclass
@@ -284,11 +292,19 @@ class _Streamer:
         ):
             return  # an earlier run verified the whole bundle; what it pushed is still there
         progress.phase("verify and push", self.manifest.total_size)
+        shares = self._shares()
+        if len(shares) == 1:
+            verified = verify_bundle(
+                self.opts.bundle,
+                key,
+                extract_to=self.work,
+                progress=progress.advance,
+                divert=self._stream,
+            )
+            _same(verified, manifest_sha256)
+        else:
+            self._parallel(key, manifest_sha256, shares, progress)
         bundle = self.opts.bundle
-        verified = verify_bundle(
-            bundle, key, extract_to=self.work, progress=progress.advance, divert=self._stream
-        )
-        _same(verified, manifest_sha256)
         if self.failed:
             # Their uploads broke off mid-stream: take them from the bundle again, into files,
             # and let the retrying upload from files push them.
@@ -301,6 +317,51 @@ class _Streamer:
                 verify_bundle(bundle, key, extract_to=self.work, divert=self._refetch),
                 manifest_sha256,
             )
+
+    def _shares(self) -> list[set[str]]:
+        """The layers to stream, split in byte-balanced shares, one per pass (the first pass
+        also takes every other member)."""
+        todo = sorted(
+            (i for d, i in self.large.items() if d not in self.done),
+            key=lambda i: -i.size,
+        )
+        count = max(1, min(self.opts.readers, len(todo)))
+        shares: list[set[str]] = [set() for _ in range(count)]
+        loads = [0] * count
+        for item in todo:
+            least = loads.index(min(loads))
+            shares[least].add(item.name)
+            loads[least] += item.size
+        return shares
+
+    def _parallel(
+        self,
+        key: Ed25519PublicKey,
+        manifest_sha256: str,
+        shares: list[set[str]],
+        progress: Progress,
+    ) -> None:
+        others = set().union(*shares[1:])
+
+        def one(index: int) -> VerifiedBundle:
+            share = shares[index]
+            return verify_bundle(
+                self.opts.bundle,
+                key,
+                extract_to=self.work if index == 0 else None,
+                progress=progress.advance,
+                divert=self._stream,
+                mine=(lambda i: i.name not in others)
+                if index == 0
+                else (lambda i: i.name in share),
+            )
+
+        with ThreadPoolExecutor(max_workers=len(shares), thread_name_prefix="bundle-pass") as pool:
+            futures = [pool.submit(one, n) for n in range(len(shares))]
+        # Every pass checked every header; together they hashed every member.
+        for future in futures:
+            _same(future.result(), manifest_sha256)
+        mark_verified(self.work, manifest_sha256)
 
     def _is_large(self, item: BundleItem) -> bool:
         return item.kind == "blob" and item.size > self.opts.stream_min

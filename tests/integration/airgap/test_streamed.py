@@ -226,3 +226,22 @@ def test_reordered_good_bundle_loads(
     assert site_digests(empty_registry, list(upstream.images)) == {
         n: b.digest for n, b in upstream.images.items()
     }
+
+
+@pytest.mark.parametrize("readers", [1, 3])
+def test_any_number_of_passes_loads_the_same(
+    tmp_path: Path,
+    upstream: Upstream,
+    built: tuple[Path, Path],
+    empty_registry: Registry,
+    readers: int,
+) -> None:
+    bundle, pub = built
+    reg = empty_registry
+    target = make_target(reg.host, None, None, None, reg.pki.ca_cert, USER, SecretStr(PASSWORD))
+    result = load_bundle(LoadOptions(bundle, pub, target, tmp_path / "work", readers=readers))
+    assert result.blobs["uploaded"] >= 2
+    assert broken_tags(reg) == []
+    assert site_digests(reg, list(upstream.images)) == {
+        n: b.digest for n, b in upstream.images.items()
+    }

@@ -273,3 +273,28 @@ def test_diverted_members_are_checked_and_not_extracted(
         "wheels/a-1-py3-none-any.whl"
     ]
     assert (out / ".verified").is_file()
+
+
+def test_shared_passes_hash_only_their_members(
+    tmp_path: Path, bundle: Path, keys: tuple[Path, Path]
+) -> None:
+    """Parallel passes each hash a share: a corrupted member fails only the pass that owns it,
+    so the load needs every pass to succeed; no pass alone marks the folder verified."""
+    key = load_public_key(keys[1])
+    chart = "charts/b-1.tgz"
+    moved: list[int] = []
+    out = tmp_path / "out"
+    out.mkdir()
+    verify_bundle(
+        bundle, key, extract_to=out, progress=moved.append, mine=lambda i: i.path != chart
+    )
+    assert not (out / chart).exists() and not (out / ".verified").exists()
+    assert sum(moved) == len(FILES["wheels/a-1-py3-none-any.whl"])
+
+    stage, manifest = _stage(tmp_path / "bad", FILES)
+    (stage / chart).write_bytes(b"x" * len(FILES[chart]))  # same size, other bytes
+    bad = tmp_path / "bad.tar.zst"
+    write_bundle(stage, manifest, sign(manifest.to_bytes(), load_private_key(keys[0])), bad)
+    verify_bundle(bad, key, mine=lambda i: i.path != chart)  # not its share: not hashed
+    with pytest.raises(BadInputError, match="sha256 mismatch"):
+        verify_bundle(bad, key, mine=lambda i: i.path == chart)
