@@ -71,7 +71,8 @@ class Upstream(Model):
         pattern=r"^[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?(:[0-9]{1,5})?$",
         description="`host:port` of a registry holding the release's images under their full"
         " names (`<mirror>/ghcr.io/org/app:1`), like `airgap-bundle --registry-mirror`. Absent:"
-        " each image is pulled from its own registry.",
+        " each image is pulled from its own registry (the release's images must then all come"
+        " from one registry).",
     )
     ca_cert: FilePath | None = Field(
         default=None,

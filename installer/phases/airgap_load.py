@@ -171,6 +171,20 @@ def describe(upstream: Upstream) -> str:
     return f"{registry}, charts {upstream.charts_url}, wheels {upstream.wheels_url}"
 
 
+def _check_registries(upstream: Upstream, release: ReleaseManifest) -> None:
+    """Without a mirror every image is pulled from its own registry: one registry only."""
+    if upstream.registry_mirror is not None:
+        return
+    hosts = sorted({normalize_image(i.name).split("/", 1)[0] for i in release.images})
+    if len(hosts) > 1:
+        raise BadInputError(
+            f"the release's images come from {len(hosts)} registries ({', '.join(hosts)}) and"
+            " the inventory's upstream names no registry_mirror",
+            remedy="set upstream.registry_mirror: a registry holding the images under their"
+            " full names (host:port)",
+        )
+
+
 def _build_options(upstream: Upstream, release: ReleaseManifest, mirror: Mirror) -> BuildOptions:
     password = upstream.password.resolve() if upstream.password is not None else None
     ca, user = upstream.ca_cert, upstream.user
@@ -351,7 +365,7 @@ class AirgapLoadPhase:
             target, _ = _hub_target(ctx.inventory)
             changes = hub_lacks(manifest, target)
         except EnvironmentProblem as exc:
-            return PhasePlan(NAME, [pull], [f"the hub does not answer: {exc.message}"])
+            return PhasePlan(NAME, [pull], [f"the hub cannot be checked: {exc.message}"])
         return PhasePlan(NAME, changes)
 
     def apply(self, ctx: PhaseContext) -> PhaseResult:
@@ -402,6 +416,7 @@ class AirgapLoadPhase:
                     message=f"the hub holds release {release.platform_version}"
                     f" ({len(manifest.images)} images, {len(manifest.items)} files)",
                 )
+        _check_registries(upstream, release)
         ctx.step(NAME, f"pull release {release.platform_version} from {describe(upstream)}")
         mirror.ensure_key()
         events = _Events(ctx)

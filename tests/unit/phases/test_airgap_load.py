@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from installer.airgap.manifest import new_manifest
-from installer.errors import EnvironmentProblem, ExitCode
+from installer.errors import BadInputError, EnvironmentProblem, ExitCode
 from installer.inventory import load_inventory
 from installer.journal import inputs_hash
 from installer.phases.airgap_load import AirgapLoadPhase, Mirror, _release
@@ -117,9 +117,9 @@ def test_plan_with_a_mirror_of_these_inputs_asks_the_hub(tmp_path: Path) -> None
     mirror.root.mkdir(parents=True)
     manifest = new_manifest(source={}, platform_version="x", images=[], items=[])
     mirror.record(manifest.to_bytes(), inputs_hash(phase.inputs(ctx)))
-    plan = phase.plan(ctx)  # the hub (loopback, closed) does not answer: a pull is planned
+    plan = phase.plan(ctx)  # the hub is not set up (no site CA): a pull is planned
     assert [c.kind for c in plan.changes] == ["release"]
-    assert plan.notes and plan.notes[0].startswith("the hub does not answer")
+    assert plan.notes and plan.notes[0].startswith("the hub cannot be checked: the hub is not set")
 
 
 def test_mirror_record_is_tied_to_its_inputs_and_drops_the_pull(tmp_path: Path) -> None:
@@ -173,3 +173,15 @@ def test_air_gapped_site_never_mirrors(tmp_path: Path) -> None:
         phase.apply(ctx)
     assert not (tmp_path / "state" / "airgap" / "mirror").exists()
     assert os.environ["TEST_UPSTREAM_PASSWORD"] == SECRET
+
+
+def test_without_a_mirror_the_release_must_come_from_one_registry(tmp_path: Path) -> None:
+    ctx = _context(tmp_path, UPSTREAM.replace("  registry_mirror: 127.0.0.1:9\n", ""))
+    ctx.state.pki.mkdir(parents=True)
+    ctx.state.ca_cert.write_text("not read: the phase stops first\n")
+    hosts = {i.name.split("/", 1)[0] for i in load_release().images}
+    assert len(hosts) > 1, "the release pulls from several registries"
+    with pytest.raises(BadInputError) as info:
+        AirgapLoadPhase().apply(ctx)
+    assert "names no registry_mirror" in info.value.message
+    assert "upstream.registry_mirror" in (info.value.remedy or "")
