@@ -38,6 +38,7 @@ from installer.state import HUB_USER, StateDir
 
 NAME = "auxvm"
 PLAYBOOK = Path(__file__).resolve().parents[2] / "playbooks" / "aux-vm.yml"
+REMOVE_PLAYBOOK = PLAYBOOK.with_name("aux-vm-remove.yml")
 HUB_PASSWORD = "hub-password"  # noqa: S105 - names of secret files, not values
 DEVPI_ROOT_PASSWORD = "devpi-root-password"  # noqa: S105
 HOST = "aux-vm"
@@ -341,6 +342,51 @@ class AuxVmPhase:
                 "ca_cert": str(pki.ca_cert),
             },
         )
+
+    def _data_paths(self, inv: Inventory) -> dict[str, str]:
+        svc = inv.aux_vm.services
+        return {
+            "hub_registry_data": svc.registry.data_path,
+            "hub_chartmuseum_data": svc.chartmuseum.data_path,
+            "hub_devpi_data": svc.devpi.data_path,
+        }
+
+    def destroy_plan(self, ctx: PhaseContext, *, purge: bool) -> PhasePlan:
+        """Without `purge` the hub stays; with it, its services, folders and data go."""
+        if not purge:
+            return PhasePlan(NAME, notes=[_KEPT])
+        paths = ", ".join(self._data_paths(ctx.inventory).values())
+        target = f"{hub_hostname(ctx.inventory)} ({ctx.inventory.aux_vm.address})"
+        change = Change("vm", "delete", "hub", target, f"services, folders and data: {paths}")
+        return PhasePlan(NAME, [change])
+
+    def destroy(self, ctx: PhaseContext, *, purge: bool) -> PhaseResult:
+        """With `purge`, take the hub off the VM (`playbooks/aux-vm-remove.yml`)."""
+        if not purge:
+            return PhaseResult(NAME, Status.OK, message=_KEPT)
+        inv = ctx.inventory
+        ctx.step(NAME, f"checking the host key of {inv.aux_vm.address}")
+        host = _host(inv, pinned_known_hosts_line(_ssh_target(inv)))
+        run = PlaybookRun(
+            playbook=self._playbook.with_name(REMOVE_PLAYBOOK.name),
+            groups={"aux_vm": [host]},
+            run_dir=ctx.run_dir,
+            extra_vars=self._data_paths(inv),
+            ident="auxvm-remove",
+        )
+        result = self._engine.run(run)
+        if not result.ok:
+            raise _failure_error(result, inv)
+        changes = [Change("vm", "delete", "task", o.task, o.role) for o in result.changed]
+        return PhaseResult(
+            NAME,
+            Status.OK,
+            changes,
+            message=f"hub removed from {hub_hostname(inv)}; changed={result.changed_count}",
+        )
+
+
+_KEPT = "the hub stays on the VM with its images, charts and wheels (--purge removes it)"
 
 
 def phase() -> AuxVmPhase:
