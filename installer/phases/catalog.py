@@ -17,7 +17,7 @@ REQUIRES: Mapping[str, tuple[str, ...]] = {
     "auxvm": ("preflight",),
     "airgap_load": ("auxvm",),
     "nodes": ("preflight",),
-    "storage": ("nodes",),
+    "storage": ("nodes", "airgap_load"),  # the OpenEBS chart comes from the hub
     "dns": ("auxvm",),
     "keycloak": ("storage", "dns"),
     "platform": ("nodes", "airgap_load", "keycloak"),

@@ -185,3 +185,13 @@ def test_without_a_mirror_the_release_must_come_from_one_registry(tmp_path: Path
         AirgapLoadPhase().apply(ctx)
     assert "names no registry_mirror" in info.value.message
     assert "upstream.registry_mirror" in (info.value.remedy or "")
+
+
+def test_phases_installing_charts_from_the_hub_re_run_after_a_new_mirror() -> None:
+    """On resume, a phase re-runs when one it depends on changed something: the hub's charts
+    (OpenEBS, Keycloak) and images come from airgap_load."""
+    from installer.phases.catalog import closure
+
+    for name in ("storage", "keycloak", "platform", "verify"):
+        assert "airgap_load" in closure(name), name
+    assert "airgap_load" not in closure("nodes")
