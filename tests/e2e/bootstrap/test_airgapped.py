@@ -1,11 +1,11 @@
 """The air-gapped variant end to end (issue 8, the demo's `make demo-airgap`).
 
 A bundle is built from the lab's upstream (the stand-in internet) and verified; the lab site
-(`inventories/lab-airgap.yml`) is taken back to nothing: cluster side destroyed, the hub's data
-deleted on the VM; the upstream is switched off and proved off; then one
-`installer bootstrap --bundle` brings the site from an empty hub to a verified platform: every
-image, chart and wheel on the hub came from the bundle, and Pulumi ran from the bundle's
-binaries. A second bootstrap with the same bundle changes nothing, and
+(`inventories/lab-airgap.yml`) is taken back to nothing by `installer destroy --purge`: cluster
+side destroyed, the hub's services and data gone from the VM. The upstream is switched off and
+proved off; then one `installer bootstrap --bundle` brings the site from an empty hub to a
+verified platform: every image, chart and wheel on the hub came from the bundle, and Pulumi ran
+from the bundle's binaries. A second bootstrap with the same bundle changes nothing, and
 `installer plan --expect-no-changes` with the bundle agrees.
 
 The module holds the lab site alone (`site_lock()`) from first to last, and gives it back as it
@@ -31,7 +31,7 @@ from installer.inventory import load_inventory
 from installer.release import load_release
 from installer.site import normalize_image
 from tests.e2e.bootstrap.cli import installer, site_lock, tool_env
-from tests.e2e.bootstrap.runs import Bootstrap, empty_hub, run_bootstrap, upstream
+from tests.e2e.bootstrap.runs import Bootstrap, hub_data_left, run_bootstrap, upstream
 from tests.fixtures.lab import REPO, Lab
 from tests.fixtures.lab_services import LabServices
 
@@ -46,6 +46,8 @@ class AirgappedSite:
 
     listing: dict[str, Any]
     """`airgap-verify -o json` of the bundle: its images with their digests."""
+    left_after_purge: list[str]
+    """The hub's folders still on the VM after `destroy --purge` (none)."""
     refused_before: dict[int, bool]
     refused_after: dict[int, bool]
     first: Bootstrap
@@ -132,7 +134,7 @@ def airgapped_site(
             log_dir=tmp / "logs", timeout=900, env=env,
         )  # fmt: skip
         assert rc == 0, f"destroy --purge failed (exit {rc}):\n{tail}"
-        empty_hub(lab, INVENTORY)
+        left_after_purge = hub_data_left(lab, INVENTORY)
 
         ports = _upstream_ports(lab_services)
         upstream("down")
@@ -152,7 +154,14 @@ def airgapped_site(
                 json.dumps({"first": first.seconds(), "second": second.seconds()}, indent=1)
             )
             yield AirgappedSite(
-                listing, refused_before, refused_after, first, second, plan_rc, plan_tail
+                listing,
+                left_after_purge,
+                refused_before,
+                refused_after,
+                first,
+                second,
+                plan_rc,
+                plan_tail,
             )
         finally:
             try:
@@ -163,6 +172,10 @@ def airgapped_site(
             finally:
                 upstream("up")
             assert rc == 0, f"destroy of the cluster side failed (exit {rc}):\n{tail}"
+
+
+def test_destroy_purge_took_the_hub_off_the_vm(airgapped_site: AirgappedSite) -> None:
+    assert airgapped_site.left_after_purge == []
 
 
 def test_the_upstream_is_off_for_the_whole_bootstrap(airgapped_site: AirgappedSite) -> None:
