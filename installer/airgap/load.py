@@ -6,14 +6,14 @@ Order and guarantees:
    chart, wheel and binary, the load ends there (seconds).
 2. Otherwise the bundle is read and every member verified (path, type, size, sha256 against
    the signed manifest). Large blobs (layers) go from the stream straight to the registry while
-   they are hashed: the last chunk is held back until the blob's sha256 matched, and the
-   registry checks the digest again when the upload completes, so no blob whose bytes differ
-   from the signed manifest is ever stored. Everything else (manifests, configs, charts,
-   wheels, binaries) is extracted into a work folder. `readers` passes run at once, each
-   checking every header and hashing a byte-balanced share of the layers (the first also the
-   rest), so the registry receives that many uploads at a time; the bundle counts as verified
-   only when every pass succeeded. A streamed upload that fails is uploaded again from a file
-   after the passes.
+   they are hashed, into upload sessions that are completed only once the whole bundle is
+   verified (the registry checks each digest again then) and discarded otherwise: a corrupted,
+   truncated or tampered bundle leaves nothing of itself in the registry. Everything else
+   (manifests, configs, charts, wheels, binaries) is extracted into a work folder. `readers`
+   passes run at once, each checking every header and hashing a byte-balanced share of the
+   layers (the first also the rest), so the registry receives that many uploads at a time;
+   the bundle counts as verified only when every pass succeeded. A streamed upload that fails
+   is uploaded again from a file after the passes.
    With `verify_first`, the whole bundle is verified and extracted before anything is pushed.
 3. The remaining blobs, in parallel, largest first: HEAD before PUT, a cross-repository mount
    when another repository of the bundle already has the blob, an upload otherwise.
@@ -279,6 +279,10 @@ class _Streamer:
         self.done: dict[str, str] = {}
         """Large blobs now in their first repository: `present` or `uploaded`."""
         self.failed: set[str] = set()
+        self.staged: dict[str, tuple[str, str]] = {}
+        """Large blobs sent into upload sessions not yet completed: repository, session URL.
+        They are completed only once the whole bundle is verified, and thrown away otherwise,
+        so a bundle that fails verification leaves no blob of it in the registry."""
 
     def run(self, key: Ed25519PublicKey, manifest_sha256: str, progress: Progress) -> None:
         """Verify the bundle, streaming large blobs the site lacks to the registry."""
@@ -293,17 +297,22 @@ class _Streamer:
             return  # an earlier run verified the whole bundle; what it pushed is still there
         progress.phase("verify and push", self.manifest.total_size)
         shares = self._shares()
-        if len(shares) == 1:
-            verified = verify_bundle(
-                self.opts.bundle,
-                key,
-                extract_to=self.work,
-                progress=progress.advance,
-                divert=self._stream,
-            )
-            _same(verified, manifest_sha256)
-        else:
-            self._parallel(key, manifest_sha256, shares, progress)
+        try:
+            if len(shares) == 1:
+                verified = verify_bundle(
+                    self.opts.bundle,
+                    key,
+                    extract_to=self.work,
+                    progress=progress.advance,
+                    divert=self._stream,
+                )
+                _same(verified, manifest_sha256)
+            else:
+                self._parallel(key, manifest_sha256, shares, progress)
+        except BaseException:
+            self._cancel_staged()
+            raise
+        self._commit_staged()
         bundle = self.opts.bundle
         if self.failed:
             # Their uploads broke off mid-stream: take them from the bundle again, into files,
@@ -317,6 +326,26 @@ class _Streamer:
                 verify_bundle(bundle, key, extract_to=self.work, divert=self._refetch),
                 manifest_sha256,
             )
+
+    def _commit_staged(self) -> None:
+        """The whole bundle is verified: complete the staged uploads."""
+
+        def commit(item: tuple[str, tuple[str, str]]) -> None:
+            digest, (repo, location) = item
+            if self.client.commit_upload(repo, digest, location):
+                self.done[digest] = "uploaded"
+            else:
+                self.failed.add(digest)
+
+        with ThreadPoolExecutor(max_workers=self.opts.workers) as pool:
+            list(pool.map(commit, list(self.staged.items())))
+        self.staged.clear()
+
+    def _cancel_staged(self) -> None:
+        for digest, (repo, location) in list(self.staged.items()):
+            log.info("bundle refused: discarding the staged upload of %s", digest)
+            self.client.cancel_upload(repo, location)
+        self.staged.clear()
 
     def _shares(self) -> list[set[str]]:
         """The layers to stream, split in byte-balanced shares, one per pass (the first pass
@@ -376,10 +405,11 @@ class _Streamer:
         repo = self.first_repo[item.name]
 
         def upload(chunks: CheckedChunks) -> None:
-            if self.client.push_blob_stream(repo, item.name, item.size, chunks):
-                self.done[item.name] = "uploaded"
-            else:
+            location = self.client.stage_blob_stream(repo, item.name, item.size, chunks)
+            if location is None:
                 self.failed.add(item.name)
+            else:
+                self.staged[item.name] = (repo, location)
 
         return upload
 

@@ -485,27 +485,22 @@ class RegistryClient:
                 response.close()
         raise RegistryError(f"{self.endpoint.host}: could not copy {digest} into {repo}")
 
-    def push_blob_stream(
+    def stage_blob_stream(
         self, repo: str, digest: str, size: int, chunks: Iterable[bytes | memoryview]
-    ) -> bool:
-        """Upload `digest` from a one-pass stream of exactly `size` bytes; True once stored.
+    ) -> str | None:
+        """Send `digest` from a one-pass stream of exactly `size` bytes into an upload session
+        that is not completed: the blob exists in the registry only once `commit_upload` is
+        called with the returned session URL, and `cancel_upload` throws the data away.
 
-        The registry checks the digest when the upload completes (`PUT ...?digest=`) and
-        stores nothing on a mismatch or a body cut short. A stream cannot be sent twice, so a
-        failed upload is not retried here: False tells the caller to upload it again from a
-        file. An exception raised by `chunks` (a digest mismatch found by the reader) aborts
-        the request mid-body and is passed on.
+        None tells the caller the upload failed (a stream cannot be sent twice, so it is not
+        retried here): upload it again from a file. An exception raised by `chunks` (a digest
+        mismatch found by the reader) aborts the request mid-body and is passed on.
         """
         scope = f"repository:{repo}:pull,push"
         response = self.request(
             "POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=frozenset({201, 202})
         )
-        location = response.headers.get("Location", "")
-        if not location:
-            raise RegistryError(f"{self.endpoint.host}: upload session without a Location")
-        if not location.startswith("http"):
-            location = self.endpoint.base_url + location
-        sep = "&" if "?" in location else "?"
+        location = self._location(response)
         sent = False
 
         def body() -> Iterator[bytes]:
@@ -517,13 +512,13 @@ class RegistryClient:
             return (bytes(chunk) for chunk in chunks)
 
         try:
-            self.request(
-                "PUT",
-                f"{location}{sep}digest={digest}",
+            response = self.request(
+                "PATCH",
+                location,
                 scope=scope,
                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
                 body=body,
-                ok=frozenset({201}),
+                ok=frozenset({202}),
                 attempts=1,
             )
         except (_StreamSpent, RegistryError, EnvironmentProblem) as exc:
@@ -531,9 +526,58 @@ class RegistryClient:
                 "streamed upload of %s to %s failed (%s); will upload again", digest, repo, exc
             )
             self.stats.add(retries=1)
-            return False
+            self.cancel_upload(repo, location)
+            return None
+        except BaseException:
+            self.cancel_upload(repo, location)
+            raise
         self.stats.add(sent=size)
+        return self._location(response)
+
+    def push_blob_stream(
+        self, repo: str, digest: str, size: int, chunks: Iterable[bytes | memoryview]
+    ) -> bool:
+        """Upload `digest` from a one-pass stream and complete it; True once stored."""
+        location = self.stage_blob_stream(repo, digest, size, chunks)
+        return location is not None and self.commit_upload(repo, digest, location)
+
+    def commit_upload(self, repo: str, digest: str, location: str) -> bool:
+        """Complete a staged upload as `digest` (the registry checks the digest); True once
+        stored, False when the registry refused (the caller uploads it again)."""
+        sep = "&" if "?" in location else "?"
+        try:
+            self.request(
+                "PUT",
+                f"{location}{sep}digest={digest}",
+                scope=f"repository:{repo}:pull,push",
+                headers={"Content-Type": "application/octet-stream", "Content-Length": "0"},
+                ok=frozenset({201}),
+                attempts=1,
+            )
+        except (RegistryError, EnvironmentProblem) as exc:
+            log.info("completing the upload of %s to %s failed (%s)", digest, repo, exc)
+            self.stats.add(retries=1)
+            return False
         return True
+
+    def cancel_upload(self, repo: str, location: str) -> None:
+        """Throw a staged upload away (best effort: the registry expires it anyway)."""
+        try:
+            self.request(
+                "DELETE",
+                location,
+                scope=f"repository:{repo}:pull,push",
+                ok=frozenset({204, 404}),
+                attempts=1,
+            )
+        except (RegistryError, EnvironmentProblem) as exc:
+            log.info("cancelling an upload to %s failed (%s)", repo, exc)
+
+    def _location(self, response: httpx.Response) -> str:
+        location = str(response.headers.get("Location", ""))
+        if not location:
+            raise RegistryError(f"{self.endpoint.host}: upload session without a Location")
+        return location if location.startswith("http") else self.endpoint.base_url + location
 
     def mount_blob(self, repo: str, digest: str, source: str) -> bool:
         """Mount `digest` from `source` into `repo`; False when the registry would not."""

@@ -77,7 +77,7 @@ def _large_last(bundle: Path, dest: Path, corrupt: bool) -> tuple[Path, str, str
     return out, large[big[0][0].name], large[big[1][0].name]
 
 
-def test_corrupted_blob_after_a_streamed_one_tags_nothing_exit_2(
+def test_corrupted_blob_after_a_streamed_one_pushes_nothing_exit_2(
     tmp_path: Path, upstream: Upstream, built: tuple[Path, Path], empty_registry: Registry
 ) -> None:
     bundle, pub = built
@@ -86,9 +86,9 @@ def test_corrupted_blob_after_a_streamed_one_tags_nothing_exit_2(
     load = cli(*load_args(bad, pub, empty_registry, work), log_dir=tmp_path / "l", env=PASSWORD_ENV)
     assert load.returncode == 2, load.stdout + load.stderr
     assert "sha256 mismatch" in load.stderr
-    # The first large blob was streamed before the damage was reached: it is there, verified
-    # (the registry stored it under its digest), but nothing points at it.
-    assert blob_anywhere(empty_registry, first)
+    # The first large blob was streamed before the damage was reached, into an upload the
+    # refused bundle never completed: nothing of the bundle is in the registry.
+    assert not blob_anywhere(empty_registry, first)
     assert not blob_anywhere(empty_registry, corrupted)
     assert tags(empty_registry) == {}
     with empty_registry.http() as http:
