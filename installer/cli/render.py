@@ -19,8 +19,9 @@ err = Console(stderr=True, soft_wrap=True, highlight=False)
 
 
 def emit_json(payload: dict[str, Any]) -> None:
-    """Write one JSON document to stdout."""
-    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+    """Write one JSON document to stdout, on one line: commands that stream events (bootstrap,
+    destroy) end with it, and a CI runbook reads their output line by line."""
+    sys.stdout.write(json.dumps(payload, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()
 
 

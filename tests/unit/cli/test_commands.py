@@ -164,3 +164,15 @@ def test_run_folder_is_absolute_for_a_relative_log_dir(tmp_path: Path) -> None:
         import shutil
 
         shutil.rmtree(Path("relative-runs"), ignore_errors=True)
+
+
+def test_json_documents_are_one_line_each(tmp_path: Path) -> None:
+    """Streams of events end with a summary or an error: a runbook reads them line by line."""
+    bad = tmp_path / "bad.yml"
+    bad.write_text(EXAMPLE.read_text().replace("airgapped: true", "airgapped: maybe"))
+    for inventory, code in ((EXAMPLE, 0), (bad, 2)):
+        proc = installer("-o", "json", "validate", "-i", str(inventory), log_dir=tmp_path)
+        assert proc.returncode == code, proc.stderr
+        lines = proc.stdout.splitlines()
+        assert len(lines) == 1, proc.stdout
+        assert json.loads(lines[0])["ok"] is (code == 0)
