@@ -18,8 +18,10 @@ from typing import Any
 
 from installer import __version__
 from installer.errors import InstallerError
-from installer.journal import Journal, PhaseState, inputs_hash
+from installer.inventory import Inventory
+from installer.journal import Journal, JournalData, PhaseState, inputs_hash
 from installer.phases.base import (
+    PHASE_ORDER,
     Event,
     EventSink,
     Phase,
@@ -30,6 +32,7 @@ from installer.phases.base import (
 )
 from installer.phases.catalog import ALWAYS_RUN, closure
 from installer.redact import REDACTOR
+from installer.release import load_release
 
 log = logging.getLogger("installer.bootstrap")
 
@@ -117,7 +120,7 @@ def apply(
     report = BootstrapReport()
     resuming = resume and journal.resuming
     changed: set[str] = set()
-    journal.data.versions = {"installer": __version__}
+    journal.data.versions = deployed_versions(ctx.inventory)
     journal.begin_bootstrap()
     run = ctx.run_dir.name
     for name in names:
@@ -202,3 +205,69 @@ def destroy(
     journal.data.bootstrap = "none"
     journal.save()
     return report
+
+
+STACK_PHASES = ("nodes", "storage", "dns", "keycloak", "platform")
+"""Phases that run one Pulumi stack per cluster (change targets `stack/<component>/<cluster>`)."""
+
+
+def deployed_versions(inventory: Inventory) -> dict[str, str]:
+    """What a bootstrap of this inventory deploys: installer, release, platform per cluster,
+    and the release's charts and tools (recorded in the journal, shown by `status`)."""
+    release = load_release()
+    versions = {"installer": __version__, "release": release.platform_version}
+    for cluster in inventory.clusters:
+        versions[f"platform/{cluster.name}"] = cluster.platform.version or release.platform_version
+    versions.update({f"chart/{c.name}": c.version for c in release.charts})
+    versions.update({f"tool/{b.name}": b.version for b in release.binaries})
+    return versions
+
+
+def _cluster_of(target: str) -> str | None:
+    parts = target.split("/")
+    if parts[0] == "stack" and len(parts) == 3:
+        return parts[2]
+    if parts[0] == "cluster" and len(parts) >= 2:
+        return parts[1]
+    return None
+
+
+def site_status(
+    inventory: Inventory, data: JournalData, plans: list[PhasePlan] | None = None
+) -> dict[str, Any]:
+    """The journal's view of the site per phase and per cluster; with `plans` (a refresh:
+    every phase's plan against the live site), the drift each would correct."""
+    drift = {p.phase: p.changes for p in plans} if plans is not None else None
+    phases = []
+    for name in PHASE_ORDER:
+        entry = data.phases.get(name)
+        row: dict[str, Any] = {
+            "phase": name,
+            "state": entry.state if entry else "never",
+            "changes": entry.changes if entry else 0,
+            "finished": entry.finished if entry else None,
+            "message": entry.message if entry else "",
+        }
+        if drift is not None:
+            row["drift"] = len(drift[name]) if name in drift else None
+        phases.append(row)
+    clusters: dict[str, dict[str, Any]] = {}
+    for cluster in inventory.clusters:
+        per: dict[str, Any] = {}
+        for name in STACK_PHASES:
+            entry = data.phases.get(name)
+            item: dict[str, Any] = {
+                "state": entry.state if entry else "never",
+                "finished": entry.finished if entry else None,
+            }
+            if drift is not None and name in drift:
+                item["drift"] = sum(1 for c in drift[name] if _cluster_of(c.target) == cluster.name)
+            per[name] = item
+        clusters[cluster.name] = per
+    return {
+        "bootstrap": data.bootstrap,
+        "refreshed": plans is not None,
+        "versions": dict(data.versions),
+        "phases": phases,
+        "clusters": clusters,
+    }

@@ -17,7 +17,7 @@ from installer.errors import BadInputError, ExitCode
 from installer.inventory import Inventory, load_inventory
 from installer.journal import Journal
 from installer.lock import site_lock
-from installer.phases.base import Phase, PhaseContext
+from installer.phases.base import PHASE_ORDER, Phase, PhaseContext
 from installer.phases.catalog import load_phases, select
 from installer.state import StateDir
 
@@ -147,22 +147,71 @@ def plan(
         raise typer.Exit(int(ExitCode.FAILED))
 
 
-def status(inventory: InventoryOption, output: OutputOption = None) -> None:
-    """The last outcome of every phase, from the journal."""
+def status(
+    inventory: InventoryOption,
+    refresh: Annotated[
+        bool,
+        typer.Option(
+            "--refresh", help="Also plan every phase against the live site and show the drift."
+        ),
+    ] = False,
+    output: OutputOption = None,
+) -> None:
+    """The last outcome of every phase and cluster, the versions deployed; drift with
+    --refresh."""
     begin("status", output)
     inv = load_inventory(inventory)
-    journal = Journal(StateDir(inv.site.state_dir).journal)
-    data = journal.data
+    data = Journal(StateDir(inv.site.state_dir).journal).data
+    plans = None
+    if refresh:
+        phases = load_phases(list(PHASE_ORDER))
+        ctx = _context(inv, inventory, True)
+        if is_json():
+            ctx.emit = runner.EventLog(ctx.run_dir)  # one JSON document, not an event stream
+        plans = runner.plan(ctx, phases, list(PHASE_ORDER))
+    view = runner.site_status(inv, data, plans)
     if is_json():
-        emit_json({"ok": True, **data.model_dump()})
+        emit_json({"ok": True, **view})
         return
-    out.print(f"last bootstrap: {data.bootstrap}")
-    table = Table()
-    for col in ("phase", "state", "changes", "finished", "message"):
+    out.print(f"last bootstrap: {view['bootstrap']}")
+    table = Table(title="phases")
+    columns = ["phase", "state", "changes", "finished", *(["drift"] if refresh else []), "message"]
+    for col in columns:
         table.add_column(col)
-    for name, entry in data.phases.items():
-        table.add_row(name, entry.state, str(entry.changes), entry.finished or "-", entry.message)
+    for row in view["phases"]:
+        drift = [] if not refresh else [_drift(row.get("drift"))]
+        table.add_row(
+            row["phase"],
+            row["state"],
+            str(row["changes"]),
+            row["finished"] or "-",
+            *drift,
+            row["message"],
+        )
     out.print(table)
+    per_cluster = Table(title="clusters")
+    per_cluster.add_column("cluster")
+    for name in runner.STACK_PHASES:
+        per_cluster.add_column(name)
+    for cluster, phases_of in view["clusters"].items():
+        cells = []
+        for name in runner.STACK_PHASES:
+            item = phases_of[name]
+            cell = item["state"]
+            if "drift" in item:
+                cell += f", {_drift(item['drift'])}"
+            cells.append(cell)
+        per_cluster.add_row(cluster, *cells)
+    out.print(per_cluster)
+    versions = view["versions"]
+    if versions:
+        out.print("deployed: " + ", ".join(f"{k} {v}" for k, v in versions.items()), markup=False)
+
+
+def _drift(count: int | None) -> str:
+    if count is None:
+        return "-"
+    return "no drift" if count == 0 else f"{count} drifted"
 
 
 def destroy(
