@@ -258,6 +258,22 @@ def test_plan_expects_no_changes_after_bootstrap(connected_site: ConnectedSite) 
     assert connected_site.plan_rc == 0, connected_site.plan_tail
 
 
+def test_status_after_bootstrap_shows_no_drift(lab: Lab, connected_site: ConnectedSite) -> None:
+    env = {**tool_env(lab), "SSL_CERT_FILE": lab.env["LAB_KEYCLOAK_CA"]}
+    rc, view, tail = installer(
+        "status", "-i", str(LAB_INVENTORY), "--refresh",
+        log_dir=connected_site.logs / "status", timeout=900, env=env,
+    )  # fmt: skip
+    assert rc == 0, tail
+    assert view["bootstrap"] == "ok" and view["refreshed"] is True
+    assert {p["phase"]: p["state"] for p in view["phases"]} == dict.fromkeys(PHASES, "ok")
+    assert {p["phase"]: p["drift"] for p in view["phases"]} == dict.fromkeys(PHASES, 0)
+    assert view["clusters"]["lab"]["platform"] == {
+        "state": "ok", "finished": view["clusters"]["lab"]["platform"]["finished"], "drift": 0,
+    }  # fmt: skip
+    assert view["versions"]["platform/lab"] == view["versions"]["release"]
+
+
 def test_verify_fails_when_a_pool_taint_is_removed_by_hand(
     lab: Lab, connected_site: ConnectedSite
 ) -> None:
