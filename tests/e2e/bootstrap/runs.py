@@ -72,19 +72,14 @@ def run_bootstrap(inventory: Path, log_dir: Path, env: dict[str, str], *args: st
 
 
 def parse_stream(stdout: str) -> list[dict[str, Any]]:
-    """The events of a `-o json` run: one per line, then the closing document (the summary, or
-    the error) printed with indentation over several lines."""
-    lines = stdout.splitlines()
+    """The documents of a `-o json` run, one per line: its events, then the closing summary (or
+    the error)."""
     events: list[dict[str, Any]] = []
-    for i, line in enumerate(lines):
-        if line == "{":
-            with contextlib.suppress(ValueError):
-                events.append(json.loads("\n".join(lines[i:])))
-            break
-        try:
-            events.append(json.loads(line))
-        except ValueError:
-            continue
+    for line in stdout.splitlines():
+        with contextlib.suppress(ValueError):
+            doc = json.loads(line)
+            if isinstance(doc, dict):
+                events.append(doc)
     return events
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,51 +32,15 @@ from installer.inventory import load_inventory
 from installer.release import load_release
 from installer.site import JOB_TAINT, normalize_image
 from tests.e2e.bootstrap.cli import LAB_INVENTORY, installer, site_lock, tool_env
+from tests.e2e.bootstrap.runs import Bootstrap, hub_data_left, run_bootstrap, upstream
 from tests.e2e.checks.kwok import core
-from tests.fixtures.lab import REPO, Lab
+from tests.fixtures.lab import Lab
 from tests.fixtures.lab_services import LabServices
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-UPSTREAM = REPO / "lab" / "components" / "60-upstream.sh"
-BOOTSTRAP_TIMEOUT_S = 2400
 PHASES = ("preflight", "auxvm", "airgap_load", "nodes", "storage", "dns", "keycloak", "platform",
           "verify")  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Bootstrap:
-    """One `installer bootstrap -o json` run: exit code, events, output tail, run folder."""
-
-    rc: int
-    events: list[dict[str, Any]]
-    tail: str
-    run_dir: Path
-
-    @property
-    def summary(self) -> dict[str, Any]:
-        """The last line, `{"event": "summary", ...}` (empty when the run did not get there)."""
-        found = [e for e in self.events if e.get("event") == "summary"]
-        return found[-1] if found else {}
-
-    def phase(self, name: str) -> dict[str, Any]:
-        """The summary's outcome of phase `name`."""
-        found: list[dict[str, Any]] = [
-            p for p in self.summary.get("phases", []) if p["phase"] == name
-        ]
-        (outcome,) = found
-        return outcome
-
-    def seconds(self) -> dict[str, float]:
-        """Seconds per phase, from the `phase_started` / `phase_finished` events."""
-        started: dict[str, float] = {}
-        took: dict[str, float] = {}
-        for event in self.events:
-            if event.get("event") == "phase_started":
-                started[event["phase"]] = event["time"]
-            elif event.get("event") == "phase_finished" and event["phase"] in started:
-                took[event["phase"]] = round(event["time"] - started[event["phase"]], 2)
-        return took
 
 
 @dataclass(frozen=True)
@@ -94,59 +56,6 @@ class ConnectedSite:
     """The hub's folders still on the VM after `destroy --purge` (none)."""
 
 
-def _bootstrap(log_dir: Path, env: dict[str, str]) -> Bootstrap:
-    """`installer bootstrap -o json`; its whole stdout is the event stream."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "installer.cli", "--log-dir", str(log_dir), "-o", "json",
-         "bootstrap", "-i", str(LAB_INVENTORY), "--yes"],
-        capture_output=True, text=True, check=False, cwd=REPO, timeout=BOOTSTRAP_TIMEOUT_S,
-        env=env,
-    )  # fmt: skip
-    (run_dir,) = log_dir.glob("*-bootstrap-*")
-    return Bootstrap(
-        proc.returncode, _documents(proc.stdout), (proc.stdout + proc.stderr)[-6000:], run_dir
-    )
-
-
-def _documents(text: str) -> list[dict[str, Any]]:
-    """The JSON documents of a stream: one event per line, the summary over several lines."""
-    decoder = json.JSONDecoder()
-    found: list[dict[str, Any]] = []
-    at = 0
-    while (start := text.find("{", at)) != -1:
-        try:
-            doc, at = decoder.raw_decode(text, start)
-        except ValueError:
-            at = start + 1
-            continue
-        if isinstance(doc, dict):
-            found.append(doc)
-    return found
-
-
-def _hub_data_left(lab: Lab) -> list[str]:
-    """The hub's data paths and folders that exist on the VM (asked over SSH)."""
-    svc = load_inventory(LAB_INVENTORY).aux_vm.services
-    paths = [svc.registry.data_path, svc.chartmuseum.data_path, svc.devpi.data_path,
-             "/etc/onprem-hub", "/opt/onprem-hub"]  # fmt: skip
-    proc = subprocess.run(
-        ["ssh", "-i", str(lab.vm_key), "-p", str(lab.vm_ssh_port),
-         "-o", f"UserKnownHostsFile={lab.vm_known_hosts}", "-o", "StrictHostKeyChecking=yes",
-         "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", f"{lab.vm_user}@{lab.vm_addr}",
-         "sudo", "-n", "ls", "-d", "--", *paths],
-        capture_output=True, text=True, check=False, timeout=120,
-    )  # fmt: skip
-    return proc.stdout.split()
-
-
-def _upstream_up() -> None:
-    """The upstream on (an air-gapped run elsewhere switches it off and back on)."""
-    proc = subprocess.run(
-        ["bash", str(UPSTREAM), "up"], capture_output=True, text=True, check=False, timeout=1800
-    )
-    assert proc.returncode == 0, f"{UPSTREAM.name} up: {(proc.stdout + proc.stderr)[-3000:]}"
-
-
 def _state_root() -> Path:
     return site_target(load_inventory(LAB_INVENTORY))[1]
 
@@ -156,17 +65,17 @@ def connected_site(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     tmp = tmp_path_factory.mktemp("connected")
     env = {**tool_env(lab), "SSL_CERT_FILE": lab.env["LAB_KEYCLOAK_CA"]}
     with site_lock():
-        _upstream_up()
+        upstream("up")
         rc, _, tail = installer(
             "destroy", "-i", str(LAB_INVENTORY), "--yes", "--purge",
             log_dir=tmp / "logs", timeout=900, env=env,
         )  # fmt: skip
         assert rc == 0, f"destroy --purge failed (exit {rc}):\n{tail}"
-        left_after_purge = _hub_data_left(lab)
+        left_after_purge = hub_data_left(lab, LAB_INVENTORY)
         shutil.rmtree(_state_root() / "airgap" / "mirror", ignore_errors=True)
         try:
-            first = _bootstrap(tmp / "first", env)
-            second = _bootstrap(tmp / "second", env) if first.rc == 0 else first
+            first = run_bootstrap(LAB_INVENTORY, tmp / "first", env)
+            second = run_bootstrap(LAB_INVENTORY, tmp / "second", env) if first.rc == 0 else first
             plan_rc, _, plan_tail = installer(
                 "plan", "-i", str(LAB_INVENTORY), "--expect-no-changes",
                 log_dir=tmp / "plan", timeout=900, env=env,
