@@ -7,10 +7,16 @@ deleting the patch relinquishes the list, which removes it entirely. So taints a
 read-modify-write JSON patch guarded by the node's resourceVersion: add or replace exactly the
 installer's taints (identity: key and effect), remove exactly those on update or delete, keep
 every other taint as it is. Labels stay with `NodePatch` (maps are per-key under SSA).
+
+What the installer owns is also written on the node, in the annotation `OWNERSHIP_ANNOTATION`,
+by the same guarded patch as the taints. The stack's state alone is not enough: a run killed
+after the patch but before Pulumi saved the create's result loses the ownership with the
+pending create, and the re-run would then find the taint "already there" and never remove it.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +35,8 @@ from installer.stacks.common import FIELD_MANAGER
 
 _ATTEMPTS = 8
 _TIMEOUT_S = 30
+OWNERSHIP_ANNOTATION = "onprem-installer/taints"
+"""`{"owned": [...], "displaced": [...]}` of the installer's taints on this node."""
 
 
 Taint = dict[str, Any]
@@ -114,10 +122,48 @@ def _as_dicts(taints: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _recorded(node: Any) -> tuple[list[Taint], list[Taint], str | None]:
+    """What the node's ownership annotation says (owned, displaced) and its raw text."""
+    text = (node.metadata.annotations or {}).get(OWNERSHIP_ANNOTATION)
+    try:
+        doc = json.loads(text) if text else {}
+    except ValueError:
+        doc = {}
+    if not isinstance(doc, dict):
+        doc = {}
+    return list(doc.get("owned") or []), list(doc.get("displaced") or []), text
+
+
+def _union(first: list[Taint], second: list[Taint]) -> list[Taint]:
+    seen = {_identity(t) for t in first}
+    return [*first, *(t for t in second if _identity(t) not in seen)]
+
+
+def _record_ops(node: Any, plan: TaintPlan, text: str | None) -> list[dict[str, Any]]:
+    """JSON patch operations that leave the annotation matching `plan` (none if it does)."""
+    wanted = (
+        json.dumps({"owned": plan.owned, "displaced": plan.displaced}, sort_keys=True)
+        if plan.owned or plan.displaced
+        else None
+    )
+    if wanted == text:
+        return []
+    path = "/metadata/annotations/" + OWNERSHIP_ANNOTATION.replace("~", "~0").replace("/", "~1")
+    if wanted is None:
+        return [{"op": "remove", "path": path}]
+    if node.metadata.annotations is None:
+        return [{"op": "add", "path": "/metadata/annotations", "value": {
+            OWNERSHIP_ANNOTATION: wanted}}]  # fmt: skip
+    return [{"op": "add", "path": path, "value": wanted}]
+
+
 def change_node_taints(
     props: dict[str, Any], desired: list[Taint], owned: list[Taint], displaced: list[Taint]
 ) -> TaintPlan:
-    """Apply `reconcile_taints` to the live node, retrying when someone changed it meanwhile."""
+    """Apply `reconcile_taints` to the live node, retrying when someone changed it meanwhile.
+
+    The installer owns what the stack's state says plus what the node's annotation says (the
+    record of a run that died before its state was saved)."""
     from kubernetes.client.exceptions import ApiException
 
     api = _api(props)
@@ -125,8 +171,12 @@ def change_node_taints(
     for attempt in range(_ATTEMPTS):
         node = api.read_node(name, _request_timeout=_TIMEOUT_S)
         current = _as_dicts(node.spec.taints)
-        plan = reconcile_taints(current, desired, owned, displaced)
-        if plan.taints == current:
+        on_node, displaced_on_node, text = _recorded(node)
+        plan = reconcile_taints(
+            current, desired, _union(owned, on_node), _union(displaced, displaced_on_node)
+        )
+        record = _record_ops(node, plan, text)
+        if plan.taints == current and not record:
             return plan
         patch = [
             {
@@ -135,6 +185,7 @@ def change_node_taints(
                 "value": node.metadata.resource_version,
             },
             {"op": "add", "path": "/spec/taints", "value": plan.taints},
+            *record,
         ]
         try:
             api.patch_node(name, patch, field_manager=FIELD_MANAGER, _request_timeout=_TIMEOUT_S)

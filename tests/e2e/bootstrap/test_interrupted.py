@@ -32,7 +32,7 @@ from installer.engines.registry import RegistryClient
 from installer.inventory import load_inventory
 from installer.journal import Journal
 from installer.release import load_release
-from installer.site import normalize_image
+from installer.site import JOB_TAINT, normalize_image
 from installer.state import StateDir
 from tests.e2e.bootstrap.cli import LAB_INVENTORY, installer, site_lock, tool_env
 from tests.e2e.checks.kwok import core
@@ -54,6 +54,8 @@ class Snapshot:
     nodes: dict[str, Any]
     namespaces: list[str]
     """Namespaces (not being deleted) other than verify's short-lived ones."""
+    owned_taints: dict[str, Any]
+    """Per node, the taints the nodes stack owns (what `destroy` will take back)."""
 
 
 @dataclass
@@ -125,14 +127,21 @@ def verify_namespaces(lab: Lab) -> list[str]:
 def snapshot(lab: Lab, env: dict[str, str], state: StateDir) -> Snapshot:
     """The site as the checks compare it, asserting there is no pending Pulumi operation."""
     urns = {}
+    owned: dict[str, Any] = {}
     for component in STACKS:
         deployment = _stack_export(env, state, component).get("deployment") or {}
+        for r in deployment.get("resources") or []:
+            if component == "nodes" and r["type"] == "pulumi-python:dynamic:Resource":
+                outputs = r.get("outputs") or {}
+                owned[str(outputs.get("node"))] = sorted(
+                    (t["key"], t["effect"]) for t in outputs.get("owned") or []
+                )
         pending = deployment.get("pending_operations") or []
         assert not pending, f"{component}: pending operations left: {pending}"
         listed = [r["urn"] for r in deployment.get("resources") or []]
         assert len(listed) == len(set(listed)), f"{component}: a resource twice: {listed}"
         urns[component] = sorted(listed)
-    return Snapshot(urns, _helm_releases(lab), _nodes(lab), _namespaces(lab))
+    return Snapshot(urns, _helm_releases(lab), _nodes(lab), _namespaces(lab), owned)
 
 
 def hub_images_complete() -> None:
@@ -272,6 +281,13 @@ def site(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             )  # fmt: skip
             assert rc == 0, f"baseline bootstrap of the lab failed (exit {rc}):\n{tail}"
             baseline = snapshot(lab, env, state)
+            unowned = {
+                node: seen["taints"]
+                for node, seen in baseline.nodes.items()
+                if any(t[0] == JOB_TAINT for t in seen["taints"])
+                and (JOB_TAINT, "NoSchedule") not in baseline.owned_taints.get(node, [])
+            }
+            assert not unowned, f"the baseline does not own the job taints it set: {unowned}"
             hub_images_complete()
             made.append(Site(lab, logs, state, env, baseline))
             made[0].seconds["baseline"] = time.monotonic() - started
@@ -409,6 +425,7 @@ def test_killed_bootstrap_resumes_and_converges(site: Site, case: Case) -> None:
     now = snapshot(site.lab, site.env, site.state)
     assert now.urns == site.baseline.urns
     assert now.nodes == site.baseline.nodes
+    assert now.owned_taints == site.baseline.owned_taints, "taints the stack no longer owns"
     assert now.namespaces == site.baseline.namespaces
     assert not verify_namespaces(site.lab), "a verify namespace outlived the re-run"
     assert set(now.helm) == set(site.baseline.helm)

@@ -1,0 +1,110 @@
+"""Taint ownership survives a run killed before Pulumi saved its state: it is on the node too."""
+
+from __future__ import annotations
+
+import copy
+import json
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from installer.stacks import taints
+from installer.stacks.taints import OWNERSHIP_ANNOTATION, change_node_taints
+
+JOB = {"key": "platform.neuromation.io/job", "value": "true", "effect": "NoSchedule"}
+GPU = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
+PROPS = {"node": "n1", "kubeconfig": "/unused", "context": None}
+
+
+def _taint(t: dict[str, str]) -> Any:
+    return SimpleNamespace(key=t["key"], value=t.get("value"), effect=t["effect"], time_added=None)
+
+
+def _apply(doc: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
+    """The JSON patch operations the taint code sends (test, add, remove), as the API does."""
+    doc = copy.deepcopy(doc)
+    for op in patch:
+        *parents, last = [
+            p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]
+        ]
+        target = doc
+        for part in parents:
+            target = target[part]
+        if op["op"] == "test":
+            assert target[last] == op["value"], "conflict"
+        elif op["op"] == "add":
+            target[last] = op["value"]
+        elif op["op"] == "remove":
+            del target[last]
+        else:  # pragma: no cover
+            raise AssertionError(op)
+    return doc
+
+
+class FakeNodes:
+    """read_node / patch_node over one node held as a JSON document (JSON patch applied)."""
+
+    def __init__(self, taints_: list[dict[str, str]], annotations: dict[str, str] | None) -> None:
+        self.doc: dict[str, Any] = {
+            "metadata": {"resourceVersion": "1", "annotations": annotations},
+            "spec": {"taints": taints_},
+        }
+
+    def read_node(self, name: str, **_: Any) -> Any:
+        meta, spec = self.doc["metadata"], self.doc["spec"]
+        return SimpleNamespace(
+            metadata=SimpleNamespace(
+                resource_version=meta["resourceVersion"], annotations=meta.get("annotations")
+            ),
+            spec=SimpleNamespace(taints=[_taint(t) for t in spec.get("taints") or []]),
+        )
+
+    def patch_node(self, name: str, patch: list[dict[str, Any]], **_: Any) -> None:
+        self.doc = _apply(self.doc, patch)
+        self.doc["metadata"]["resourceVersion"] = str(
+            int(self.doc["metadata"]["resourceVersion"]) + 1
+        )
+
+    @property
+    def taints(self) -> list[dict[str, str]]:
+        return list(self.doc["spec"]["taints"] or [])
+
+    @property
+    def record(self) -> dict[str, Any] | None:
+        text = (self.doc["metadata"].get("annotations") or {}).get(OWNERSHIP_ANNOTATION)
+        return json.loads(text) if text else None
+
+
+@pytest.fixture
+def node(monkeypatch: pytest.MonkeyPatch) -> FakeNodes:
+    fake = FakeNodes([GPU], {"kwok.x-k8s.io/node": "fake"})
+    monkeypatch.setattr(taints, "_api", lambda props: fake)
+    return fake
+
+
+def test_the_installer_records_what_it_owns_on_the_node(node: FakeNodes) -> None:
+    plan = change_node_taints(PROPS, [JOB, GPU], [], [])
+    assert node.taints == [GPU, JOB]
+    assert plan.owned == [JOB]
+    assert node.record == {"owned": [JOB], "displaced": []}
+    change_node_taints(PROPS, [], plan.owned, plan.displaced)
+    assert node.taints == [GPU]  # the GPU operator's taint stays
+    assert node.record is None
+
+
+def test_a_create_whose_result_was_lost_takes_its_taints_back(node: FakeNodes) -> None:
+    # A killed run patched the node, then died before Pulumi saved the create: the re-run's
+    # create starts with nothing owned in the state.
+    change_node_taints(PROPS, [JOB, GPU], [], [])
+    again = change_node_taints(PROPS, [JOB, GPU], [], [])
+    assert again.owned == [JOB]
+    change_node_taints(PROPS, [], again.owned, again.displaced)
+    assert node.taints == [GPU]
+
+
+def test_a_second_run_does_not_write_the_node(node: FakeNodes) -> None:
+    plan = change_node_taints(PROPS, [JOB, GPU], [], [])
+    version = node.doc["metadata"]["resourceVersion"]
+    change_node_taints(PROPS, [JOB, GPU], plan.owned, plan.displaced)
+    assert node.doc["metadata"]["resourceVersion"] == version
