@@ -26,6 +26,7 @@ from installer.airgap.files import (
     file_item,
     write_chart_index,
 )
+from installer.airgap.hubprograms import stage_hub
 from installer.airgap.images import (
     Wanted,
     child_descriptors,
@@ -65,6 +66,8 @@ class BuildOptions:
     charts: Source | None = None
     wheels: Source | None = None
     binaries: Path | None = None
+    hub: Path | None = None
+    """The hub's programs (`chartmuseum`, `registry`, `devpi-wheels/*.whl`), see hubprograms."""
     work_dir: Path | None = None
     platforms: list[str] = field(default_factory=list)
     since: Path | None = None
@@ -118,8 +121,11 @@ def build_bundle(opts: BuildOptions, progress: Progress | None = None) -> BuildR
         images, wanted = _resolve(opts, client, stage)
         sizes = {d: size for d, (_, size) in wanted.items()}
         items += layout_items(stage, images, omit - _manifest_digests(stage, images), sizes)
+        # Hub programs stay in a delta too: the auxvm phase extracts them before any load.
         kept = [
-            i for i in items if i.kind in ("layout", "blob") or f"sha256:{i.sha256}" not in omit
+            i
+            for i in items
+            if i.kind in ("layout", "blob", "hub") or f"sha256:{i.sha256}" not in omit
         ]
         omitted_files = {f"sha256:{i.sha256}" for i in items if i not in kept}
         omitted_blobs = {d for img in images for d in img.blobs} & omit
@@ -292,6 +298,8 @@ def _files(opts: BuildOptions, stage: Path) -> list[BundleItem]:
         for binary in rel.binaries:
             rel_path = f"binaries/{binary.name}"
             items.append(file_item(stage, rel_path, "binary", binary.name, binary.version))
+    if opts.hub is not None:
+        items += stage_hub(opts.hub, stage)
     return items
 
 

@@ -26,7 +26,7 @@ SIGNATURE_NAME = "manifest.json.sig"
 MAX_MANIFEST_BYTES = 64 * 1024 * 1024
 LAYOUT_DIR = "oci"
 
-ItemKind = Literal["blob", "layout", "chart", "chart-index", "wheel", "binary"]
+ItemKind = Literal["blob", "layout", "chart", "chart-index", "wheel", "binary", "hub"]
 # No leading "-": a member name is never mistaken for an option by a tool.
 _SAFE_PART = re.compile(r"^[A-Za-z0-9._+@=][A-Za-z0-9._+@=,~-]*$")
 

@@ -121,6 +121,13 @@ def airgap_bundle(
     charts_from: Annotated[str | None, typer.Option(help="Chart repo URL or folder.")] = None,
     wheels_from: Annotated[str | None, typer.Option(help="Wheel index URL or folder.")] = None,
     binaries_from: Annotated[Path | None, typer.Option(help="Folder with the binaries.")] = None,
+    hub_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder with the hub's programs: chartmuseum, registry (optional),"
+            " devpi-wheels/*.whl; an air-gapped site's auxvm phase installs them from the bundle."
+        ),
+    ] = None,
     platform: Annotated[
         list[str] | None, typer.Option(help="Keep only these platforms of indexes (os/arch).")
     ] = None,
@@ -137,7 +144,8 @@ def airgap_bundle(
     workers: Annotated[int, typer.Option(min=1, max=64, help="Parallel transfers.")] = 8,
     output: OutputOption = None,
 ) -> None:
-    """Pack every image, chart, wheel and binary of the release into one signed bundle."""
+    """Pack every image, chart, wheel and binary of the release (and, with `--hub-from`, the
+    hub's own programs) into one signed bundle."""
     begin("airgap-bundle", output)
     rel = load_release(release)
     if inventory is not None:
@@ -166,6 +174,7 @@ def airgap_bundle(
         charts=source(charts_from),
         wheels=source(wheels_from),
         binaries=binaries_from,
+        hub=hub_from,
         work_dir=work_dir,
         platforms=platform or [],
         since=since,

@@ -20,6 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from installer.airgap.hubprograms import (
+    CHARTMUSEUM,
+    DEVPI_WHEELS,
+    HUB_DIR,
+    REGISTRY,
+    extract_hub,
+)
 from installer.engines.ansible import (
     AnsibleEngine,
     AnsibleHost,
@@ -29,7 +36,7 @@ from installer.engines.ansible import (
     inventory_document,
 )
 from installer.engines.ssh import SshTarget, pinned_known_hosts_line
-from installer.errors import EnvironmentProblem, FailedError
+from installer.errors import BadInputError, EnvironmentProblem, FailedError
 from installer.inventory import Inventory
 from installer.phases.auxvm_tls import HubPki, ensure_pki, plan_pki, server_names
 from installer.phases.base import Change, Event, PhaseContext, PhasePlan, PhaseResult, Status
@@ -44,7 +51,8 @@ DEVPI_ROOT_PASSWORD = "devpi-root-password"  # noqa: S105
 HOST = "aux-vm"
 
 # Controller-side sources of the hub's programs. An air-gapped site gets them from the bundle
-# (`<bundle dir>/hub/...`); the variables override (the lab points them at its cache).
+# (its `hub` items, extracted into `<state>/airgap/hub/`); the variables override, for
+# development (the lab's stand-ins).
 ENV_CHARTMUSEUM = "INSTALLER_HUB_CHARTMUSEUM_BINARY"
 ENV_DEVPI_WHEELS = "INSTALLER_HUB_DEVPI_WHEELHOUSE"
 ENV_REGISTRY = "INSTALLER_HUB_REGISTRY_BINARY"
@@ -59,22 +67,68 @@ class HubSources:
     registry_binary: Path | None
 
 
-def hub_sources(bundle: Path | None) -> HubSources:
-    """Find the hub's programs: environment overrides, then the bundle, then PATH."""
+def hub_sources(bundle_root: Path | None) -> HubSources:
+    """Find the hub's programs: environment overrides, then `<bundle_root>/hub/<name>` (the
+    bundle's extracted hub items, see `installer.airgap.hubprograms`), then PATH (ChartMuseum
+    only)."""
 
     def pick(env: str, in_bundle: str, on_path: str | None) -> Path | None:
         if os.environ.get(env):
             return Path(os.environ[env])
-        if bundle is not None and (bundle / "hub" / in_bundle).exists():
-            return bundle / "hub" / in_bundle
+        if bundle_root is not None and (bundle_root / HUB_DIR / in_bundle).exists():
+            return bundle_root / HUB_DIR / in_bundle
         found = shutil.which(on_path) if on_path else None
         return Path(found) if found else None
 
     return HubSources(
-        chartmuseum_binary=pick(ENV_CHARTMUSEUM, "chartmuseum", "chartmuseum"),
-        devpi_wheelhouse=pick(ENV_DEVPI_WHEELS, "devpi-wheels", None),
-        registry_binary=pick(ENV_REGISTRY, "registry", None),
+        chartmuseum_binary=pick(ENV_CHARTMUSEUM, CHARTMUSEUM, "chartmuseum"),
+        devpi_wheelhouse=pick(ENV_DEVPI_WHEELS, DEVPI_WHEELS, None),
+        registry_binary=pick(ENV_REGISTRY, REGISTRY, None),
     )
+
+
+def bundle_hub_root(ctx: PhaseContext) -> Path | None:
+    """The hub programs of `--bundle`, verified and extracted into `<state>/airgap/hub/` (re-used
+    when already there from the same bundle): `<state>/airgap`, or None without a bundle or
+    when the bundle has none."""
+    if ctx.bundle is None:
+        return None
+    if ctx.verify_key is None:
+        raise BadInputError(
+            "--bundle needs --verify-key: the hub's programs are installed only from a verified"
+            " bundle"
+        )
+    ctx.step(NAME, f"extracting the hub's programs from {ctx.bundle}")
+    root = ctx.state.root / "airgap"
+    return root if extract_hub(ctx.bundle, ctx.verify_key, root) is not None else None
+
+
+def site_hub_sources(ctx: PhaseContext) -> HubSources:
+    """The hub's programs for this run; an air-gapped site without them is refused (exit 2)."""
+    sources = hub_sources(bundle_hub_root(ctx))
+    if not ctx.inventory.site.airgapped:
+        return sources
+    missing = [
+        what
+        for what, path in (
+            (f"ChartMuseum ({ENV_CHARTMUSEUM})", sources.chartmuseum_binary),
+            (f"the DevPI wheelhouse ({ENV_DEVPI_WHEELS})", sources.devpi_wheelhouse),
+        )
+        if path is None
+    ]
+    if missing:
+        where = (
+            "no --bundle was given"
+            if ctx.bundle is None
+            else f"the bundle {ctx.bundle} carries no hub programs"
+        )
+        raise BadInputError(
+            f"air-gapped site: no source for the hub's programs: {', '.join(missing)}; {where}",
+            remedy="bootstrap with --bundle/--verify-key of a bundle built with"
+            " `installer airgap-bundle --hub-from DIR` (DIR: chartmuseum, registry,"
+            " devpi-wheels/*.whl), or point the variables named above at the programs",
+        )
+    return sources
 
 
 def dns_zones(inv: Inventory) -> list[dict[str, Any]]:
@@ -231,11 +285,13 @@ class AuxVmPhase:
     def _inputs(self, ctx: PhaseContext, pki: HubPki) -> tuple[AnsibleHost, dict[str, Any]]:
         """The pinned host and the play's variables (secrets created once in the state)."""
         inv = ctx.inventory
+        # The programs first: a bad bundle is refused before the VM is even contacted.
+        sources = site_hub_sources(ctx)
         ctx.step(NAME, f"checking the host key of {inv.aux_vm.address}")
         line = pinned_known_hosts_line(_ssh_target(inv))
         for secret in (HUB_PASSWORD, DEVPI_ROOT_PASSWORD):
             ctx.state.secret(secret)
-        return _host(inv, line), hub_vars(inv, ctx.state, pki, hub_sources(ctx.bundle))
+        return _host(inv, line), hub_vars(inv, ctx.state, pki, sources)
 
     def write_inventory(self, ctx: PhaseContext) -> Path:
         """Prepare everything the play needs (PKI, secrets, pinned key) and write the Ansible
@@ -394,4 +450,12 @@ def phase() -> AuxVmPhase:
     return AuxVmPhase()
 
 
-__all__ = ["AuxVmPhase", "HubSources", "dns_zones", "hub_sources", "hub_vars", "phase"]
+__all__ = [
+    "AuxVmPhase",
+    "HubSources",
+    "dns_zones",
+    "hub_sources",
+    "hub_vars",
+    "phase",
+    "site_hub_sources",
+]
