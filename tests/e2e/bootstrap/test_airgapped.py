@@ -4,9 +4,11 @@ A bundle is built from the lab's upstream (the stand-in internet) and verified; 
 (`inventories/lab-airgap.yml`) is taken back to nothing by `installer destroy --purge`: cluster
 side destroyed, the hub's services and data gone from the VM. The upstream is switched off and
 proved off; then one `installer bootstrap --bundle` brings the site from an empty hub to a
-verified platform: every image, chart and wheel on the hub came from the bundle, and Pulumi ran
-from the bundle's binaries. A second bootstrap with the same bundle changes nothing, and
-`installer plan --expect-no-changes` with the bundle agrees.
+verified platform: every image, chart and wheel on the hub came from the bundle, Pulumi ran
+from the bundle's binaries, and the hub's own programs (ChartMuseum, DevPI's wheelhouse) were
+installed from the bundle too: the bootstrap runs without the INSTALLER_HUB_* variables. A
+second bootstrap with the same bundle changes nothing, and `installer plan --expect-no-changes`
+with the bundle agrees.
 
 The module holds the lab site alone (`site_lock()`) from first to last, and gives it back as it
 found it: the cluster side destroyed and the upstream switched on again.
@@ -25,13 +27,15 @@ from typing import Any
 import pytest
 
 from installer.airgap.load import site_target
-from installer.airgap.manifest import write_keypair
+from installer.airgap.manifest import BundleManifest, write_keypair
 from installer.engines.registry import RegistryClient
 from installer.inventory import load_inventory
 from installer.release import load_release
 from installer.site import normalize_image
+from installer.state import StateDir
 from tests.e2e.bootstrap.cli import installer, site_lock, tool_env
 from tests.e2e.bootstrap.runs import Bootstrap, hub_data_left, run_bootstrap, upstream
+from tests.fixtures.auxvm import chartmuseum_binary, devpi_wheelhouse
 from tests.fixtures.lab import REPO, Lab
 from tests.fixtures.lab_services import LabServices
 
@@ -54,6 +58,10 @@ class AirgappedSite:
     second: Bootstrap
     plan_rc: int
     plan_tail: str
+    hub_vars: dict[str, Any]
+    """The auxvm play's variables of the first bootstrap (`<state>/ansible/aux-vm.inventory...`)."""
+    hub_from: Path
+    """The `--hub-from` folder the bundle was built with (the lab's programs)."""
 
 
 def _upstream_ports(services: LabServices) -> list[int]:
@@ -75,14 +83,36 @@ def _refused(port: int) -> bool:
         return True
 
 
+HUB_OVERRIDES = (
+    "INSTALLER_HUB_CHARTMUSEUM_BINARY",
+    "INSTALLER_HUB_DEVPI_WHEELHOUSE",
+    "INSTALLER_HUB_REGISTRY_BINARY",
+)
+
+
 def _airgapped_env(lab: Lab) -> dict[str, str]:
-    """The lab's tool environment less its Pulumi build: Pulumi must come from the bundle."""
+    """The lab's tool environment less its Pulumi build and its hub programs: Pulumi and the
+    hub's programs must come from the bundle."""
     env = tool_env(lab)
-    for var in ("LAB_PULUMI_BIN_DIR", "INSTALLER_PULUMI_BIN_DIR"):
+    for var in ("LAB_PULUMI_BIN_DIR", "INSTALLER_PULUMI_BIN_DIR", *HUB_OVERRIDES):
         env.pop(var, None)
     # The lab's Keycloak is the site's identity provider, signed by the lab CA.
     env["SSL_CERT_FILE"] = lab.env["LAB_KEYCLOAK_CA"]
     return env
+
+
+def _hub_from(dest: Path) -> Path:
+    """A `--hub-from` folder of the lab's programs (links: the bundle gets their content)."""
+    dest.mkdir()
+    (dest / "chartmuseum").symlink_to(chartmuseum_binary())
+    (dest / "devpi-wheels").symlink_to(devpi_wheelhouse(), target_is_directory=True)
+    return dest
+
+
+def _hub_vars() -> dict[str, Any]:
+    state = StateDir(load_inventory(INVENTORY).site.state_dir).root
+    doc = json.loads((state / "ansible" / "aux-vm.inventory.json").read_text(encoding="utf-8"))
+    return doc["all"]["children"]["aux_vm"]["vars"]  # type: ignore[no-any-return]
 
 
 def _release_for_lab(services: LabServices, dest: Path) -> Path:
@@ -110,6 +140,7 @@ def airgapped_site(
         write_keypair(key, pub)
         assert key.stat().st_mode & 0o777 == 0o600
         bundle = tmp / "site.bundle"
+        hub_from = _hub_from(tmp / "hub-from")
         auth = lab_services.auth
         rc, _, tail = installer(
             "airgap-bundle", "--release", str(_release_for_lab(lab_services, tmp / "release.yml")),
@@ -117,7 +148,7 @@ def airgapped_site(
             "--registry-mirror", lab_services.registry, "--upstream-ca", str(lab_services.ca),
             "--upstream-user", auth.user, "--charts-from", lab_services.charts_url,
             "--wheels-from", lab_services.pypi_url,
-            "--binaries-from", str(lab_services.pulumi_bin_dir),
+            "--binaries-from", str(lab_services.pulumi_bin_dir), "--hub-from", str(hub_from),
             log_dir=tmp / "logs", timeout=1800,
             env={**os.environ, "INSTALLER_UPSTREAM_PASSWORD": auth.password},
         )  # fmt: skip
@@ -142,6 +173,7 @@ def airgapped_site(
             refused_before = {p: _refused(p) for p in ports}
             given = ("--bundle", str(bundle), "--verify-key", str(pub))
             first = run_bootstrap(INVENTORY, tmp / "first", env, *given)
+            hub_vars = _hub_vars() if first.rc == 0 else {}
             refused_after = {p: _refused(p) for p in ports}
             second = (
                 run_bootstrap(INVENTORY, tmp / "second", env, *given) if first.rc == 0 else first
@@ -162,6 +194,8 @@ def airgapped_site(
                 second,
                 plan_rc,
                 plan_tail,
+                hub_vars,
+                hub_from,
             )
         finally:
             try:
@@ -234,3 +268,29 @@ def test_a_second_bootstrap_with_the_same_bundle_changes_nothing(
 
 def test_plan_with_the_bundle_expects_no_changes(airgapped_site: AirgappedSite) -> None:
     assert airgapped_site.plan_rc == 0, airgapped_site.plan_tail
+
+
+def test_the_hubs_programs_came_from_the_bundle(airgapped_site: AirgappedSite) -> None:
+    """No INSTALLER_HUB_* variable was set: the play installed ChartMuseum and DevPI from the
+    bundle's hub items, extracted (verified) into the state folder."""
+    manifest = BundleManifest.model_validate(
+        {k: v for k, v in airgapped_site.listing.items() if k not in ("ok", "manifest_sha256")}
+    )
+    hub_items = {i.path: i for i in manifest.items if i.kind == "hub"}
+    assert "hub/chartmuseum" in hub_items
+    wheels = sorted(p.name for p in (airgapped_site.hub_from / "devpi-wheels").glob("*.whl"))
+    assert (
+        wheels
+        and sorted(
+            p.removeprefix("hub/devpi-wheels/") for p in hub_items if p.startswith("hub/devpi-")
+        )
+        == wheels
+    )
+    assert airgapped_site.first.rc == 0, airgapped_site.first.tail
+    hub_vars = airgapped_site.hub_vars
+    chartmuseum = Path(hub_vars["hub_chartmuseum_binary_src"])
+    wheelhouse = Path(hub_vars["hub_devpi_wheelhouse_src"])
+    assert chartmuseum.parts[-3:] == ("airgap", "hub", "chartmuseum"), chartmuseum
+    assert wheelhouse.parts[-3:] == ("airgap", "hub", "devpi-wheels"), wheelhouse
+    assert chartmuseum.read_bytes() == chartmuseum_binary().read_bytes()
+    assert sorted(p.name for p in wheelhouse.glob("*.whl")) == wheels
