@@ -189,6 +189,9 @@ class PulumiEngine:
     def _workspace_stack(self, si: StackInput, project_dir: Path) -> Any:
         from pulumi import automation as auto
 
+        if self.backend.startswith("file://"):
+            # Before the CLI reads the backend: a killed run may have torn a metadata file.
+            pulumi_orphans.repair_file_backend(Path(self.backend.removeprefix("file://")))
         write_project_file(project_dir, si.component)
         opts = auto.LocalWorkspaceOptions(
             work_dir=str(project_dir),

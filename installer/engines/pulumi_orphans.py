@@ -1,4 +1,5 @@
-"""What a killed Pulumi run leaves outside its state: running providers, Helm release records.
+"""What a killed Pulumi run leaves outside its state: running providers, Helm release records,
+a file backend's torn attribute files.
 
 The Pulumi CLI starts each provider (`pulumi-resource-<name>`, and `python -m pulumi.dynamic` for
 dynamic resources) in a process group of its own and hands it the engine's address as its last
@@ -12,11 +13,17 @@ A Helm release whose create was under way when the run died is in the cluster (i
 state, so the next create fails with "cannot re-use a name that is still in use". Its records are
 removed (`forget_helm_releases()`); the next create installs it again and adopts the objects the
 interrupted install made (they carry the release's name).
+
+The file backend keeps each checkpoint's metadata in a `<file>.attrs` file beside it, written in
+place (the checkpoint itself is renamed into place): a kill during that write leaves it empty,
+and every later command fails with "failed to load checkpoint: EOF". The backend reads a missing
+`.attrs` as no metadata, so a torn one is removed (`repair_file_backend()`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -193,4 +200,24 @@ def forget_helm_releases(
             )
             log.warning("removed the records of %s", what)
             done.append(what)
+    return done
+
+
+def repair_file_backend(root: Path) -> list[str]:
+    """Remove torn (empty or unparseable) `.attrs` files under `<root>/.pulumi`; what went."""
+    done = []
+    for attrs in sorted((root / ".pulumi").glob("**/*.attrs")):
+        try:
+            text = attrs.read_bytes()
+            if text.strip():
+                json.loads(text)
+                continue
+        except ValueError:
+            pass
+        except OSError:
+            continue
+        attrs.unlink(missing_ok=True)
+        what = f"torn backend metadata {attrs.relative_to(root)}"
+        log.warning("removed %s (left by an interrupted run)", what)
+        done.append(what)
     return done

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from installer.engines import pulumi_orphans
 
@@ -82,3 +83,19 @@ def test_pending_helm_creates_are_the_releases_a_killed_create_left() -> None:
         ("default", "kc"),
     ]
     assert pulumi_orphans.forget_helm_releases("/nonexistent", None, []) == []
+
+
+def test_torn_backend_metadata_is_removed_and_whole_metadata_kept(tmp_path: Path) -> None:
+    stacks = tmp_path / ".pulumi" / "stacks" / "onprem-nodes"
+    stacks.mkdir(parents=True)
+    (stacks / "lab.json").write_text("{}")
+    (stacks / "lab.json.attrs").write_text("")
+    (stacks / "lab.json.bak.attrs").write_text('{"md5": "x"}')
+    (stacks / "other.json.attrs").write_text('{"md5": ')
+    done = pulumi_orphans.repair_file_backend(tmp_path)
+    assert sorted(done) == [
+        "torn backend metadata .pulumi/stacks/onprem-nodes/lab.json.attrs",
+        "torn backend metadata .pulumi/stacks/onprem-nodes/other.json.attrs",
+    ]
+    assert sorted(p.name for p in stacks.iterdir()) == ["lab.json", "lab.json.bak.attrs"]
+    assert pulumi_orphans.repair_file_backend(tmp_path) == []
