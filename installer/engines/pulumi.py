@@ -297,8 +297,22 @@ class PulumiEngine:
             recovered=recovered,
         )
 
+    def never_created(self, si: StackInput) -> bool:
+        """True when the file backend holds no such stack: nothing was ever deployed by it
+        (other backends are asked through the CLI, so this says False for them)."""
+        if not self.backend.startswith("file://"):
+            return False
+        folder = Path(self.backend.removeprefix("file://")) / ".pulumi" / "stacks" / si.project
+        return not any((folder / f"{si.stack}{ext}").exists() for ext in (".json", ".json.gz"))
+
     def destroy(self, si: StackInput, on_event: EventSink | None = None) -> StackSummary:
-        """Delete everything the stack created (node patches give back exactly their fields)."""
+        """Delete everything the stack created (node patches give back exactly their fields).
+
+        A stack the backend never held has nothing to delete: no CLI is needed (a site never
+        bootstrapped, or whose Pulumi CLI only comes with its bundle, can still be destroyed)."""
+        if self.never_created(si):
+            log.info("%s/%s: not in the backend; nothing to destroy", si.project, si.stack)
+            return StackSummary(component=si.component, stack=si.stack, action="destroy", counts={})
         stack = self.configure(si)
         recovered = self.recover(si, stack)
         steps: list[ResourceChange] = []

@@ -97,3 +97,23 @@ def test_the_cli_loaded_from_a_bundle_into_the_state_folder_is_found(
     (given / "pulumi").write_text("#!/bin/sh\n", encoding="utf-8")
     monkeypatch.setenv("INSTALLER_PULUMI_BIN_DIR", str(given))
     assert engine._cli_dir() == given  # an explicit folder still wins
+
+
+def test_destroying_a_stack_never_created_needs_no_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A site never bootstrapped (or whose Pulumi comes only with its bundle) can be destroyed."""
+    for var in ("INSTALLER_PULUMI_BIN_DIR", "LAB_PULUMI_BIN_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    engine = PulumiEngine(StateDir(tmp_path / "state"))
+    si = _input(["10.0.0.1"])
+    summary = engine.destroy(si)
+    assert (summary.action, summary.changes, summary.steps) == ("destroy", 0, ())
+    # Once the backend holds the stack, destroy goes to the CLI (which is missing here).
+    stacks = tmp_path / "state" / "pulumi" / "backend" / ".pulumi" / "stacks" / si.project
+    stacks.mkdir(parents=True)
+    (stacks / f"{si.stack}.json").write_text("{}", encoding="utf-8")
+    assert not engine.never_created(si)
+    with pytest.raises(EnvironmentProblem, match="Pulumi CLI is not installed"):
+        engine.destroy(si)
