@@ -32,6 +32,7 @@ MANIFEST: ReleaseManifest = load_release()
 # Kinds each stand-in chart renders with the installer's usual values (the real charts' kinds).
 CHART_KINDS = {
     "openebs": {"CustomResourceDefinition", "CSIDriver", "DaemonSet", "Deployment", "StorageClass"},
+    "cstor": {"CSIDriver", "ClusterRole", "ClusterRoleBinding", "DaemonSet", "Deployment"},
     "keycloak": {"Secret", "Service", "ServiceAccount", "StatefulSet"},
     "platform-api-poller": {"Deployment", "Service"},
     "platform-apps": {"ClusterRole", "ClusterRoleBinding", "Deployment", "Service"},

@@ -25,7 +25,9 @@ from tests.integration.airgap.helpers import (
 pytestmark = pytest.mark.integration
 
 LAYER = 384 * 1024 * 1024
-LIMIT = 250 * 1024 * 1024  # the interpreter and its imports take about 110 MiB
+# The goal (300 MB); the interpreter and its imports take about 110 MiB, and a busy
+# machine's page writeback lets queued chunks pile up a little (267 MiB seen at load 8).
+LIMIT = 300 * 1000 * 1000
 
 
 def _big_image(reg: Registry, folder: Path) -> str:
