@@ -240,3 +240,13 @@ def blob_anywhere(reg: Registry, digest: str) -> bool:
         return any(
             http.head(f"/v2/{repo}/blobs/{digest}").status_code == 200 for repo in catalog(reg)
         )
+
+
+def build_signed(tmp: Path, upstream: Upstream) -> tuple[Path, Path, Path]:
+    """`airgap-bundle` of every image of `upstream` into tmp: (bundle, private key, public key)."""
+    key, pub = keypair(tmp / "keys")
+    release = write_release(tmp / "release.yml", list(upstream.images))
+    bundle = tmp / "site.tar.zst"
+    done = cli(*bundle_args(upstream, release, bundle, key), log_dir=tmp / "logs", env=PASSWORD_ENV)
+    assert done.returncode == 0, done.stderr
+    return bundle, key, pub

@@ -21,7 +21,7 @@ from tests.integration.airgap.helpers import (
     PASSWORD_ENV,
     big_upstream,
     broken_tags,
-    bundle_args,
+    build_signed,
     catalog,
     cli,
     keypair,
@@ -30,7 +30,6 @@ from tests.integration.airgap.helpers import (
     repack,
     site_digests,
     tags,
-    write_release,
 )
 from tests.integration.airgap.proxy import FaultyProxy, ProxyHandler
 
@@ -47,13 +46,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory, registry_pki: Pki) -> Ite
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> tuple[Path, Path, Path]:
     """(bundle, private key, public key), built once for the module."""
-    tmp = tmp_path_factory.mktemp("built")
-    key, pub = keypair(tmp / "keys")
-    release = write_release(tmp / "release.yml", list(upstream.images))
-    bundle = tmp / "site.tar.zst"
-    done = cli(*bundle_args(upstream, release, bundle, key), log_dir=tmp / "logs", env=PASSWORD_ENV)
-    assert done.returncode == 0, done.stderr
-    return bundle, key, pub
+    return build_signed(tmp_path_factory.mktemp("built"), upstream)
 
 
 def _flipped(bundle: Path, dest: Path) -> Path:

@@ -24,16 +24,14 @@ from tests.integration.airgap.helpers import (
     big_upstream,
     blob_anywhere,
     broken_tags,
-    bundle_args,
+    build_signed,
     catalog,
     cli,
-    keypair,
     load_args,
     members,
     repack,
     site_digests,
     tags,
-    write_release,
 )
 from tests.integration.airgap.proxy import FaultyProxy, ProxyHandler
 
@@ -49,12 +47,7 @@ def upstream(tmp_path_factory: pytest.TempPathFactory, registry_pki: Pki) -> Ite
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> tuple[Path, Path]:
     """(bundle, public key)."""
-    tmp = tmp_path_factory.mktemp("built")
-    key, pub = keypair(tmp / "keys")
-    release = write_release(tmp / "release.yml", list(upstream.images))
-    bundle = tmp / "site.tar.zst"
-    done = cli(*bundle_args(upstream, release, bundle, key), log_dir=tmp / "logs", env=PASSWORD_ENV)
-    assert done.returncode == 0, done.stderr
+    bundle, _, pub = build_signed(tmp_path_factory.mktemp("built"), upstream)
     return bundle, pub
 
 
