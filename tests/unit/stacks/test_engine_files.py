@@ -77,14 +77,19 @@ def test_summary_counts_only_real_changes() -> None:
     ]
 
 
+def _engine_without_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PulumiEngine:
+    """An engine on a fresh state folder with no Pulumi CLI anywhere it looks."""
+    for var in ("INSTALLER_PULUMI_BIN_DIR", "LAB_PULUMI_BIN_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    return PulumiEngine(StateDir(tmp_path / "state"))
+
+
 def test_the_cli_loaded_from_a_bundle_into_the_state_folder_is_found(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An air-gapped site's only Pulumi is what the bundle put in `<state>/pulumi/bin`."""
-    for var in ("INSTALLER_PULUMI_BIN_DIR", "LAB_PULUMI_BIN_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    engine = PulumiEngine(StateDir(tmp_path / "state"))
+    engine = _engine_without_cli(tmp_path, monkeypatch)
     with pytest.raises(EnvironmentProblem, match="Pulumi CLI is not installed"):
         engine._cli_dir()
     loaded = tmp_path / "state" / "pulumi" / "bin"
@@ -103,10 +108,7 @@ def test_destroying_a_stack_never_created_needs_no_cli(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A site never bootstrapped (or whose Pulumi comes only with its bundle) can be destroyed."""
-    for var in ("INSTALLER_PULUMI_BIN_DIR", "LAB_PULUMI_BIN_DIR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    engine = PulumiEngine(StateDir(tmp_path / "state"))
+    engine = _engine_without_cli(tmp_path, monkeypatch)
     si = _input(["10.0.0.1"])
     summary = engine.destroy(si)
     assert (summary.action, summary.changes, summary.steps) == ("destroy", 0, ())
