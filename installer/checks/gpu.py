@@ -29,7 +29,7 @@ LIST_ARGV = ("nvidia-smi", "-L")
 MEMORY_TOLERANCE = 0.05
 """nvidia-smi reports usable memory: an "80GB" H100 shows 81559 MiB, not 81920."""
 
-_MIG_LINE = re.compile(r"^\s+MIG\s+(?P<profile>\S+)\s+Device\s+\d+:")
+_MIG_LINE = re.compile(r"^\s*MIG\s+(?P<profile>\S+)\s+Device\s+\d+:")
 _GPU_LINE = re.compile(r"^GPU\s+(?P<index>\d+):")
 
 

@@ -16,7 +16,8 @@ from installer.checks.gpu import (
     parse_probe,
     probe,
 )
-from installer.inventory.models import PoolGpu
+from installer.checks.preflight_kube import evaluate_probes
+from installer.inventory.models import NodePool, PoolGpu
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "nvidia_smi"
 GiB = 1024**3
@@ -35,6 +36,7 @@ def outputs(name: str) -> tuple[str, str]:
         ("l40s", "NVIDIA-L40S", 4, 46068, "550.54.15"),
         ("t4", "Tesla-T4", 1, 15360, "470.82.01"),
         ("a100-sxm4-40gb-mig", "NVIDIA-A100-SXM4-40GB", 2, 40960, "535.161.08"),
+        ("a100-sxm4-40gb-mig-r450", "A100-SXM4-40GB", 1, 40537, "450.80.02"),
     ],
 )
 def test_parses_models(folder: str, product: str, count: int, memory: int, driver: str) -> None:
@@ -52,6 +54,21 @@ def test_mig_slices_are_counted_per_profile() -> None:
     assert found.gpus[0].mig_devices == ("3g.20gb", "2g.10gb", "1g.5gb", "1g.5gb")
     assert found.gpus[1].mig_devices == ()
     assert found.mig_slices() == {"3g.20gb": 1, "2g.10gb": 1, "1g.5gb": 2}
+
+
+def test_mig_slices_in_the_r450_layout() -> None:
+    """Older drivers: `MIG-GPU-<uuid>/<gi>/<ci>` UUIDs and one space before `Device`."""
+    found = parse_probe(*outputs("a100-sxm4-40gb-mig-r450"))
+    assert found.gpus[0].mig_enabled is True
+    assert found.mig_slices() == {"1g.5gb": 7}
+    wanted = PoolGpu(model="A100-SXM4-40GB", count=1, memory=40 * GiB, mig_profiles={"1g.5gb": 7})
+    assert compare(found, wanted) == []
+
+
+def test_mig_lines_are_read_however_indented() -> None:
+    query, listing = outputs("a100-sxm4-40gb-mig-r450")
+    flush = "\n".join(line.strip() for line in listing.splitlines())
+    assert parse_probe(query, flush).mig_slices() == {"1g.5gb": 7}
 
 
 def test_not_supported_mig_mode_reads_as_disabled() -> None:
@@ -119,6 +136,34 @@ def test_probe_reports_driver_failure() -> None:
     with pytest.raises(ProbeError, match="couldn't communicate with the NVIDIA driver") as info:
         probe(runner)
     assert "exit 9" in str(info.value)
+
+
+def test_probes_of_a_pool_name_each_node_that_differs() -> None:
+    """The gpu.probe check's verdict over several nodes: one agrees, one has other GPUs."""
+    h100 = outputs("h100-sxm5-80gb")
+    a100 = outputs("a100-sxm4-80gb")
+    pool = NodePool.model_validate(
+        {
+            "name": "h100",
+            "nodes": ["h100-1", "h100-2"],
+            "cpu": 192,
+            "memory": "2Ti",
+            "gpu": {"model": "NVIDIA-H100-80GB-HBM3", "count": 8, "memory": "80Gi"},
+        }
+    )
+
+    def node(query: str, listing: str) -> Recorded:
+        return Recorded(
+            {QUERY_ARGV: CommandResult(0, query), LIST_ARGV: CommandResult(0, listing)}
+        )
+
+    agreed = evaluate_probes(pool, [("h100-1", node(*h100)), ("h100-2", node(*h100))])
+    assert agreed.ok and agreed.message == "nvidia-smi agrees with the pool on 2 node(s)"
+    differs = evaluate_probes(pool, [("h100-1", node(*h100)), ("h100-2", node(*a100))])
+    assert not differs.ok
+    assert differs.message == (
+        "h100-2: GPU model is NVIDIA-A100-SXM4-80GB, the pool says NVIDIA-H100-80GB-HBM3"
+    )
 
 
 def test_probe_reports_missing_tool() -> None:
