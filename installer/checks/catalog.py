@@ -65,8 +65,9 @@ SPECS: tuple[CheckSpec, ...] = (
               "Clock difference between this host and the API server (its Date header).",
               "Run an NTP client on the control-plane hosts and here."),
     CheckSpec("kube.rbac", _P, "installer's Kubernetes rights", _F,
-              "SelfSubjectAccessReview for every right the phases need (nodes, namespaces,"
-              " RBAC, deployments, storage classes, CRDs, pods for the acceptance checks).",
+              "SelfSubjectAccessReview for every right the site's phases need: create and"
+              " patch of each kind a stack or chart manages (by storage engine and Keycloak"
+              " mode), patch nodes, pods and namespaces for the acceptance checks.",
               "Use a kubeconfig whose user is cluster-admin, or grant the listed rights."),
     CheckSpec("kube.nodes", _P, "pool nodes exist and are Ready", _F,
               "Every node named in a pool exists and is Ready; a selector pool matches at"

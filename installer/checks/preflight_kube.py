@@ -37,26 +37,90 @@ class Right:
         return f"{self.verb} {self.resource}{'.' + self.group if self.group else ''}"
 
 
-RIGHTS: tuple[Right, ...] = (
-    Right("list", "nodes", why="preflight, nodes"),
-    Right("patch", "nodes", why="nodes: pool labels and taints"),
-    Right("create", "namespaces", why="storage, keycloak, platform"),
-    Right("create", "serviceaccounts", why="platform"),
-    Right("create", "secrets", why="platform: pull and OIDC secrets"),
-    Right("create", "configmaps", why="platform: presets and pools"),
-    Right("create", "services", why="platform"),
-    Right("create", "deployments", "apps", why="platform controllers"),
-    Right("create", "daemonsets", "apps", why="storage (OpenEBS)"),
-    Right("create", "clusterroles", "rbac.authorization.k8s.io", why="platform, storage"),
-    Right("create", "clusterrolebindings", "rbac.authorization.k8s.io", why="platform"),
-    Right("bind", "clusterroles", "rbac.authorization.k8s.io", why="platform"),
-    Right("create", "storageclasses", "storage.k8s.io", why="storage"),
-    Right("create", "customresourcedefinitions", "apiextensions.k8s.io", why="storage"),
-    Right("create", "priorityclasses", "scheduling.k8s.io", why="platform"),
-    Right("create", "ingresses", "networking.k8s.io", why="platform, dns"),
-    Right("create", "pods", why="verify: test pods"),
-    Right("delete", "namespaces", why="verify: clean-up"),
-)
+_RBAC, _STORAGE = "rbac.authorization.k8s.io", "storage.k8s.io"
+_MANAGED = ("create", "patch")
+"""What a stack (or Helm release) needs for a kind it manages: create it, update it on re-runs."""
+
+
+def _manage(why: str, *kinds: tuple[str, str]) -> list[Right]:
+    return [Right(verb, resource, group, why) for resource, group in kinds for verb in _MANAGED]
+
+
+def rights_for(cluster: Cluster) -> list[Right]:
+    """Every right the phases need on `cluster` (by what its inventory asks for), each once.
+
+    A right several phases need names them all:
+    `create namespaces (storage, dns, platform, verify: test pods)`.
+    Helm keeps its releases in Secrets, so every phase installing a chart needs them.
+    """
+    engine = cluster.storage.engine
+    needs = [
+        Right("list", "nodes", why="preflight, verify: pool nodes"),
+        Right("patch", "nodes", why="nodes: pool labels and taints"),
+        *_manage(
+            "storage",
+            ("namespaces", ""),
+            ("secrets", ""),
+            ("serviceaccounts", ""),
+            ("deployments", "apps"),
+            ("clusterroles", _RBAC),
+            ("clusterrolebindings", _RBAC),
+            ("storageclasses", _STORAGE),
+        ),
+        Right("bind", "clusterroles", _RBAC, "storage"),
+    ]
+    if engine in ("cstor", "localpv-lvm"):
+        needs += _manage(
+            "storage",
+            ("daemonsets", "apps"),
+            ("customresourcedefinitions", "apiextensions.k8s.io"),
+            ("csidrivers", _STORAGE),
+        )
+    if engine == "cstor":
+        needs += [
+            Right("list", "blockdevices", "openebs.io", "storage: the disks NDM found"),
+            *_manage("storage", ("cstorpoolclusters", "cstor.openebs.io")),
+        ]
+    needs += _manage("dns", ("namespaces", ""), ("configmaps", ""), ("services", ""))
+    if cluster.keycloak.mode == "in-cluster":
+        needs += _manage(
+            "keycloak",
+            ("namespaces", ""),
+            ("secrets", ""),
+            ("serviceaccounts", ""),
+            ("services", ""),
+            ("statefulsets", "apps"),
+            ("ingresses", "networking.k8s.io"),
+        )
+    needs += [
+        *_manage(
+            "platform",
+            ("namespaces", ""),
+            ("serviceaccounts", ""),
+            ("secrets", ""),
+            ("configmaps", ""),
+            ("services", ""),
+            ("deployments", "apps"),
+            ("clusterroles", _RBAC),
+            ("clusterrolebindings", _RBAC),
+            ("roles", _RBAC),
+            ("rolebindings", _RBAC),
+            ("priorityclasses", "scheduling.k8s.io"),
+            ("ingresses", "networking.k8s.io"),
+        ),
+        Right("bind", "clusterroles", _RBAC, "platform"),
+        Right("create", "namespaces", why="verify: test pods"),
+        Right("create", "pods", why="verify: test pods"),
+        Right("delete", "pods", why="verify: clean-up"),
+        Right("delete", "namespaces", why="verify: clean-up"),
+        Right("create", "persistentvolumeclaims", why="verify: provisioning (real nodes)"),
+    ]
+    merged: dict[tuple[str, str, str], list[str]] = {}
+    for right in needs:
+        whys = merged.setdefault((right.verb, right.resource, right.group), [])
+        if right.why not in whys:
+            whys.append(right.why)
+    return [Right(v, r, g, ", ".join(whys)) for (v, r, g), whys in merged.items()]
 
 
 def evaluate_version(git_version: str, major: int, minor: int) -> Finding:
@@ -186,8 +250,9 @@ def check_clock(access: SiteAccess, cluster: Cluster) -> Finding:
 def check_rbac(access: SiteAccess, cluster: Cluster) -> Finding:
     """SelfSubjectAccessReview for every right the phases need."""
     kube = access.kube(cluster)
+    rights = rights_for(cluster)
     missing = [
-        right for right in RIGHTS if not kube.can_i(right.verb, right.resource, right.group).allowed
+        right for right in rights if not kube.can_i(right.verb, right.resource, right.group).allowed
     ]
     if missing:
         return problem(
@@ -195,7 +260,7 @@ def check_rbac(access: SiteAccess, cluster: Cluster) -> Finding:
             "use a cluster-admin kubeconfig for the install, or grant the rights listed",
             missing=[str(r) for r in missing],
         )
-    return passed(f"all {len(RIGHTS)} rights the phases need are granted")
+    return passed(f"all {len(rights)} rights the phases need are granted")
 
 
 def check_pool(access: SiteAccess, cluster: Cluster, pool: NodePool) -> Finding:

@@ -183,3 +183,46 @@ def test_h100_reported_memory_is_within_tolerance() -> None:
         gpu=PoolGpu(model="NVIDIA-H100-80GB-HBM3", count=8, memory=80 * GiB),
     )
     assert evaluate_gpu_nodes(pool, [gpu_node("h", "NVIDIA-H100-80GB-HBM3", memory="81559")]).ok
+
+
+def _rights(inventory: str) -> dict[str, str]:
+    from pathlib import Path
+
+    from installer.checks.preflight_kube import rights_for
+    from installer.inventory import load_inventory
+
+    repo = Path(__file__).resolve().parents[3]
+    cluster = load_inventory(repo / "inventories" / inventory).clusters[0]
+    rights = rights_for(cluster)
+    assert len({str(r) for r in rights}) == len(rights)  # each right asked once
+    return {str(r): r.why for r in rights}
+
+
+def test_rbac_rights_cover_every_phase_of_the_site() -> None:
+    """What kube.rbac asks by SelfSubjectAccessReview follows what the site's phases create."""
+    lab = _rights("lab.yml")  # localpv-hostpath, external Keycloak
+    assert lab["patch nodes"] == "nodes: pool labels and taints"
+    assert lab["create namespaces"] == "storage, dns, platform, verify: test pods"
+    for right in (
+        "create storageclasses.storage.k8s.io",
+        "patch deployments.apps",
+        "create roles.rbac.authorization.k8s.io",
+        "create rolebindings.rbac.authorization.k8s.io",
+        "bind clusterroles.rbac.authorization.k8s.io",
+        "create priorityclasses.scheduling.k8s.io",
+        "create pods",
+        "delete namespaces",
+    ):
+        assert right in lab, right
+    for right in ("create statefulsets.apps", "create csidrivers.storage.k8s.io"):
+        assert right not in lab, right
+    example = _rights("onprem.example.yml")  # cStor, in-cluster Keycloak
+    assert example["create statefulsets.apps"] == "keycloak"
+    assert example["create cstorpoolclusters.cstor.openebs.io"] == "storage"
+    assert example["list blockdevices.openebs.io"] == "storage: the disks NDM found"
+    for right in (
+        "create customresourcedefinitions.apiextensions.k8s.io",
+        "create daemonsets.apps",
+        "create csidrivers.storage.k8s.io",
+    ):
+        assert example[right] == "storage", right
