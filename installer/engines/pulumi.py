@@ -30,7 +30,7 @@ from typing import Any
 from ruamel.yaml import YAML
 
 from installer.engines import pulumi_orphans
-from installer.engines.pulumi_toolchain import offline_environment
+from installer.engines.pulumi_toolchain import offline_environment, write_language_host_launcher
 from installer.errors import EnvironmentProblem, FailedError
 from installer.redact import REDACTOR
 from installer.stacks import StackInput, program_of
@@ -156,6 +156,9 @@ class PulumiEngine:
         if not script.is_file() or script.read_text(encoding="utf-8") != text:
             script.write_text(text, encoding="utf-8")
             script.chmod(0o755)
+        # A hand-run `pulumi up` in stacks/<x> needs a Python language host; where the CLI's
+        # folder has no real one, a stand-in that runs this interpreter (the real one wins).
+        write_language_host_launcher(folder, self._cli_dir())
         return folder
 
     def _command_root(self) -> Path:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import shlex
 import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,10 @@ PYTHON_LANGUAGE_EXEC = "pulumi-language-python-exec"
 # with a Pulumi.yaml) needs the Python language host as well (PROJECT_TOOLS).
 INLINE_TOOLS: tuple[str, ...] = (PULUMI_CLI, KUBERNETES_PLUGIN)
 PROJECT_TOOLS: tuple[str, ...] = (*INLINE_TOOLS, PYTHON_LANGUAGE_HOST, PYTHON_LANGUAGE_EXEC)
+
+# The stand-in for the Go language host (docs/stacks.md): a launcher running this module.
+LANGUAGE_HOST_MODULE = "installer.engines.pulumi_language_host"
+STAND_IN_MARK = "# onprem-installer: stand-in for pulumi-language-python (docs/stacks.md)"
 
 PASSPHRASE_FILE = "passphrase"  # noqa: S105 - the file's name, not its content
 VERSION_TIMEOUT_S = 30
@@ -128,3 +134,52 @@ def offline_environment(
         # The CLI's version is pinned by the bundle; the Automation API need not ask the network.
         "PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK": "true",
     }
+
+
+# --- the Python language host's stand-in ---------------------------------------------------
+
+
+def language_host_launcher_text(python: str = "") -> str:
+    """The stand-in `pulumi-language-python`: runs the installer's language host module."""
+    return (
+        "#!/bin/sh\n"
+        f"{STAND_IN_MARK}\n"
+        f'exec {shlex.quote(python or sys.executable)} -u -m {LANGUAGE_HOST_MODULE} "$@"\n'
+    )
+
+
+def is_stand_in(path: Path) -> bool:
+    """Whether `path` is a stand-in launcher (the real host is a binary)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(STAND_IN_MARK) + 64)
+    except OSError:
+        return False
+    return STAND_IN_MARK.encode() in head
+
+
+def has_real_language_host(folder: Path) -> bool:
+    """Whether `folder` holds an executable `pulumi-language-python` that is not a stand-in."""
+    path = folder / PYTHON_LANGUAGE_HOST
+    return os.access(path, os.X_OK) and not is_stand_in(path)
+
+
+def write_language_host_launcher(folder: Path, cli_dir: Path) -> Path | None:
+    """Put the stand-in `pulumi-language-python` in `folder`, unless the real host is in
+    `cli_dir` (the CLI's folder) or in `folder`: the real one wins.
+
+    Returns the launcher's path, or None when the real host is there (a stand-in written
+    earlier into `folder` is removed then, so that PATH finds the real one)."""
+    path = folder / PYTHON_LANGUAGE_HOST
+    if has_real_language_host(cli_dir) or has_real_language_host(folder):
+        if is_stand_in(path):
+            path.unlink()
+        return None
+    text = language_host_launcher_text()
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(0o755)
+        tmp.replace(path)
+    return path
