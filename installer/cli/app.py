@@ -15,7 +15,7 @@ from typer.core import TyperGroup
 from typer.models import CommandInfo
 
 from installer import __version__
-from installer.cli.render import render_error, render_unexpected
+from installer.cli.render import emit_json, is_json, render_error, render_unexpected
 from installer.cli.state import STATE, OutputFormat
 from installer.errors import ExitCode, InstallerError
 
@@ -79,6 +79,13 @@ app = typer.Typer(
 )
 
 
+def _output(value: OutputFormat) -> OutputFormat:
+    # Set while parsing, not in the callback: a usage error in the command's own arguments (or
+    # an unknown command) is raised before the callback runs and must still honour --output.
+    STATE.output = value
+    return value
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"installer {__version__}")
@@ -88,7 +95,10 @@ def _version(value: bool) -> None:
 @app.callback()
 def _global(
     output: Annotated[
-        OutputFormat, typer.Option("--output", "-o", help="text for people, json for machines.")
+        OutputFormat,
+        typer.Option(
+            "--output", "-o", callback=_output, help="text for people, json for machines."
+        ),
     ] = OutputFormat.TEXT,
     debug: Annotated[
         bool, typer.Option("--debug", help="Log to stderr too and show tracebacks.")
@@ -122,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo("aborted", err=True)
         return int(ExitCode.FAILED)
     except click.ClickException as exc:
+        # Arguments the command cannot take are bad input, whatever click's own code says.
+        if is_json():
+            error = {"type": type(exc).__name__, "message": exc.format_message(), "exit_code": 2}
+            emit_json({"ok": False, "error": error})
         exc.show()
         return int(ExitCode.BAD_INPUT)
     except KeyboardInterrupt:
