@@ -1,9 +1,10 @@
 """The support bundle: what a support engineer needs to see, without a single secret.
 
 A gzip tarball (0600) holding the last runs' folders (logs, events, preflight and verify
-reports), the journal, versions, a summary of each cluster's nodes and the inventory with every
-secret-bearing value masked. Run folders' secret folders and key files are left out, and the
-state folder's generated secrets are read only to mask any copy of them in what is packed.
+reports), the newest preflight and verify reports, the journal, versions, a summary of each
+cluster's nodes and the inventory with every secret-bearing value masked. Run folders' secret
+folders and key files are left out; the state folder's generated secrets and every secret the
+inventory references are read only to mask any copy of them in what is packed.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from installer import __version__
 from installer.engines.kube import Kube
 from installer.errors import InstallerError
 from installer.inventory import Inventory
+from installer.inventory.types import SecretRef
 from installer.redact import MASK, REDACTOR
 from installer.state import StateDir
 
@@ -134,6 +138,39 @@ def mask_state_secrets(state: StateDir) -> int:
     return count
 
 
+def _secret_refs(value: object) -> list[SecretRef]:
+    if isinstance(value, SecretRef):
+        return [value]
+    if isinstance(value, BaseModel):
+        return [r for name in type(value).model_fields for r in _secret_refs(getattr(value, name))]
+    if isinstance(value, list | tuple):
+        return [r for item in value for r in _secret_refs(item)]
+    if isinstance(value, dict):
+        return [r for item in value.values() for r in _secret_refs(item)]
+    return []
+
+
+def mask_inventory_secrets(inventory: Inventory) -> tuple[int, list[str]]:
+    """Read every secret the inventory references (`env:`, `file:`), so that the redactor masks
+    any copy of one in a log or event. Returns how many were read and the references that could
+    not be (they cannot be masked: named in NOTES.txt, never their values)."""
+    read, unread = 0, []
+    for ref in _secret_refs(inventory):
+        try:
+            ref.resolve()  # registers the value with REDACTOR
+            read += 1
+        except InstallerError:
+            unread.append(ref.ref)
+    return read, unread
+
+
+def _latest(log_dir: Path, name: str) -> Path | None:
+    if not log_dir.is_dir():
+        return None
+    found = [p for p in log_dir.glob(f"*/{name}") if p.is_file()]
+    return max(found, key=lambda p: p.stat().st_mtime, default=None)
+
+
 def _recent_runs(log_dir: Path, count: int, exclude: Path | None) -> list[Path]:
     if not log_dir.is_dir():
         return []
@@ -151,8 +188,10 @@ def gather(
 ) -> SupportBundle:
     """Collect everything; what cannot be read is noted in NOTES.txt, not fatal."""
     bundle = SupportBundle()
+    unread: list[str] = []
     if inventory is not None:
         mask_state_secrets(StateDir(Path(inventory.site.state_dir)))
+        _, unread = mask_inventory_secrets(inventory)
     bundle.notes.append(f"support bundle made {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}")
     for run in _recent_runs(log_dir, runs, current_run):
         for item in sorted(run.rglob("*")):
@@ -163,6 +202,18 @@ def gather(
                 continue
             name = f"runs/{run.name}/{item.relative_to(run)}"
             bundle.add_text(name, item.read_text(encoding="utf-8", errors="replace"))
+    if unread:
+        bundle.notes.append(
+            "secrets not readable here, so not masked if a log holds them: " + ", ".join(unread)
+        )
+    # The newest reports, even when the runs that made them are older than the last `runs`.
+    for kind in ("preflight", "verify"):
+        report = _latest(log_dir, f"{kind}-report.json")
+        if report is None:
+            bundle.notes.append(f"no {kind} report under {log_dir}")
+        else:
+            bundle.add_text(f"reports/{kind}-report.json", report.read_text(encoding="utf-8"))
+            bundle.notes.append(f"reports/{kind}-report.json is {report}")
     bundle.add_json("versions.json", versions())
     if inventory_path is not None and inventory_path.is_file():
         bundle.add_text("inventory.yml", redact_inventory_text(inventory_path.read_text("utf-8")))

@@ -129,7 +129,8 @@ class Kube:
 
         try:
             contexts, current = config.list_kube_config_contexts(config_file=str(kubeconfig))
-        except (ConfigException, OSError, ValueError, yaml.YAMLError) as exc:
+        # TypeError: YAML that is not a mapping (a bare string), which the client indexes into.
+        except (ConfigException, OSError, ValueError, TypeError, yaml.YAMLError) as exc:
             raise BadInputError(f"kubeconfig {kubeconfig} is not usable: {exc}") from None
         names = [c["name"] for c in contexts or []]
         if context is not None and context not in names:

@@ -44,10 +44,11 @@ def test_missing_context_is_bad_input(tmp_path: Path) -> None:
         Kube.connect(path, "three")
 
 
-def test_garbage_is_bad_input(tmp_path: Path) -> None:
+@pytest.mark.parametrize("text", ["not: [a kubeconfig", "not a kubeconfig\n", "- a list\n"])
+def test_garbage_is_bad_input(tmp_path: Path, text: str) -> None:
     path = tmp_path / "k"
-    path.write_text("not: [a kubeconfig")
-    with pytest.raises(BadInputError):
+    path.write_text(text)
+    with pytest.raises(BadInputError, match="is not usable"):
         Kube.connect(path)
 
 
