@@ -218,3 +218,17 @@ def test_program_sources_env_then_bundle_then_nothing(
     assert found.registry_binary is None
     monkeypatch.setenv(ENV_CHARTMUSEUM, "/opt/cm")
     assert hub_sources(bundle).chartmuseum_binary == Path("/opt/cm")
+
+
+def test_hub_passwords_are_created_once_0600_and_reused(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    first = {name: state.secret(name).get_secret_value() for name in ("hub-password", "x-root")}
+    assert stat.S_IMODE(state.secrets.stat().st_mode) == 0o700
+    for name, value in first.items():
+        path = state.secrets / name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert path.read_text().strip() == value
+        assert len(value) >= 32
+    again = StateDir(tmp_path / "state")
+    assert {n: again.secret(n).get_secret_value() for n in first} == first
+    assert first["hub-password"] != first["x-root"]
