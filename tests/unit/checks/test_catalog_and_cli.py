@@ -8,6 +8,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import yaml
+
 from installer.checks import preflight_checks, verify_checks
 from installer.checks.acceptance import ProbeNamespace
 from installer.checks.catalog import SPECS, ids
@@ -140,3 +142,48 @@ def test_support_bundle_leaves_out_keys_and_masks_state_secrets(tmp_path: Path) 
     assert not any("secrets" in n or n.endswith((".key", ".pem", "ssh_key")) for n in names)
     events = bundle.members[f"runs/{run.name}/events.jsonl"].decode()
     assert "s3cr3t-hub-pass" not in events and "***" in events
+
+
+def _skipping_site(tmp_path: Path) -> Path:
+    """The example site with every preflight check skipped by the inventory (nothing is reached)
+    and one skip entry naming no check, which the report shows as a warning."""
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["skip_checks"] = {
+        **{check_id: f"{check_id} is checked by hand" for check_id in ids("preflight")},
+        "gpu.probe": "no GPUs yet",
+        "dns.wildcard": "the network team adds the records after the install",
+        "vm.typo": "an id that matches no check",
+    }
+    path = tmp_path / "site.yml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_inventory_skips_show_their_reason_and_warnings_fail_only_with_strict(
+    tmp_path: Path,
+) -> None:
+    site = _skipping_site(tmp_path)
+    proc = installer("-o", "json", "preflight", "-i", str(site), log_dir=tmp_path / "a")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    skipped = [r for r in report["results"] if r["status"] == "skip"]
+    assert {r["id"] for r in skipped} == set(ids("preflight"))
+    dns = next(r for r in skipped if r["id"] == "dns.wildcard")
+    assert dns["message"] == (
+        "skipped by the inventory: the network team adds the records after the install"
+    )
+    (warning,) = [r for r in report["results"] if r["status"] == "warn"]
+    assert warning["id"] == "checks.skip_unknown" and "'vm.typo'" in warning["message"]
+    assert report["ok"] is True and report["strict"] is False
+
+    strict = installer(
+        "-o", "json", "preflight", "-i", str(site), "--strict", log_dir=tmp_path / "b"
+    )
+    assert strict.returncode == 1, strict.stderr
+    assert json.loads(strict.stdout)["ok"] is False
+
+    table = installer("preflight", "-i", str(site), "--strict", log_dir=tmp_path / "c")
+    assert table.returncode == 1
+    text = " ".join(table.stdout.split())  # the table wraps long cells
+    assert "skipped by the inventory: no GPUs yet" in text
+    assert "preflight failed" in text and "(strict: warnings fail)" in text
