@@ -6,10 +6,12 @@ expected line, field path and message fragment are pinned.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -276,6 +278,177 @@ CASES = [
         "clusters[0].node_pools[1].memory",
         "not a boolean",
     ),
+    Broken(
+        "preset-memory-too-big",
+        "{name: cpu-small, cpu: 2, memory: 8Gi,",
+        "{name: cpu-small, cpu: 2, memory: 64Gi,",
+        26,
+        "clusters[0].presets[0].pools[0]",
+        "memory 64Gi > 32Gi per node",
+    ),
+    Broken(
+        "amd-preset-on-nvidia-pool",
+        "nvidia_gpu: {count: 1}",
+        "amd_gpu: {count: 1}",
+        27,
+        "clusters[0].presets[1].pools[0]",
+        "asks for amd GPUs and pool 'a100' has nvidia",
+    ),
+    Broken(
+        "mig-preset-on-pool-without-mig",
+        "nvidia_gpu: {count: 1}, pools",
+        "nvidia_migs: {1g.10gb: {count: 1}}, pools",
+        27,
+        "clusters[0].presets[1].pools[0]",
+        "MIG 1g.10gb x1 > 0 per node",
+    ),
+    Broken(
+        "two-gpu-vendors-in-a-preset",
+        "nvidia_gpu: {count: 1}",
+        "nvidia_gpu: {count: 1}, amd_gpu: {count: 1}",
+        27,
+        "clusters[0].presets[1]",
+        "one GPU vendor at most",
+    ),
+    Broken(
+        "mig-profiles-on-amd",
+        "gpu: {model:",
+        "gpu: {vendor: amd, mig_profiles: {1g.10gb: 7}, model:",
+        24,
+        "clusters[0].node_pools[1].gpu.mig_profiles",
+        "only on NVIDIA",
+    ),
+    Broken(
+        "gpu-count-zero",
+        "count: 8,",
+        "count: 0,",
+        24,
+        "clusters[0].node_pools[1].gpu.count",
+        "greater than or equal to 1",
+    ),
+    Broken(
+        "dns-port-collision",
+        "    known_hosts: known_hosts",
+        "    known_hosts: known_hosts\n  dns: {enabled: true, port: 22}",
+        11,
+        "aux_vm.dns.port",
+        "port 22 is already used by ssh",
+    ),
+    Broken(
+        "data-path-collision",
+        "    known_hosts: known_hosts",
+        "    known_hosts: known_hosts\n  services:\n"
+        "    devpi: {port: 3142, data_path: /var/lib/onprem-hub/registry}",
+        12,
+        "aux_vm.services.devpi.data_path",
+        "already used by registry",
+    ),
+    Broken(
+        "tls-provided-without-key",
+        "    known_hosts: known_hosts",
+        "    known_hosts: known_hosts\n  tls: {ca: provided, ca_cert: ca.pem}",
+        11,
+        "aux_vm.tls.ca_key",
+        "needs ca_key",
+    ),
+    Broken(
+        "bad-fingerprint",
+        "    known_hosts: known_hosts",
+        "    host_key_fingerprint: MD5:ab:cd",
+        10,
+        "aux_vm.ssh.host_key_fingerprint",
+        "should match pattern",
+    ),
+    Broken(
+        "inline-keycloak-password",
+        "    storage: {engine: localpv-hostpath}",
+        "    storage: {engine: localpv-hostpath}\n    keycloak: {admin_password: hunter2}",
+        29,
+        "clusters[0].keycloak.admin_password",
+        "never written inline",
+    ),
+    Broken(
+        "oidc-provider-without-secret",
+        "    storage: {engine: localpv-hostpath}",
+        "    storage: {engine: localpv-hostpath}\n    keycloak:\n      identity_provider:"
+        " {alias: sso, type: oidc, client_id: platform,"
+        " discovery_url: https://sso.example.com/.well-known/openid-configuration}",
+        30,
+        "clusters[0].keycloak.identity_provider.client_secret",
+        "needs client_secret",
+    ),
+    Broken(
+        "node-listed-twice",
+        "nodes: [cpu-1, cpu-2]",
+        "nodes: [cpu-1, cpu-1]",
+        17,
+        "clusters[0].node_pools[0].nodes[1]",
+        "listed twice",
+    ),
+    Broken(
+        "bad-node-name",
+        "nodes: [a100-1]",
+        "nodes: [A100_1]",
+        21,
+        "clusters[0].node_pools[1].nodes[0]",
+        "not a DNS name",
+    ),
+    Broken(
+        "unknown-key-no-near-match",
+        "        cpu: 64",
+        "        zzz: 1\n        cpu: 64",
+        22,
+        "clusters[0].node_pools[1].zzz",
+        "expected one of:",
+    ),
+    Broken(
+        "fractional-bytes",
+        "        memory: 32Gi",
+        "        memory: 1500m",
+        19,
+        "clusters[0].node_pools[0].memory",
+        "whole number of bytes",
+    ),
+    Broken(
+        "cpu-below-1m",
+        "        cpu: 8\n",
+        "        cpu: 0.0001\n",
+        18,
+        "clusters[0].node_pools[0].cpu",
+        "precision is 1m",
+    ),
+    Broken(
+        "list-for-a-scalar",
+        "  address: 192.0.2.10",
+        "  address: [192.0.2.10]",
+        6,
+        "aux_vm.address",
+        "IPv4",
+    ),
+    Broken(
+        "mapping-for-a-list",
+        "ingress_ips: [192.0.2.20]",
+        "ingress_ips: {first: 192.0.2.20}",
+        14,
+        "clusters[0].ingress_ips",
+        "valid list",
+    ),
+    Broken(
+        "no-ingress-ips",
+        "ingress_ips: [192.0.2.20]",
+        "ingress_ips: []",
+        14,
+        "clusters[0].ingress_ips",
+        "at least 1 item",
+    ),
+    Broken(
+        "bad-skip-check-id",
+        "    storage: {engine: localpv-hostpath}",
+        "    storage: {engine: localpv-hostpath}\nskip_checks: {dns wildcard: later}",
+        29,
+        "skip_checks.dns wildcard",
+        "not a check id",
+    ),
 ]
 
 
@@ -398,24 +571,107 @@ def test_cli_exit_2_with_position_and_no_traceback(tmp_path: Path, case_id: str)
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
-def test_cli_special_files_exit_2(tmp_path: Path) -> None:
-    for name, (path, line, message) in _special_files(tmp_path).items():
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "installer.cli",
-                "--log-dir",
-                str(tmp_path / "runs"),
-                "validate",
-                "--inventory",
-                str(path),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert proc.returncode == 2, (name, proc.stderr)
-        assert f"{path}:{line}:" in proc.stderr, (name, proc.stderr)
-        assert message in proc.stderr, name
-        assert "Traceback" not in proc.stderr + proc.stdout, name
+# Every broken inventory above, through the real entry point in one process (one start-up for
+# all of them): text and JSON output, exit code 2, file:line and field, no traceback.
+DRIVER = """
+import contextlib, io, json, sys
+from installer.cli.app import main
+
+results = {}
+for name, path in json.loads(sys.argv[1]).items():
+    for mode in ("text", "json"):
+        out, err = io.StringIO(), io.StringIO()
+        argv = ["--log-dir", sys.argv[2], "-o", mode, "validate", "--inventory", path]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(argv)
+        results[f"{name}/{mode}"] = {"code": code, "out": out.getvalue(), "err": err.getvalue()}
+print(json.dumps(results))
+"""
+
+# name -> (file, line, field path, message fragment)
+Expected = dict[str, tuple[Path, int, str, str]]
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Expected, dict[str, Any]]:
+    work = tmp_path_factory.mktemp("broken")
+    expected: Expected = {}
+    for case in CASES:
+        expected[case.id] = (_write(work, case), case.line, case.path, case.message)
+    base = BASE.read_text(encoding="utf-8")
+    dup = work / "duplicate-cluster.yml"
+    dup.write_text(base + base[base.index("clusters:\n") + len("clusters:\n") :])
+    expected["duplicate-cluster"] = (dup, 29, "clusters[1].name", "used twice")
+    (work / "special").mkdir()
+    for name, (path, line, message) in _special_files(work / "special").items():
+        expected[name] = (path, line, "", message)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            DRIVER,
+            json.dumps({name: str(e[0]) for name, e in expected.items()}),
+            str(work / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return expected, json.loads(proc.stdout.splitlines()[-1])
+
+
+CLI_NAMES = [
+    *(c.id for c in CASES),
+    "duplicate-cluster",
+    "empty",
+    "comments-only",
+    "binary",
+    "not-utf8",
+    "50MB",
+    "scalar",
+    "two-documents",
+    "missing-file",
+    "directory",
+]
+
+
+def test_at_least_25_broken_inventories_reach_the_cli() -> None:
+    assert len(CLI_NAMES) >= 25
+    assert len(set(CLI_NAMES)) == len(CLI_NAMES)
+
+
+@pytest.mark.parametrize("name", CLI_NAMES)
+def test_cli_text_exit_2_file_line_field_no_traceback(
+    cli_runs: tuple[Expected, dict[str, Any]], name: str
+) -> None:
+    expected, results = cli_runs
+    path, line, field, message = expected[name]
+    got = results[f"{name}/text"]
+    assert got["code"] == 2, got["err"]
+    assert "Traceback" not in got["err"] + got["out"]
+    lines = [ln.strip() for ln in got["err"].splitlines()]
+    prefix = f"{path}:{line}:"
+    hits = [ln for ln in lines if ln.startswith(prefix) and message in ln]
+    assert hits, f"no line {prefix} ... {message!r} in {got['err']}"
+    if field:
+        assert any(f": {field}: " in ln for ln in hits), hits
+
+
+@pytest.mark.parametrize("name", CLI_NAMES)
+def test_cli_json_exit_2_carries_the_problem(
+    cli_runs: tuple[Expected, dict[str, Any]], name: str
+) -> None:
+    expected, results = cli_runs
+    path, line, field, message = expected[name]
+    got = results[f"{name}/json"]
+    assert got["code"] == 2, got["err"]
+    (doc_line,) = got["out"].splitlines()
+    error = json.loads(doc_line)["error"]
+    assert error["exit_code"] == 2
+    assert any(
+        (p["file"], p["line"], p["path"]) == (str(path), line, field) and message in p["message"]
+        for p in error["problems"]
+    ), error["problems"]
