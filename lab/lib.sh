@@ -38,7 +38,8 @@ is_running() { local p; p="$(pidfile "$1")"; [[ -s "$p" ]] && kill -0 "$(cat "$p
 # start_daemon NAME CMD...: start CMD in its own session, record its pid, log to the log file.
 start_daemon() {
   local name="$1"; shift
-  if is_running "$name"; then log "$name already running (pid $(cat "$(pidfile "$name")"))"; return 0; fi
+  # A dead daemon not yet reaped (a zombie still answers kill -0) is started again.
+  if is_alive "$name"; then log "$name already running (pid $(cat "$(pidfile "$name")"))"; return 0; fi
   # The daemon keeps no descriptor its starter held: under `flock /tmp/onprem-lab-site.lock
   # lab/up` an inherited lock descriptor would hold the site lock for as long as the daemon runs.
   # shellcheck disable=SC2016  # expanded by the daemon's own shell
@@ -50,13 +51,13 @@ start_daemon() {
 
 # stop_daemon NAME: stop by pid (TERM, then KILL after 10 s), remove the pid file.
 stop_daemon() {
-  local name="$1" p pid i
+  local name="$1" p pid _
   p="$(pidfile "$name")"
   [[ -s "$p" ]] || return 0
   pid="$(cat "$p")"
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 100); do pid_alive "$pid" || break; sleep 0.1; done
     kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
     log "$name stopped"
   fi
@@ -69,13 +70,17 @@ wait_for() {
   local deadline=$((SECONDS + secs))
   until "$@" >/dev/null 2>&1; do
     if (( SECONDS >= deadline )); then die "$name not ready after ${secs}s; see $(logfile "$name")"; fi
-    if [[ -s "$(pidfile "$name")" ]] && ! is_running "$name"; then die "$name exited; see $(logfile "$name")"; fi
+    if [[ -s "$(pidfile "$name")" ]] && ! is_alive "$name"; then die "$name exited; see $(logfile "$name")"; fi
     sleep 0.5
   done
 }
 
-# port_free ADDR PORT: true when nothing listens there.
-port_free() { ! ss -Hltn "sport = :$2" 2>/dev/null | grep -q "$1:$2\|\*:$2\|0.0.0.0:$2\|\[::\]:$2"; }
+# port_free ADDR PORT: true when nothing listens there. Java servers (Keycloak) listen on
+# dual-stack sockets, which ss shows as [::ffff:ADDR]:PORT.
+port_free() {
+  ! ss -Hltn "sport = :$2" 2>/dev/null | awk '{print $4}' |
+    grep -qxF -e "$1:$2" -e "[::ffff:$1]:$2" -e "*:$2" -e "0.0.0.0:$2" -e "[::]:$2"
+}
 
 # --- lab CA and server certificates (lab part 2: upstream registry, chart repo, wheel index,
 # Keycloak). One CA for the stand-in "internet", apart from the cluster's own PKI.
@@ -141,4 +146,10 @@ forget_dead() {
   local p; p="$(pidfile "$1")"
   [[ -s "$p" ]] && ! is_alive "$1" && rm -f "$p"
   return 0
+}
+
+# pid_alive PID: the process exists and is not a zombie. The lab's daemons are orphans once
+# lab/up exits, and this machine's init reaps orphans only every few seconds.
+pid_alive() {
+  kill -0 "$1" 2>/dev/null && [[ "$(ps -o stat= -p "$1" 2>/dev/null)" != Z* ]]
 }

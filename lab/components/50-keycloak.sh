@@ -47,7 +47,7 @@ up() {
   java_home="$(find_java_home)" || die "keycloak: needs Java 21 or later and found none; see $(logfile keycloak)"
   password="$(lab_secret "$KC_STATE/admin-password")"
   lab_cert keycloak IP:127.0.0.1 DNS:localhost
-  if ! is_running keycloak; then
+  if ! is_alive keycloak; then
     port_free 127.0.0.1 "$LAB_KEYCLOAK_PORT" || die "keycloak: port $LAB_KEYCLOAK_PORT is taken; see $(logfile keycloak)"
     # A private copy: dev mode writes its database and build output under the distribution.
     if [[ ! -x "$KC_STATE/server/bin/kc.sh" ]]; then
@@ -80,7 +80,7 @@ down() {
 }
 
 status() {
-  if is_running keycloak && ready; then printf 'keycloak\trunning\t%s\n' "$(url)"
+  if is_alive keycloak && ready; then printf 'keycloak\trunning\t%s\n' "$(url)"
   else printf 'keycloak\tdown\t%s\n' "$(logfile keycloak)"; return 1; fi
 }
 

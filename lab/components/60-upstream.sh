@@ -113,7 +113,7 @@ http:
 auth:
   htpasswd: {realm: lab-upstream, path: $UP/htpasswd}
 EOF
-  if ! is_running upstream-registry; then
+  if ! is_alive upstream-registry; then
     port_free 127.0.0.1 "$LAB_UPSTREAM_REGISTRY_PORT" \
       || die "docker-registry: port $LAB_UPSTREAM_REGISTRY_PORT is taken; see $(logfile upstream-registry)"
     start_daemon upstream-registry /usr/bin/docker-registry serve "$UP/registry.yml"
@@ -169,7 +169,7 @@ up_devpi() {
       --root-passwd "$(lab_secret "$UP/devpi-root-password")" >>"$logf" 2>&1 \
       || die "devpi-server: initialising its data folder failed; see $logf"
   fi
-  if ! is_running upstream-devpi; then
+  if ! is_alive upstream-devpi; then
     port_free 127.0.0.1 "$LAB_UPSTREAM_PYPI_BACKEND_PORT" \
       || die "devpi-server: port $LAB_UPSTREAM_PYPI_BACKEND_PORT is taken; see $logf"
     # Loopback only and offline: nginx in front gives it TLS; it never reaches out to an index.
@@ -248,7 +248,7 @@ http {
   }
 }
 EOF
-  if ! is_running upstream-nginx; then
+  if ! is_alive upstream-nginx; then
     local p
     for p in "$LAB_UPSTREAM_CHARTS_PORT" "$LAB_UPSTREAM_PYPI_PORT"; do
       port_free 127.0.0.1 "$p" || die "nginx: port $p is taken; see $(logfile upstream-nginx)"
@@ -296,7 +296,7 @@ down() {
 status() {
   local rc=0 name
   for name in upstream-registry upstream-devpi upstream-nginx; do
-    if is_running "$name"; then printf '%s\trunning\tpid %s\n' "$name" "$(cat "$(pidfile "$name")")"
+    if is_alive "$name"; then printf '%s\trunning\tpid %s\n' "$name" "$(cat "$(pidfile "$name")")"
     else printf '%s\tdown\t%s\n' "$name" "$(logfile "$name")"; rc=1; fi
   done
   return $rc
