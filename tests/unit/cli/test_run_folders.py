@@ -90,15 +90,15 @@ def test_the_table_covers_every_registered_command() -> None:
 @pytest.fixture(scope="module")
 def results(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, dict[str, str]]]:
     work = tmp_path_factory.mktemp("runs")
-    argvs = {
-        cmd.replace(" ", "-"): [
-            "--log-dir",
-            str(work / "logs" / cmd.replace(" ", "-")),
-            *cmd.split(),
-            *args,
-        ]
-        for cmd, (args, _) in RUNS.items()
-    }
+    argvs: dict[str, list[str]] = {}
+    for cmd, (args, _) in RUNS.items():
+        slug = cmd.replace(" ", "-")
+        argvs[slug] = ["--log-dir", str(work / "logs" / slug), *cmd.split(), *args]
+        # The same run for a machine: own log dir, and outputs of its own (init's file).
+        json_args = [a.replace("starter", "starter-json") for a in args]
+        json_args = [a.replace("support.", "support-json.") for a in json_args]
+        json_log = str(work / "json-logs" / slug)
+        argvs[f"{slug}/json"] = ["--log-dir", json_log, "-o", "json", *cmd.split(), *json_args]
     env = {k: v for k, v in os.environ.items() if not k.startswith("INSTALLER_")}
     proc = subprocess.run(
         [sys.executable, "-c", DRIVER, json.dumps(argvs)],
@@ -133,3 +133,21 @@ def test_command_writes_its_run_folder(
     if RUNS[command][1] == 2:
         # The refusal itself is in the log, not only on the terminal.
         assert re.search(r"installer: \w+Error: ", text), text
+
+
+@pytest.mark.parametrize("command", list(RUNS))
+def test_command_speaks_json_when_asked(
+    results: tuple[Path, dict[str, dict[str, str]]], command: str
+) -> None:
+    work, data = results
+    slug = command.replace(" ", "-")
+    got = data[f"{slug}/json"]
+    assert got["code"] == RUNS[command][1], got["stderr"]
+    if command == "inventory schema":  # its output is the schema itself
+        assert json.loads(got["stdout"])["$schema"].startswith("https://json-schema.org/")
+    else:
+        (line,) = got["stdout"].splitlines()  # one document on one line
+        doc = json.loads(line)
+        assert doc["ok"] is (RUNS[command][1] == 0), doc
+    (run,) = (work / "json-logs" / slug).iterdir()
+    assert (run / "installer.log").is_file()
