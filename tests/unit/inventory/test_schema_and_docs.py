@@ -102,3 +102,16 @@ def test_every_shipped_inventory_validates(inventory: Path) -> None:
     load_inventory(inventory)
     data, _ = load_yaml(inventory)
     jsonschema.Draft202012Validator(inventory_schema()).validate(data)
+
+
+def test_init_starter_validates_against_the_schema(tmp_path: Path) -> None:
+    from installer.cli.init_cmd import render_starter
+    from installer.inventory import load_inventory
+
+    starter = tmp_path / "onprem.yml"
+    starter.write_text(
+        render_starter("onprem.yml", "mysite", "ml.example.com", "192.0.2.10", "ops")
+    )
+    load_inventory(starter)
+    data, _ = load_yaml(starter)
+    jsonschema.Draft202012Validator(inventory_schema()).validate(data)
