@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import ssl
+import stat
 import subprocess
 import sys
 import time
@@ -101,6 +102,25 @@ def test_registry_push_and_pull_with_the_site_ca(provisioned_hub: Hub, tmp_path:
         layer = json.loads(manifest.data)["layers"][0]
         size = client.fetch_blob("hubtest/hello", layer["digest"], tmp_path / "layer")
         assert size == layer["size"]
+
+        # The project's client pushes too (blobs, then the manifest, into a new repository)
+        # and skopeo pulls what it pushed.
+        blobs = tmp_path / "src" / "blobs" / "sha256"
+        config = json.loads(manifest.data)["config"]["digest"]
+        pushed_config = client.push_blob("hubtest/own", config, blobs / config[7:])
+        assert pushed_config in ("uploaded", "present")  # the config may be an earlier run's
+        pushed_layer = client.push_blob("hubtest/own", layer["digest"], blobs / layer["digest"][7:])
+        assert pushed_layer == "uploaded"  # the layer holds this run's tag
+        client.put_manifest("hubtest/own", tag, manifest)
+    own = f"docker://{hub.address}:{REGISTRY_PORT}/hubtest/own:{tag}"
+    copied = _skopeo("copy", "--src-cert-dir", str(certs), "--src-creds", creds,
+                     own, f"oci:{tmp_path / 'own'}:{tag}")  # fmt: skip
+    assert copied.returncode == 0, copied.stderr
+    own_index = json.loads((tmp_path / "own" / "index.json").read_text())
+    assert own_index["manifests"][0]["digest"] == digest
+    assert (
+        tmp_path / "own" / "blobs" / "sha256" / layer["digest"].removeprefix("sha256:")
+    ).is_file()
 
 
 def test_registry_refuses_wrong_password_and_untrusted_tls(
@@ -227,6 +247,14 @@ def test_second_run_changes_nothing_and_keeps_secrets_out_of_logs(
     assert again.rc == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert again.phase_changes() == 0
     assert "changed=0" in again.final()["phases"][0]["message"]
+    # The generated passwords were re-used, not made again, and stay owner-only.
+    for name, value in (
+        ("hub-password", hub.password),
+        ("devpi-root-password", hub.devpi_root_password),
+    ):
+        path = hub.state / "secrets" / name
+        assert path.read_text().strip() == value
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
     secrets = [hub.password, hub.devpi_root_password]
     key_body = [
         line
