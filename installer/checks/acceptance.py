@@ -108,10 +108,15 @@ class ProbeNamespace:
     def __init__(self) -> None:
         self._names: dict[str, tuple[Kube, str]] = {}
         self._lock = threading.Lock()
+        self._deleted = False
 
     def get(self, access: SiteAccess, cluster: Cluster) -> tuple[Kube, str]:
         """The cluster's API and the namespace (created now if needed)."""
         with self._lock:
+            if self._deleted:
+                # A check that outlived its time limit must not make a namespace after the run
+                # removed them: nothing would remove that one but the next run's sweep.
+                raise FailedError("the verify run has ended; no more test pods")
             if cluster.name not in self._names:
                 kube = access.kube(cluster)
                 self._sweep(kube)
@@ -141,6 +146,7 @@ class ProbeNamespace:
     def delete(self) -> None:
         """Delete every namespace made (and the pods in it)."""
         with self._lock:
+            self._deleted = True
             for kube, name in self._names.values():
                 try:
                     kube.delete_namespace(name)

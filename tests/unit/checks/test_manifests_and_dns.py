@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from installer.checks.acceptance import preset_pod, untolerated_pod
+from installer.checks.acceptance import ProbeNamespace, preset_pod, untolerated_pod
 from installer.checks.context import SiteAccess
 from installer.checks.dnsquery import DnsError, build_query, parse_answer, query
+from installer.errors import FailedError
 from installer.inventory import load_inventory
 from installer.site import POOL_LABEL, preset_resources, preset_tolerations
 
@@ -58,6 +59,15 @@ def test_untolerated_pod_lacks_only_the_job_toleration(access: SiteAccess) -> No
     assert [t["key"] for t in spec["tolerations"]] == ["nvidia.com/gpu"]
     expr = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert expr["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["a100"]
+
+
+def test_no_namespace_is_made_once_the_run_removed_them(access: SiteAccess) -> None:
+    """A check that outlived its time limit finds the run over, instead of leaving a namespace
+    nothing removes (the namespaces' deletion comes first here, no cluster is reached)."""
+    namespaces = ProbeNamespace()
+    namespaces.delete()
+    with pytest.raises(FailedError, match="the verify run has ended"):
+        namespaces.get(access, access.inventory.clusters[0])
 
 
 def _response(query_packet: bytes, addresses: list[str], rcode: int = 0) -> bytes:
