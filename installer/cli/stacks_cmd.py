@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +21,14 @@ from installer.stacks.inputs import builders, stack_input
 from installer.state import StateDir
 
 group = typer.Typer(help="The cluster stacks (Pulumi): config for hand runs, preview, up, destroy.")
+
+HAND_RUN_ENV = (
+    "PULUMI_BACKEND_URL",
+    "PULUMI_CONFIG_PASSPHRASE_FILE",
+    "PULUMI_HOME",
+    "PULUMI_SKIP_UPDATE_CHECK",
+    "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION",
+)
 
 ClusterOption = Annotated[
     list[str] | None,
@@ -122,17 +131,26 @@ def config(
             engine.configure(si, project_dir=folder)
             written.append(str(folder / f"Pulumi.{si.stack}.yaml"))
     env = engine.env()
-    hand_env = {k: env[k] for k in ("PULUMI_BACKEND_URL", "PULUMI_CONFIG_PASSPHRASE_FILE")}
+    # The same backend, passphrase, Pulumi home and offline switches as the installer's runs;
+    # PATH: the installer's plugin launchers (dynamic provider, language host), then the CLI's.
+    hand_env = {k: env[k] for k in HAND_RUN_ENV}
+    prepend = [str(d) for d in engine.tool_dirs()]
     if is_json():
-        emit_json({"ok": True, "written": written, "env": hand_env})
+        emit_json({"ok": True, "written": written, "env": {**hand_env, "PATH": env["PATH"]}})
         return
     for path in written:
         out.print(f"[green]wrote[/] {path}", markup=True)
     out.print("To run a stack by hand:")
     for key, value in hand_env.items():
-        out.print(f"  export {key}={value}", markup=False)
-    out.print(f"  export PATH={env['PATH'].split(os.pathsep, 2)[0]}:$PATH", markup=False)
-    out.print("  cd stacks/<stack> && pulumi stack select <cluster> && pulumi up", markup=False)
+        # Never wrapped: the lines are meant to be pasted into a shell.
+        out.print(f"  export {key}={shlex.quote(value)}", markup=False, soft_wrap=True)
+    path = os.pathsep.join(map(shlex.quote, prepend))
+    out.print(f"  export PATH={path}:$PATH", markup=False, soft_wrap=True)
+    out.print(
+        f"  cd {stacks_dir}/<stack> && pulumi stack select <cluster> && pulumi up",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 def _run(

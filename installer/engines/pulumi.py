@@ -174,6 +174,10 @@ class PulumiEngine:
             link.symlink_to(cli / "pulumi")
         return root
 
+    def tool_dirs(self) -> list[Path]:
+        """What a hand run puts first on PATH: the installer's launchers, then the CLI's folder."""
+        return [self._dynamic_plugin_dir(), self._cli_dir()]
+
     def env(self) -> dict[str, str]:
         """Environment of every CLI call: offline, file backend, passphrase from a 0600 file."""
         env = offline_environment(self.state.pulumi, bin_dir=self._cli_dir())
