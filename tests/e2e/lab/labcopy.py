@@ -1,4 +1,5 @@
-"""A copy of lab/ with some of versions.env changed: a second lab beside the session's."""
+"""A copy of lab/ with some of versions.env changed: a second lab beside the session's; and the
+one-line failure every lab script must print."""
 
 from __future__ import annotations
 
@@ -38,3 +39,15 @@ def component(
         timeout=timeout,
         check=False,
     )
+
+
+def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The single '[lab] error: ...' line a failing lab script must print, and nothing else."""
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("[lab] error: ")]
+    assert len(errors) == 1, result.stderr
+    assert lines[-1] == errors[0], result.stderr
+    # No stack of shell errors: only the lab's own log lines come before the error.
+    assert all(line.startswith("[lab] ") for line in lines), result.stderr
+    return errors[0]

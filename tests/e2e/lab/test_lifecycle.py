@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.lab import LAB_DIR, REPO, Lab, read_versions
+from tests.e2e.bootstrap.cli import site_lock
+from tests.e2e.lab.labcopy import one_error_line
+from tests.fixtures.lab import LAB_DIR, REPO, Lab, read_env_file, read_versions
 
 pytestmark = pytest.mark.e2e
 
 KUBE = LAB_DIR / "components" / "10-kube.sh"
-VM = LAB_DIR / "components" / "20-vm.sh"
 
 
 def component(
@@ -33,18 +36,6 @@ def component(
     )
 
 
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The single '[lab] error: ...' line a failing lab script must print, and nothing else."""
-    assert result.returncode == 1, result.stderr
-    lines = result.stderr.strip().splitlines()
-    errors = [line for line in lines if line.startswith("[lab] error: ")]
-    assert len(errors) == 1, result.stderr
-    assert lines[-1] == errors[0], result.stderr
-    # No stack of shell errors: only the lab's own log lines come before the error.
-    assert all(line.startswith("[lab] ") for line in lines), result.stderr
-    return errors[0]
-
-
 PART1_DAEMONS = (
     "etcd",
     "kube-apiserver",
@@ -53,11 +44,6 @@ PART1_DAEMONS = (
     "kwok",
     "vm-sshd",
 )
-
-
-def pids(lab: Lab) -> dict[str, str]:
-    """Pid of every daemon of components 10 and 20, by name."""
-    return {d: (lab.state / "run" / f"{d}.pid").read_text().strip() for d in PART1_DAEMONS}
 
 
 def test_second_build_builds_nothing(lab: Lab) -> None:
@@ -75,12 +61,57 @@ def test_second_build_builds_nothing(lab: Lab) -> None:
     assert lab.kubectl.parent.parent.name == f"kubernetes-{v['KUBE_VERSION']}"
 
 
+def cache_snapshot() -> dict[str, int]:
+    """Modification times of every tool folder of the lab cache and of what is directly in it:
+    a build, even one that ends in the same files, renames or writes there."""
+    cache = Path(
+        subprocess.run(
+            ["bash", "-c", f'source {LAB_DIR / "lib.sh"} && printf %s "$LAB_CACHE"'],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    skip = {"gopath", "gocache", "build"}
+    snapshot: dict[str, int] = {}
+    for tool in cache.iterdir():
+        if not tool.is_dir() or tool.name.startswith(".") or tool.name in skip:
+            continue
+        for path in (tool, *tool.iterdir()):
+            snapshot[str(path)] = path.stat().st_mtime_ns
+    return snapshot
+
+
+def test_second_lab_build_of_every_component_builds_nothing(lab: Lab) -> None:
+    del lab  # the session lab's build filled the cache
+    before = cache_snapshot()
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(LAB_DIR / "build")], capture_output=True, text=True, timeout=300, check=False
+    )
+    took = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    assert not re.search(r"\b(building|fetching|downloading|installing)\b", result.stderr, re.I), (
+        result.stderr
+    )
+    assert cache_snapshot() == before
+    assert took < 60, f"a cached lab/build took {took:.0f} s"
+
+
 def test_up_twice_changes_nothing(lab: Lab) -> None:
-    before = pids(lab)
-    for script in (KUBE, VM):
-        result = component(script, "up")
+    # The whole lab/up, every component, on the running lab: it starts nothing and changes no
+    # fact. It runs on the shared site, so under its lock.
+    with site_lock():
+        before = {p.name: p.read_text() for p in (lab.state / "run").glob("*.pid")}
+        facts = read_env_file(lab.state / "env")
+        result = subprocess.run(
+            [str(LAB_DIR / "up")], capture_output=True, text=True, timeout=600, check=False
+        )
         assert result.returncode == 0, result.stderr
-    assert pids(lab) == before
+        after = {p.name: p.read_text() for p in (lab.state / "run").glob("*.pid")}
+    assert after == before
+    assert set(PART1_DAEMONS) <= {name.removesuffix(".pid") for name in after}
+    assert read_env_file(lab.state / "env") == facts
     assert (lab.state / "vm" / "known_hosts").read_text().startswith(f"{lab.vm_addr} ssh-ed25519 ")
 
 
