@@ -2,7 +2,8 @@
 
 - registry: `skopeo inspect` answers for every manifest image at its mirror path
   (`<registry>/<full upstream name>:<tag>`), with the lab CA and credentials, and refuses
-  anonymous pulls; the Keycloak stand-in carries a layer of 200 MB or more;
+  anonymous pulls; the Keycloak stand-in carries a layer of 200 MB or more; podman pulls a
+  stand-in and runs it with runc;
 - chart repository: index.yaml lists every manifest chart at its version, and each chart
   renders the kinds of objects the real chart does; charts whose upstream is an OCI repository
   (the platform's) are also in the registry under the same mirror prefix;
@@ -12,9 +13,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 import ssl
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -242,3 +245,52 @@ def test_oci_charts_are_mirrored_in_the_registry(
     )
     assert pull.returncode == 0, pull.stderr
     assert (tmp_path / f"{chart.name}-{chart.version}.tgz").is_file()
+
+
+@pytest.mark.parametrize(
+    "image",
+    [next(i for i in MANIFEST.images if i.component == c) for c in ("auxvm", "platform")],
+    ids=lambda i: f"{i.name}:{i.tag}",
+)
+def test_stand_in_image_pulls_and_runs(
+    image: ImageRef, lab_services: LabServices, tmp_path: Path
+) -> None:
+    # Real, runnable images: podman pulls one from the upstream and runs it with runc, no network.
+    # This machine refuses the large default rlimits podman asks for, hence explicit ones.
+    runroot = Path(tempfile.mkdtemp(prefix="lab-pod-"))  # podman wants at most 50 characters
+    podman = [
+        "podman",
+        *("--root", str(tmp_path / "store"), "--runroot", str(runroot)),
+        *("--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"),
+    ]
+    ref = f"{lab_services.registry}/{image.name}:{image.tag}"
+    pull = subprocess.run(
+        [
+            *podman,
+            *("pull", "-q", "--cert-dir", str(lab_services.cert_dir(tmp_path))),
+            *("--creds", lab_services.auth.pair, f"docker://{ref}"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert pull.returncode == 0, pull.stderr
+    run = subprocess.run(
+        [
+            *podman,
+            *("run", "--rm", "--runtime", "runc", "--network", "none"),
+            *("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"),
+            *(ref, "cat", "/etc/lab-stand-in"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    shutil.rmtree(runroot, ignore_errors=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        f"lab stand-in for {image.name}:{image.tag}",
+        f"{image.name}:{image.tag}",
+    ]
