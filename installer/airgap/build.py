@@ -12,12 +12,14 @@ import hashlib
 import queue
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from installer import __version__
-from installer.airgap.archive import first_member, write_bundle
+from installer.airgap.archive import first_member
+from installer.airgap.bundlefile import BundleWriter
 from installer.airgap.files import (
     Source,
     fetch_binaries,
@@ -31,6 +33,7 @@ from installer.airgap.images import (
     Wanted,
     child_descriptors,
     fetch_blobs,
+    is_compressed,
     layout_items,
     read_manifest_blob,
     resolve_images,
@@ -49,7 +52,13 @@ from installer.airgap.manifest import (
     sign,
 )
 from installer.airgap.progress import Progress, Silent
-from installer.engines.registry import RegistryClient, RegistryEndpoint, TransferStats
+from installer.engines.registry import (
+    BlobSink,
+    FileSink,
+    RegistryClient,
+    RegistryEndpoint,
+    TransferStats,
+)
 from installer.errors import BadInputError
 from installer.release import ReleaseManifest
 
@@ -117,9 +126,9 @@ def build_bundle(opts: BuildOptions, progress: Progress | None = None) -> BuildR
     seconds["files"] = time.monotonic() - started
 
     started = time.monotonic()
-    with _client(opts, stats) as client:
+    with _client(opts, stats, progress) as client:
         images, wanted = _resolve(opts, client, stage)
-        sizes = {d: size for d, (_, size) in wanted.items()}
+        sizes = {d: size for d, (_, size, _) in wanted.items()}
         items += layout_items(stage, images, omit - _manifest_digests(stage, images), sizes)
         # Hub programs stay in a delta too: the auxvm phase extracts them before any load.
         kept = [
@@ -137,42 +146,27 @@ def build_bundle(opts: BuildOptions, progress: Progress | None = None) -> BuildR
         source = {"installer": __version__}
         if opts.upstream is not None:
             source["registry_mirror"] = opts.upstream.host
-        manifest = new_manifest(
-            source=source,
-            platform_version=opts.release.platform_version,
-            images=images,
-            items=kept,
-            delta=delta,
+        manifest = _earlier_if_same(
+            stage,
+            new_manifest(
+                source=source,
+                platform_version=opts.release.platform_version,
+                images=images,
+                items=kept,
+                delta=delta,
+            ),
         )
         seconds["manifests"] = time.monotonic() - started
         started = time.monotonic()
-        layers = {i.name: i for i in manifest.items if i.kind == "blob" and i.name in wanted}
-        ready: queue.Queue[BundleItem | None] = queue.Queue()
-        first = [i for i in manifest.items if not (i.kind == "blob" and i.name in wanted)]
         progress.phase("pull and pack", manifest.total_size)
-        packer = _Packer(
-            stage, manifest, sign(manifest.to_bytes(), key), opts, first, ready, progress
+        parts = _pull_and_pack(
+            opts, client, stage, manifest, wanted, sign_with=key, progress=progress
         )
-        packer.start()
-        try:
-            fetch_blobs(
-                client,
-                {d: wanted[d] for d in layers},
-                stage / LAYOUT_DIR,
-                workers=opts.workers,
-                on_done=lambda digest: ready.put(layers[digest]),
-            )
-        finally:
-            ready.put(None)
-            packer.join()
-        if packer.error is not None:
-            raise packer.error
-    (stage / MANIFEST_NAME).write_bytes(manifest.to_bytes())
     seconds["pull_and_pack"] = time.monotonic() - started
     return BuildResult(
-        parts=packer.parts,
+        parts=parts,
         manifest=manifest,
-        bundle_bytes=sum(p.stat().st_size for p in packer.parts),
+        bundle_bytes=sum(p.stat().st_size for p in parts),
         content_bytes=manifest.total_size,
         omitted=len(delta.omitted) if delta else 0,
         retries=stats.retries,
@@ -181,52 +175,117 @@ def build_bundle(opts: BuildOptions, progress: Progress | None = None) -> BuildR
     )
 
 
+def _earlier_if_same(stage: Path, manifest: BundleManifest) -> BundleManifest:
+    """The manifest an interrupted run of the same build signed (it differs only in its
+    creation time), so that its bundle file, laid out for those bytes, is resumed; else
+    `manifest`, recorded for the next run."""
+    path = stage / MANIFEST_NAME
+    try:
+        earlier = parse_manifest(path.read_bytes())
+    except (OSError, BadInputError):
+        earlier = None
+    if earlier is not None and manifest.model_copy(update={"created": earlier.created}) == earlier:
+        return earlier
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(manifest.to_bytes())
+    tmp.replace(path)
+    return manifest
+
+
+def _pull_and_pack(
+    opts: BuildOptions,
+    client: RegistryClient,
+    stage: Path,
+    manifest: BundleManifest,
+    wanted: Wanted,
+    *,
+    sign_with: Ed25519PrivateKey,
+    progress: Progress,
+) -> list[Path]:
+    """Write the bundle file: layers already compressed go from the network straight into
+    their raw frames (`bundlefile`), in parallel; everything else is packed, compressed, from
+    the work folder as soon as it is there (`_Packer`)."""
+    blobs = {i.name: i for i in manifest.items if i.kind == "blob" and i.name in wanted}
+    raw = sorted(
+        (i for i in blobs.values() if is_compressed(wanted[i.name][2])), key=lambda i: -i.size
+    )
+    raw_paths = {i.path for i in raw}
+    local = [i for i in manifest.items if not (i.kind == "blob" and i.name in wanted)]
+    data = manifest.to_bytes()
+    writer = BundleWriter(opts.output, stage, max_size=opts.max_size, level=opts.level)
+    writer.start(data, sign(data, sign_with), raw)
+    ready: queue.Queue[BundleItem | None] = queue.Queue()
+    packer = _Packer(writer, stage, local, ready, progress)
+    packer.start()
+
+    def sink(digest: str) -> BlobSink | None:
+        item = blobs[digest]
+        if item.path in raw_paths:
+            if writer.is_done(item.path):
+                progress.advance(item.size)
+                return None
+            return writer.sink(item.path)
+        path = stage / item.path
+        if path.is_file():
+            progress.advance(item.size)
+            return None
+        return FileSink(path, item.size)
+
+    def done(digest: str) -> None:
+        if blobs[digest].path not in raw_paths:
+            ready.put(blobs[digest])
+
+    try:
+        fetch_blobs(
+            client,
+            {d: wanted[d] for d in blobs},
+            sink=sink,
+            workers=opts.workers,
+            on_done=done,
+        )
+    finally:
+        ready.put(None)
+        packer.join()
+    if packer.error is not None:
+        writer.close()
+        raise packer.error
+    return writer.finish(packer.length)
+
+
 class _Packer(threading.Thread):
-    """Writes the bundle from a queue of items whose files are complete."""
+    """Writes the bundle's compressed tail from the work folder: the files gathered there,
+    then each blob of the queue (those not stored raw) once its download completes."""
 
     def __init__(
         self,
+        writer: BundleWriter,
         stage: Path,
-        manifest: BundleManifest,
-        signature: bytes,
-        opts: BuildOptions,
         first: list[BundleItem],
         ready: queue.Queue[BundleItem | None],
         progress: Progress,
     ) -> None:
         super().__init__(name="bundle-packer", daemon=True)
+        self.writer, self.stage, self.first, self.ready = writer, stage, first, ready
         self.progress = progress
-        self.stage, self.manifest, self.signature = stage, manifest, signature
-        self.opts, self.first, self.ready = opts, first, ready
-        self.parts: list[Path] = []
+        self.length = 0
         self.error: BaseException | None = None
-
-    def _order(self) -> Iterator[BundleItem]:
-        yield from self.first
-        yield from iter(self.ready.get, None)
-
-    def _advance(self, n: int) -> None:
-        self.progress.advance(n)
 
     def run(self) -> None:
         try:
-            self.parts = write_bundle(
-                self.stage,
-                self.manifest,
-                self.signature,
-                self.opts.output,
-                max_size=self.opts.max_size,
-                level=self.opts.level,
-                order=self._order(),
-                progress=self._advance,
-            )
+            tail = self.writer.tail()
+            for item in self.first:
+                tail.add_file(item.path, self.stage / item.path, item.size)
+                self.progress.advance(item.size)
+            for item in iter(self.ready.get, None):
+                tail.add_file(item.path, self.stage / item.path, item.size)
+            self.length = tail.close()
         except BaseException as exc:  # noqa: BLE001 - handed to the main thread, re-raised there
             self.error = exc
             for _ in iter(self.ready.get, None):  # let the downloads finish their puts
                 pass
 
 
-def _client(opts: BuildOptions, stats: TransferStats) -> RegistryClient:
+def _client(opts: BuildOptions, stats: TransferStats, progress: Progress) -> RegistryClient:
     images = opts.release.images
     if opts.upstream is not None:
         endpoint = opts.upstream
@@ -238,7 +297,9 @@ def _client(opts: BuildOptions, stats: TransferStats) -> RegistryClient:
                 remedy="pass --registry-mirror: a registry holding them under their full names",
             )
         endpoint = RegistryEndpoint(host=hosts.pop() if hosts else "localhost")
-    return RegistryClient(endpoint, stats=stats, connections=opts.workers * 2)
+    return RegistryClient(
+        endpoint, stats=stats, connections=opts.workers * 2, progress=progress.advance
+    )
 
 
 def _resolve(

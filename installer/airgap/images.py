@@ -23,6 +23,7 @@ from installer.engines.registry import (
     INDEX_TYPES,
     OCI_INDEX,
     OCI_MANIFEST,
+    BlobSink,
     Manifest,
     RegistryClient,
     sha256_digest,
@@ -62,7 +63,7 @@ class _Pulled:
     repo: str
     top: Manifest
     manifests: list[Manifest] = field(default_factory=list)  # children of an index
-    blobs: dict[str, int] = field(default_factory=dict)  # config and layers -> size
+    blobs: dict[str, tuple[int, str]] = field(default_factory=dict)  # -> (size, media type)
 
 
 def _children(top: Manifest) -> list[dict[str, Any]]:
@@ -92,13 +93,23 @@ def _filter_index(top: Manifest, platforms: list[str]) -> Manifest:
     return Manifest(data=raw, media_type=top.media_type, digest=sha256_digest(raw))
 
 
-def _layers(manifest: Manifest) -> dict[str, int]:
+def _layers(manifest: Manifest) -> dict[str, tuple[int, str]]:
     data = json.loads(manifest.data)
-    found: dict[str, int] = {}
+    found: dict[str, tuple[int, str]] = {}
     for desc in [data.get("config"), *data.get("layers", [])]:
         if desc and not desc.get("urls"):  # foreign layers are not distributable
-            found[desc["digest"]] = int(desc["size"])
+            found[desc["digest"]] = (int(desc["size"]), str(desc.get("mediaType", "")))
     return found
+
+
+COMPRESSED_SUFFIXES = ("+gzip", "+zstd", ".gzip", ".zstd")
+"""Media types whose content is compressed already (OCI `+gzip`/`+zstd` layers, Docker's
+`rootfs.diff.tar.gzip`): compressing them again gains nothing."""
+
+
+def is_compressed(media_type: str) -> bool:
+    """The blob's content is compressed already (by its media type)."""
+    return media_type.endswith(COMPRESSED_SUFFIXES)
 
 
 def resolve(client: RegistryClient, image: ImageRef, repo: str, platforms: list[str]) -> _Pulled:
@@ -119,8 +130,8 @@ def resolve(client: RegistryClient, image: ImageRef, repo: str, platforms: list[
     return pulled
 
 
-Wanted = dict[str, tuple[str, int]]
-"""Blob digest -> (a repository that has it, size): what a layout still needs."""
+Wanted = dict[str, tuple[str, int, str]]
+"""Blob digest -> (a repository that has it, size, media type): what a layout still needs."""
 
 
 def resolve_images(
@@ -143,8 +154,8 @@ def resolve_images(
         )
     wanted: Wanted = {}
     for p in pulled:
-        for digest, size in p.blobs.items():
-            wanted.setdefault(digest, (p.repo, size))
+        for digest, (size, media_type) in p.blobs.items():
+            wanted.setdefault(digest, (p.repo, size, media_type))
         for m in [p.top, *p.manifests]:
             _write_blob(root, m.digest, m.data)
     result = [
@@ -164,28 +175,32 @@ def resolve_images(
 def fetch_blobs(
     client: RegistryClient,
     wanted: Wanted,
-    root: Path,
     *,
+    sink: Callable[[str], BlobSink | None],
     workers: int,
     on_done: Callable[[str], None],
 ) -> int:
-    """Download what is not on disk yet, largest first; `on_done(digest)` as each is ready.
+    """Download every blob `sink(digest)` gives a sink for (None: it is there already),
+    largest first, in parallel; `on_done(digest)` as each is ready.
 
     Returns the bytes that had to be downloaded.
     """
-    missing = {d: v for d, v in wanted.items() if not blob_path(root, d).is_file()}
-    for digest in wanted.keys() - missing.keys():
+    sinks = {d: sink(d) for d in wanted}
+    for digest, target in sinks.items():
+        if target is None:
+            on_done(digest)
+
+    def one(digest: str) -> None:
+        repo, size, _ = wanted[digest]
+        target = sinks[digest]
+        assert target is not None
+        client.fetch_blob_into(repo, digest, target, size)
         on_done(digest)
 
-    def one(item: tuple[str, tuple[str, int]]) -> None:
-        digest, (repo, size) = item
-        client.fetch_blob(repo, digest, blob_path(root, digest), size)
-        on_done(digest)
-
-    order = sorted(missing.items(), key=lambda kv: -kv[1][1])
+    order = sorted((d for d, t in sinks.items() if t is not None), key=lambda d: -wanted[d][1])
     with ThreadPoolExecutor(max_workers=workers) as pool:
         list(pool.map(one, order))
-    return sum(size for _, size in missing.values())
+    return sum(wanted[d][1] for d in order)
 
 
 _write_lock = threading.Lock()

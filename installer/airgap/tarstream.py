@@ -158,6 +158,7 @@ class TarReader:
     def __init__(self, parts: list[Path], cap: int) -> None:
         self.source = _Source(parts, cap)
         self._left = 0  # unread content + padding of the current member
+        self._size = 0  # unread content of the current member
         self.ended = False
 
     def next(self) -> Member | None:
@@ -197,15 +198,13 @@ class TarReader:
 
     def content(self) -> Iterator[memoryview]:
         """The current member's bytes, in views valid until the next call."""
-        left = self._size
-        while left:
-            view = self.source.take(min(left, CHUNK))
+        while self._size:
+            view = self.source.take(min(self._size, CHUNK))
             if not view:
                 raise BadInputError("bundle: truncated (the archive ends mid-member)")
-            left -= len(view)
+            self._size -= len(view)
             self._left -= len(view)
             yield view
-        self._size = 0
 
     def read(self, limit: int) -> bytes:
         """The whole current member (small ones only)."""
@@ -214,13 +213,20 @@ class TarReader:
         return b"".join(bytes(v) for v in self.content())
 
     def skip(self) -> None:
-        """Discard what is left of the current member."""
+        """Discard what is left of the current member; its padding must be zeros (every byte
+        of the archive is checked: content by its digest, headers by their checksum)."""
         while self._left:
             view = self.source.take(self._left)
             if not view:
                 raise BadInputError("bundle: truncated (the archive ends mid-member)")
+            if self._size:
+                n = min(self._size, len(view))
+                self._size -= n
+                view = view[n:]
+                self._left -= n
+            if view and view.tobytes() != bytes(len(view)):
+                raise BadInputError("bundle: corrupt (non-zero bytes after a member)")
             self._left -= len(view)
-        self._size = 0
 
     def finish(self) -> None:
         """Read to the end of the stream: trailing data is checked for framing too."""

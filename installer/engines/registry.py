@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import httpx
 from pydantic import SecretStr
@@ -105,6 +105,77 @@ class Manifest:
 def sha256_digest(data: bytes) -> str:
     """`sha256:<hex>` of `data`."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class BlobSink(Protocol):
+    """Where `RegistryClient.fetch_blob_into` writes a blob."""
+
+    def resume(self) -> tuple[int, Any]:
+        """Bytes already held from an earlier attempt, and a sha256 object fed with them."""
+
+    def write(self, chunk: bytes) -> None:
+        """The next bytes."""
+
+    def restart(self) -> None:
+        """Forget what is held: the blob comes again from its first byte."""
+
+    def commit(self) -> None:
+        """Size and digest matched."""
+
+    def discard(self) -> None:
+        """Size or digest did not match."""
+
+    def close(self) -> None:
+        """The fetch ended (done or failed): release what is open, keep what is held."""
+
+
+class FileSink:
+    """A blob into a file, through `<name>.partial`, renamed once verified."""
+
+    def __init__(self, dest: Path, size: int | None = None) -> None:
+        self.dest, self.size = dest, size
+        self.partial = dest.with_name(dest.name + ".partial")
+        self._out: BinaryIO | None = None
+
+    def resume(self) -> tuple[int, Any]:
+        hasher, have = hashlib.sha256(), 0
+        if self.partial.exists() and (
+            self.size is None or self.partial.stat().st_size <= self.size
+        ):
+            with self.partial.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(CHUNK), b""):
+                    hasher.update(chunk)
+                    have += len(chunk)
+        elif self.partial.exists():
+            return self.partial.stat().st_size, hasher  # too long: the caller restarts
+        return have, hasher
+
+    def _handle(self) -> BinaryIO:
+        if self._out is None:
+            self._out = self.partial.open("ab")
+        return self._out
+
+    def write(self, chunk: bytes) -> None:
+        self._handle().write(chunk)
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def restart(self) -> None:
+        self.close()
+        self.partial.unlink(missing_ok=True)
+
+    def commit(self) -> None:
+        self.close()
+        if not self.partial.exists():  # an empty blob: nothing was written
+            self.partial.touch()
+        self.partial.replace(self.dest)
+
+    def discard(self) -> None:
+        self.close()
+        self.partial.unlink(missing_ok=True)
 
 
 def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
@@ -355,19 +426,26 @@ class RegistryClient:
 
         The file appears under its final name only once verified.
         """
-        partial = dest.with_name(dest.name + ".partial")
-        hasher = hashlib.sha256()
-        have = 0
-        if partial.exists():
-            with partial.open("rb") as handle:
-                for chunk in iter(lambda: handle.read(CHUNK), b""):
-                    hasher.update(chunk)
-                    have += len(chunk)
+        return self.fetch_blob_into(repo, digest, FileSink(dest, size), size)
+
+    def fetch_blob_into(
+        self, repo: str, digest: str, sink: BlobSink, size: int | None = None
+    ) -> int:
+        """Stream a blob into `sink`, hashing as it arrives; resumes from what the sink already
+        holds with a range request. The sink is told to `commit` only once size and digest
+        matched (`discard` otherwise). Returns the blob's size."""
+        try:
+            return self._fetch_into(repo, digest, sink, size)
+        finally:
+            sink.close()
+
+    def _fetch_into(self, repo: str, digest: str, sink: BlobSink, size: int | None) -> int:
+        have, hasher = sink.resume()
         if size is not None and have > size:  # not this blob's bytes: start over
-            partial.unlink()
+            sink.restart()
             hasher, have = hashlib.sha256(), 0
         for attempt in range(1, self.attempts + 1):
-            if size is not None and have == size:  # complete already; only the rename was lost
+            if size is not None and have == size:  # complete already; only the commit was lost
                 break
             headers = {"Range": f"bytes={have}-"} if have else {}
             response = self.request(
@@ -381,17 +459,16 @@ class RegistryClient:
             try:
                 if response.status_code == 200 and have:  # no range support: start over
                     hasher, have = hashlib.sha256(), 0
-                    partial.unlink()
-                with partial.open("ab") as out:
-                    for chunk in response.iter_bytes():  # as received: no re-chunking copy
-                        out.write(chunk)
-                        hasher.update(chunk)
-                        have += len(chunk)
-                        self.stats.add(received=len(chunk))
-                        if self.progress:
-                            self.progress(len(chunk))
-                        if size is not None and have > size:
-                            raise BadInputError(f"{repo}@{digest}: blob larger than {size}")
+                    sink.restart()
+                for chunk in response.iter_bytes():  # as received: no re-chunking copy
+                    if size is not None and have + len(chunk) > size:
+                        raise BadInputError(f"{repo}@{digest}: blob larger than {size}")
+                    sink.write(chunk)
+                    hasher.update(chunk)
+                    have += len(chunk)
+                    self.stats.add(received=len(chunk))
+                    if self.progress:
+                        self.progress(len(chunk))
                 break
             except httpx.TransportError as exc:
                 if attempt == self.attempts:
@@ -403,9 +480,9 @@ class RegistryClient:
                 response.close()
         got = "sha256:" + hasher.hexdigest()
         if got != digest or (size is not None and have != size):
-            partial.unlink(missing_ok=True)
+            sink.discard()
             raise BadInputError(f"{repo}@{digest}: downloaded {have} bytes hashing to {got}")
-        partial.replace(dest)
+        sink.commit()
         return have
 
     def push_blob(

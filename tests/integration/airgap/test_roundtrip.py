@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from installer.airgap.build import BuildOptions, build_bundle
+from installer.airgap.bundlefile import STATE_NAME
 from installer.engines.registry import RegistryClient
 from installer.release import load_release
 from tests.fixtures.registries import PASSWORD, Registry, Upstream
@@ -22,6 +28,7 @@ from tests.integration.airgap.helpers import (
     skopeo_digest,
     write_release,
 )
+from tests.integration.airgap.proxy import FaultyProxy, ProxyHandler
 
 pytestmark = pytest.mark.integration
 
@@ -152,33 +159,61 @@ def test_wrong_password_is_an_environment_error(
     assert catalog(empty_registry) == []
 
 
-def test_interrupted_build_resumes_from_disk(tmp_path: Path, upstream: Upstream) -> None:
-    key, _ = keypair(tmp_path / "keys")
-    release = load_release(write_release(tmp_path / "r.yml", list(upstream.images)))
-    opts = BuildOptions(
-        release=release,
-        output=tmp_path / "b.tar.zst",
-        sign_key=key,
-        upstream=upstream.registry.endpoint(),
+def test_killed_build_resumes_from_its_bundle_file(tmp_path: Path, upstream: Upstream) -> None:
+    """A build killed mid-pull keeps its half-written bundle; the next run fetches only what
+    is not in it yet, and the result verifies like any bundle."""
+    key, pub = keypair(tmp_path / "keys")
+    release_path = write_release(tmp_path / "r.yml", list(upstream.images))
+    output = tmp_path / "b.tar.zst"
+    killed = {"pid": 0, "gets": 0, "fired": False}
+
+    def hook(n: int, method: str, path: str, handler: ProxyHandler) -> str | None:
+        if method != "GET" or "/blobs/sha256:" not in path or killed["fired"]:
+            return None
+        killed["gets"] += 1
+        if killed["gets"] < 3:  # two workers: at least one blob is complete by the third GET
+            return None
+        killed["fired"] = True
+        os.kill(killed["pid"], signal.SIGKILL)
+        return "half-body-reset"
+
+    proxy = FaultyProxy(upstream.registry, hook=hook)
+    try:
+        args = bundle_args(upstream, release_path, output, key)
+        args[args.index(upstream.registry.host)] = proxy.host
+        argv = [sys.executable, "-m", "installer.cli", "--log-dir", str(tmp_path / "logs")]
+        proc = subprocess.Popen(
+            [*argv, *args, "--workers", "2"],
+            env={**os.environ, **PASSWORD_ENV},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        killed["pid"] = proc.pid
+        proc.communicate(timeout=120)
+        assert killed["fired"] and proc.returncode == -signal.SIGKILL
+        assert not output.exists()
+        assert (tmp_path / "b.tar.zst.partial").is_file()
+        assert (tmp_path / "b.tar.zst.work" / STATE_NAME).is_file()
+        # The same inputs (the mirror's name is in the manifest): the same layout, resumed.
+        opts = BuildOptions(
+            release=load_release(release_path),
+            output=output,
+            sign_key=key,
+            upstream=replace(upstream.registry.endpoint(), host=proxy.host),
+        )
+        second = build_bundle(opts)
+    finally:
+        proxy.close()
+    blobs = sum(i.size for i in second.manifest.items if i.kind == "blob")
+    # Image manifests are fetched again (small); of the blobs, only what was missing.
+    assert 0 < second.bytes_received < blobs
+    assert second.parts == [output]
+    assert not list(tmp_path.rglob("*.partial"))
+    assert not (tmp_path / "b.tar.zst.work" / STATE_NAME).exists()
+    verified = cli(
+        "airgap-verify", str(output), "--verify-key", str(pub), log_dir=tmp_path / "logs"
     )
-    first = build_bundle(opts)
-    blobs = sorted((tmp_path / "b.tar.zst.work/oci/blobs/sha256").iterdir())
-    # Simulate a build killed mid-way: one blob half written, one missing.
-    half = blobs[0].read_bytes()
-    blobs[0].unlink()
-    (blobs[0].parent / (blobs[0].name + ".partial")).write_bytes(half[: len(half) // 2])
-    blobs[1].unlink()
-    # One downloaded in full but not yet renamed; one whose partial holds too many bytes.
-    blobs[2].rename(blobs[2].parent / (blobs[2].name + ".partial"))
-    longer = blobs[3].read_bytes() + b"garbage"
-    blobs[3].unlink()
-    (blobs[3].parent / (blobs[3].name + ".partial")).write_bytes(longer)
-    second = build_bundle(opts)
-    assert second.manifest.items == first.manifest.items
-    assert second.content_bytes == first.content_bytes
-    # Only the missing blob and the missing half came over the wire again.
-    assert 0 < second.bytes_received < first.bytes_received
-    assert not list((tmp_path / "b.tar.zst.work").rglob("*.partial"))
+    assert verified.returncode == 0, verified.stderr
 
 
 def test_load_target_comes_from_the_inventory(
