@@ -157,25 +157,81 @@ def site_target(inv: Inventory) -> tuple[LoadTarget, Path]:
 
 
 @dataclass
-class LoadPlan:
-    """What a load would push: the images the site lacks, and whether files are missing."""
+class SiteLacks:
+    """What of a bundle's manifest the site does not hold, by name."""
 
-    images_missing: list[str] = field(default_factory=list)
-    files_missing: bool = False
+    images: list[str] = field(default_factory=list)
+    """`name:tag` of every image whose tag does not resolve to the bundle's digest."""
+    charts: list[str] = field(default_factory=list)
+    """Chart archive file names ChartMuseum lacks."""
+    wheels: list[str] = field(default_factory=list)
+    """Wheel file names DevPI lacks."""
+    binaries: list[str] = field(default_factory=list)
+    """Binaries missing from the binaries folder, or different there."""
+
+    @property
+    def files(self) -> bool:
+        """A chart, wheel or binary is missing."""
+        return bool(self.charts or self.wheels or self.binaries)
+
+    @property
+    def nothing(self) -> bool:
+        """The site holds everything."""
+        return not self.images and not self.files
 
 
-def plan_load(opts: LoadOptions) -> LoadPlan:
-    """Compare the bundle's manifest with the site (HEAD requests only); push nothing."""
+def site_lacks(
+    manifest: BundleManifest,
+    target: LoadTarget,
+    *,
+    workers: int = 8,
+    client: RegistryClient | None = None,
+) -> SiteLacks:
+    """Compare `manifest` with the site (HEAD and index requests only); push nothing.
+
+    Uses `client` for the registry when given, else a client of its own; leaves the chart and
+    wheel services open (the caller closes them)."""
+    if client is None:
+        with RegistryClient(target.registry, connections=workers * 2) as own:
+            return site_lacks(manifest, target, workers=workers, client=own)
+
+    def absent(img: BundleImage) -> bool:
+        return client.manifest_digest(img.name, img.tag) != img.digest
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        flags = list(pool.map(absent, manifest.images))
+    lacks = SiteLacks(
+        images=[f"{i.name}:{i.tag}" for i, flag in zip(manifest.images, flags, strict=True) if flag]
+    )
+    for item in manifest.items:
+        name = item.path.rsplit("/", 1)[-1]
+        if item.kind == "chart" and target.charts is not None:
+            if not target.charts.has(item.name, item.version):
+                lacks.charts.append(name)
+        elif item.kind == "wheel" and target.pypi is not None:
+            if not target.pypi.has(name):
+                lacks.wheels.append(name)
+        elif item.kind == "binary" and target.binaries_dir is not None:
+            installed = target.binaries_dir / item.name
+            if not installed.is_file() or sha256_file(installed) != item.sha256:
+                lacks.binaries.append(item.name)
+    return lacks
+
+
+def close_services(target: LoadTarget) -> None:
+    """Close the chart and wheel services' connections."""
+    for service in (target.charts, target.pypi):
+        if service is not None:
+            service.close()
+
+
+def plan_load(opts: LoadOptions) -> SiteLacks:
+    """What loading the bundle would push (HEAD requests only); push nothing."""
     head = read_head(opts.bundle, load_public_key(opts.verify_key))
-    with RegistryClient(opts.target.registry, connections=opts.workers * 2) as client:
-        missing = _missing_images(client, head.manifest.images, opts.workers)
     try:
-        files = _files_missing(head.manifest, opts.target)
+        return site_lacks(head.manifest, opts.target, workers=opts.workers)
     finally:
-        for service in (opts.target.charts, opts.target.pypi):
-            if service is not None:
-                service.close()
-    return LoadPlan([f"{i.name}:{i.tag}" for i in missing], files)
+        close_services(opts.target)
 
 
 def load_bundle(opts: LoadOptions, progress: Progress | None = None) -> LoadResult:
@@ -190,11 +246,13 @@ def load_bundle(opts: LoadOptions, progress: Progress | None = None) -> LoadResu
     with RegistryClient(
         opts.target.registry, stats=stats, connections=opts.workers * 2, progress=progress.advance
     ) as client:
-        missing_images = _missing_images(client, manifest.images, opts.workers)
-        files_missing = _files_missing(manifest, opts.target)
+        lacks = site_lacks(manifest, opts.target, workers=opts.workers, client=client)
+        lacking = set(lacks.images)
+        missing_images = [i for i in manifest.images if f"{i.name}:{i.tag}" in lacking]
         result.images_present = len(manifest.images) - len(missing_images)
         result.seconds["check"] = time.monotonic() - started
-        if not missing_images and not files_missing:
+        if lacks.nothing:
+            close_services(opts.target)
             result.nothing_to_do = True
             result.retries = stats.retries
             return result
@@ -226,9 +284,7 @@ def load_bundle(opts: LoadOptions, progress: Progress | None = None) -> LoadResu
     try:
         _push_files(manifest, work, opts.target, result)
     finally:
-        for service in (opts.target.charts, opts.target.pypi):
-            if service is not None:
-                service.close()
+        close_services(opts.target)
     result.skipped = _skipped(manifest, opts.target)
     result.seconds["files"] = time.monotonic() - started
     result.retries = stats.retries + _hub_retries(opts.target)
@@ -425,34 +481,6 @@ def _skipped(manifest: BundleManifest, target: LoadTarget) -> list[str]:
 
 def _hub_retries(target: LoadTarget) -> int:
     return sum(s.retries for s in (target.charts, target.pypi) if s is not None)
-
-
-def _missing_images(
-    client: RegistryClient, images: list[BundleImage], workers: int
-) -> list[BundleImage]:
-    def absent(img: BundleImage) -> bool:
-        return client.manifest_digest(img.name, img.tag) != img.digest
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        flags = list(pool.map(absent, images))
-    return [img for img, flag in zip(images, flags, strict=True) if flag]
-
-
-def _files_missing(manifest: BundleManifest, target: LoadTarget) -> bool:
-    for item in manifest.items:
-        if (
-            item.kind == "chart"
-            and target.charts
-            and not target.charts.has(item.name, item.version)
-        ):
-            return True
-        if item.kind == "wheel" and target.pypi and not target.pypi.has(item.path.split("/")[-1]):
-            return True
-        if item.kind == "binary" and target.binaries_dir:
-            installed = target.binaries_dir / item.name
-            if not installed.is_file() or sha256_file(installed) != item.sha256:
-                return True
-    return False
 
 
 def _push_images(

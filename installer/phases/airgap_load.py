@@ -14,23 +14,24 @@ Where the content comes from:
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from installer.airgap.archive import bundle_parts, read_head
 from installer.airgap.build import BuildOptions, build_bundle
-from installer.airgap.files import Source, sha256_file
+from installer.airgap.files import Source
 from installer.airgap.load import (
     LoadOptions,
     LoadResult,
     LoadTarget,
+    SiteLacks,
+    close_services,
     load_bundle,
     plan_load,
     record_loaded,
+    site_lacks,
     site_target,
 )
 from installer.airgap.manifest import (
@@ -161,10 +162,6 @@ def _release(upstream: Upstream | None) -> ReleaseManifest:
     return release
 
 
-def _release_digest(release: ReleaseManifest) -> str:
-    return hashlib.sha256(release.model_dump_json().encode()).hexdigest()
-
-
 def describe(upstream: Upstream) -> str:
     """The upstream in one line, for messages (never the password)."""
     registry = upstream.registry_mirror or "each image's own registry"
@@ -216,35 +213,22 @@ def _hub_target(inv: Inventory) -> tuple[LoadTarget, Path]:
     return target, state_root
 
 
+def lacks_changes(lacks: SiteLacks) -> list[Change]:
+    """The changes a load would make, one per missing image, chart, wheel or binary."""
+    return [
+        *(Change("hub/registry", "create", "image", name) for name in lacks.images),
+        *(Change("hub/charts", "create", "chart", name) for name in lacks.charts),
+        *(Change("hub/pypi", "create", "wheel", name) for name in lacks.wheels),
+        *(Change("state/pulumi", "create", "binary", name) for name in lacks.binaries),
+    ]
+
+
 def hub_lacks(manifest: BundleManifest, target: LoadTarget) -> list[Change]:
     """What of `manifest` the hub does not hold (HEAD and index requests only)."""
-    changes: list[Change] = []
-    with (
-        RegistryClient(target.registry, connections=WORKERS * 2) as client,
-        ThreadPoolExecutor(max_workers=WORKERS) as pool,
-    ):
-        found = list(pool.map(lambda i: client.manifest_digest(i.name, i.tag), manifest.images))
-    for image, digest in zip(manifest.images, found, strict=True):
-        if digest != image.digest:
-            changes.append(Change("hub/registry", "create", "image", f"{image.name}:{image.tag}"))
     try:
-        for item in manifest.items:
-            name = item.path.rsplit("/", 1)[-1]
-            if item.kind == "chart" and target.charts is not None:
-                if not target.charts.has(item.name, item.version):
-                    changes.append(Change("hub/charts", "create", "chart", name))
-            elif item.kind == "wheel" and target.pypi is not None:
-                if not target.pypi.has(name):
-                    changes.append(Change("hub/pypi", "create", "wheel", name))
-            elif item.kind == "binary" and target.binaries_dir is not None:
-                installed = target.binaries_dir / item.name
-                if not installed.is_file() or sha256_file(installed) != item.sha256:
-                    changes.append(Change("state/pulumi", "create", "binary", item.name))
+        return lacks_changes(site_lacks(manifest, target, workers=WORKERS))
     finally:
-        for service in (target.charts, target.pypi):
-            if service is not None:
-                service.close()
-    return changes
+        close_services(target)
 
 
 def _loaded_changes(result: LoadResult) -> list[Change]:
@@ -309,7 +293,7 @@ class AirgapLoadPhase:
         release = _release(upstream)
         data: dict[str, Any] = {"bundle": None, "release": release.platform_version}
         if not ctx.inventory.site.airgapped:
-            data["release_sha256"] = _release_digest(release)
+            data["release_sha256"] = inputs_hash(release.model_dump(mode="json"))
             data["upstream"] = upstream.model_dump(mode="json") if upstream else None
         return data
 
@@ -347,11 +331,7 @@ class AirgapLoadPhase:
             notes = ["no bundle and no upstream: checked the hub against the release manifest"]
             changes = [Change("hub", "create", *ref.split(" ", 1)) for ref in missing]
             return PhasePlan(NAME, changes, notes)
-        result = plan_load(given[0])
-        changes = [Change("hub/registry", "create", "image", ref) for ref in result.images_missing]
-        if result.files_missing:
-            changes.append(Change("hub", "update", "files", "charts, wheels or binaries"))
-        return PhasePlan(NAME, changes)
+        return PhasePlan(NAME, lacks_changes(plan_load(given[0])))
 
     def _plan_mirror(self, ctx: PhaseContext, upstream: Upstream) -> PhasePlan:
         mirror, digest = self._mirror(ctx)
