@@ -48,7 +48,10 @@ up() {
   password="$(lab_secret "$KC_STATE/admin-password")"
   lab_cert keycloak IP:127.0.0.1 DNS:localhost
   if ! is_alive keycloak; then
-    port_free 127.0.0.1 "$LAB_KEYCLOAK_PORT" || die "keycloak: port $LAB_KEYCLOAK_PORT is taken; see $(logfile keycloak)"
+    local port
+    for port in "$LAB_KEYCLOAK_PORT" "$LAB_KEYCLOAK_MGMT_PORT" "$LAB_KEYCLOAK_HTTP_PORT"; do
+      port_free 127.0.0.1 "$port" || die "keycloak: port $port is taken; see $(logfile keycloak)"
+    done
     # A private copy: dev mode writes its database and build output under the distribution.
     if [[ ! -x "$KC_STATE/server/bin/kc.sh" ]]; then
       rm -rf "$KC_STATE/server"; cp -a "$KC_CACHE/dist" "$KC_STATE/server"
@@ -60,7 +63,7 @@ up() {
         --https-certificate-file="$LAB_CA_DIR/keycloak.crt" \
         --https-certificate-key-file="$LAB_CA_DIR/keycloak.key" \
         --http-management-port="$LAB_KEYCLOAK_MGMT_PORT" --health-enabled=true \
-        --http-host=127.0.0.1
+        --http-host=127.0.0.1 --http-port="$LAB_KEYCLOAK_HTTP_PORT"
   fi
   log "keycloak: waiting up to ${KC_READY_SECONDS}s for $(url)"
   wait_for keycloak "$KC_READY_SECONDS" ready

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ssl
+import subprocess
 import uuid
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from tests.fixtures.lab import Lab, read_versions
 from tests.fixtures.lab_services import LabServices
 
 pytestmark = pytest.mark.e2e
@@ -78,3 +80,23 @@ def test_realm_create_and_delete(keycloak: httpx.Client, lab_services: LabServic
         deleted = keycloak.delete(f"/admin/realms/{realm}", headers=headers)
     assert deleted.status_code == 204
     assert keycloak.get(f"/admin/realms/{realm}", headers=headers).status_code == 404
+
+
+def test_listens_only_on_loopback_at_its_declared_ports(lab: Lab) -> None:
+    # Dev mode serves plain HTTP beside HTTPS whatever --http-enabled says: it must be on a
+    # declared lab port, not Keycloak's default 8080, and like the rest on loopback only.
+    pid = (lab.state / "run" / "keycloak.pid").read_text().strip()
+    listeners = subprocess.run(
+        ["ss", "-Hltnp"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    mine = [line.split()[3] for line in listeners.splitlines() if f"pid={pid}," in line]
+    hosts = {addr.rsplit(":", 1)[0] for addr in mine}
+    ports = {int(addr.rsplit(":", 1)[1]) for addr in mine}
+    assert hosts <= {"127.0.0.1", "[::ffff:127.0.0.1]"}, mine
+    versions = read_versions()
+    declared = {
+        int(versions[name])
+        for name in ("LAB_KEYCLOAK_PORT", "LAB_KEYCLOAK_MGMT_PORT", "LAB_KEYCLOAK_HTTP_PORT")
+    }
+    assert declared <= ports, mine
+    assert 8080 not in ports, mine
