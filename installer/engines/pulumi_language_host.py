@@ -108,6 +108,14 @@ def required_plugins() -> list[PluginNeed]:
     return [found[k] for k in sorted(found)]
 
 
+def _dependencies(message: Any) -> list[Any]:
+    # PluginDependency (older CLIs) and PackageDependency carry the same fields for a plugin.
+    return [
+        message(name=p.name, kind="resource", version=p.version, server=p.server)
+        for p in required_plugins()
+    ]
+
+
 def exec_arguments(
     request: language_pb2.RunRequest, engine_address: str, tracing: str = ""
 ) -> list[str]:
@@ -179,24 +187,14 @@ class PythonLanguageHost(language_pb2_grpc.LanguageRuntimeServicer):
         self, request: language_pb2.GetRequiredPluginsRequest, context: Any
     ) -> language_pb2.GetRequiredPluginsResponse:
         return language_pb2.GetRequiredPluginsResponse(
-            plugins=[
-                plugin_pb2.PluginDependency(
-                    name=p.name, kind="resource", version=p.version, server=p.server
-                )
-                for p in required_plugins()
-            ]
+            plugins=_dependencies(plugin_pb2.PluginDependency)
         )
 
     def GetRequiredPackages(
         self, request: language_pb2.GetRequiredPackagesRequest, context: Any
     ) -> language_pb2.GetRequiredPackagesResponse:
         return language_pb2.GetRequiredPackagesResponse(
-            packages=[
-                plugin_pb2.PackageDependency(
-                    name=p.name, kind="resource", version=p.version, server=p.server
-                )
-                for p in required_plugins()
-            ]
+            packages=_dependencies(plugin_pb2.PackageDependency)
         )
 
     def Run(self, request: language_pb2.RunRequest, context: Any) -> language_pb2.RunResponse:
