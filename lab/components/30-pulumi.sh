@@ -44,7 +44,9 @@ build_cli() {
 
 # The language host lets the CLI run Python programs from a project folder (plain `pulumi up` in
 # stacks/); the Automation API's inline programs do not need it. Its module has no tags; when
-# the module proxy refuses its commit, the refusal is recorded and the build goes on.
+# the module proxy refuses its commit, the refusal is recorded and the build goes on. Without
+# it, hand runs use the installer's stand-in (installer/engines/pulumi_language_host.py), whose
+# launcher the installer writes only where this folder has no real one: a real build wins.
 build_language_python() {
   local out b logf refused
   out="$(cli_dir)/bin"; refused="$(cli_dir)/pulumi-language-python.unavailable"
@@ -110,13 +112,19 @@ up() {
   ln -s "$(provider_dir)/bin"/* "$d"/
   mkdir -p "$LAB_STATE/env.d"
   printf 'export LAB_PULUMI_BIN_DIR=%q\n' "$d" >"$LAB_STATE/env.d/30-pulumi.env"
-  log "pulumi: binaries in $d"
+  log "pulumi: binaries in $d; python language host: $(language_host)"
+}
+
+# Which Python language host a hand-run `pulumi up` gets.
+language_host() {
+  if [[ -x "$(bin_dir)/pulumi-language-python" ]]; then printf 'real\n'
+  else printf "the installer's stand-in (the real one is not built)\n"; fi
 }
 
 status() {
   local d; d="$(bin_dir)"
   if [[ -x "$d/pulumi" && -x "$d/pulumi-resource-kubernetes" ]]; then
-    printf 'pulumi\tready\t%s\n' "$("$d/pulumi" version 2>/dev/null)"
+    printf 'pulumi\tready\t%s, python language host: %s\n' "$("$d/pulumi" version 2>/dev/null)" "$(language_host)"
   else
     printf 'pulumi\tmissing\t%s\n' "$d"; return 1
   fi
