@@ -1,4 +1,6 @@
-"""Preflight against the lab's VM: pass, a wrong host key, a taken port, DNS records, disks."""
+"""Preflight against the lab's VM: pass, a wrong host key, a taken port, DNS records, disks.
+
+The checks of a running hub are in test_hub_checks.py, which provisions the hub itself."""
 
 from __future__ import annotations
 
@@ -241,25 +243,3 @@ def test_bundle_larger_than_the_vm_disk_fails(lab: Lab, site: SiteFactory, tmp_p
     (disk,) = [r for r in json.loads(proc.stdout)["results"] if r["id"] == "vm.disk"]
     assert disk["status"] == "fail"
     assert "1.5 TiB needed" in disk["message"], disk["message"]
-
-
-def test_hub_service_with_a_foreign_ca_fails(lab: Lab, site: SiteFactory) -> None:
-    """The hub's services (started by the auxvm phase) do not chain to another CA."""
-    assert tcp_open(lab.vm_addr, 5000), "the hub's registry is not running: run the auxvm phase"
-
-    def edit(data: dict) -> None:  # type: ignore[type-arg]
-        data["aux_vm"]["tls"] = {
-            "ca": "provided",
-            "ca_cert": str(lab.kube_ca),
-            "ca_key": f"file:{lab.kube_ca.with_suffix('.key')}",
-        }
-
-    found = dict((t, (s, m)) for t, (s, m) in _by_target(site(edit), "hub.service").items())
-    status, message = found["hub/registry"]
-    assert status is Status.FAIL
-    assert "does not chain to the site CA" in message
-
-
-def _by_target(path: Path, check_id: str) -> dict[str, tuple[Status, str]]:
-    report = run_preflight(load_inventory(path))
-    return {r.target: (r.status, r.message) for r in report.results if r.id == check_id}
