@@ -22,6 +22,7 @@ re-hashes what a frame already holds and asks the upstream for the rest only.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -36,7 +37,7 @@ import zstandard
 
 from installer.airgap.manifest import MANIFEST_NAME, SIGNATURE_NAME, BundleItem
 from installer.airgap.tarstream import BLOCK, TarWriter
-from installer.errors import BadInputError
+from installer.errors import BadInputError, EnvironmentProblem
 
 MAGIC = b"\x28\xb5\x2f\xfd"
 BLOCK_MAX = 128 * 1024
@@ -145,6 +146,29 @@ class SplitFile:
             while piece:
                 written = os.pwrite(self._fd(index), piece, local)
                 piece, local = piece[written:], local + written
+
+    def pwritev(self, pieces: list[bytes | memoryview], offset: int) -> None:
+        """Write `pieces` one after the other from logical `offset`, in one call when they
+        fall in one part."""
+        total = sum(len(p) for p in pieces)
+        spans = self._spans(offset, total)
+        if len(spans) == 1 and os.pwritev(self._fd(spans[0][0]), pieces, spans[0][1]) == total:
+            return
+        self.pwrite(b"".join(pieces), offset)  # across parts (or written short): in one piece
+
+    def allocate(self, length: int) -> None:
+        """Reserve the first `length` bytes on disk: no space fails now, before any
+        download, and writing into reserved blocks costs the file system less."""
+        for index, local, n in self._spans(0, length):
+            try:
+                os.posix_fallocate(self._fd(index), local, n)
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC:
+                    raise EnvironmentProblem(
+                        f"{self.partial(index)}: no space left for {n:,} bytes",
+                        remedy="free space there, or write the bundle elsewhere",
+                    ) from None
+                return  # a file system that cannot reserve: written as it comes
 
     def pread(self, offset: int, length: int) -> bytes:
         """Read back what was written (short where nothing was)."""
@@ -259,6 +283,7 @@ class BundleWriter:
             state = {"plan": plan, "done": [], "progress": {}}
         self._state = state
         self._save()
+        self.file.allocate(self.tail_start)
         self.file.pwrite(head, 0)
 
     def _read_state(self) -> dict[str, Any]:
@@ -399,6 +424,9 @@ class RawSink:
     def _put(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         while view:
+            if self._fill == 0 and len(view) >= BLOCK_MAX and self._index < self.frame.blocks:
+                view = self._whole_blocks(view)
+                continue
             n = min(len(view), BLOCK_MAX - self._fill)
             self._block[3 + self._fill : 3 + self._fill + n] = view[:n]
             self._fill += n
@@ -406,12 +434,29 @@ class RawSink:
             if self._fill == BLOCK_MAX:
                 self._flush()
 
+    def _whole_blocks(self, view: memoryview) -> memoryview:
+        """Write the whole blocks at the start of `view` from it, with no copy; the rest."""
+        frame, first = self.frame, self._index
+        pieces: list[bytes | memoryview] = []
+        while len(view) >= BLOCK_MAX and self._index < frame.blocks:
+            pieces += [frame.block_header(self._index), view[:BLOCK_MAX]]
+            view = view[BLOCK_MAX:]
+            self._index += 1
+        self.writer.file.pwritev(pieces, frame.block_at(first))
+        self._index -= 1
+        self._next()
+        return view
+
     def _flush(self) -> None:
         """Write the current block; start the next."""
-        frame = self.frame
         self.writer.file.pwrite(
-            memoryview(self._block)[: 3 + self._fill], frame.block_at(self._index)
+            memoryview(self._block)[: 3 + self._fill], self.frame.block_at(self._index)
         )
+        self._next()
+
+    def _next(self) -> None:
+        """The current block is written: the next one starts empty."""
+        frame = self.frame
         self._index += 1
         self._fill = 0
         if self._index < frame.blocks:

@@ -13,12 +13,16 @@ the worker threads (its connection pool is thread-safe).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import logging
 import re
+import socket
 import ssl
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +43,7 @@ INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
 CHUNK = 1024 * 1024
+DIRECT_CHUNK = 1024 * 1024
 MAX_MANIFEST = 4 * 1024 * 1024
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -113,8 +118,8 @@ class BlobSink(Protocol):
     def resume(self) -> tuple[int, Any]:
         """Bytes already held from an earlier attempt, and a sha256 object fed with them."""
 
-    def write(self, chunk: bytes) -> None:
-        """The next bytes."""
+    def write(self, chunk: bytes | memoryview) -> None:
+        """The next bytes (a view is valid only during the call)."""
 
     def restart(self) -> None:
         """Forget what is held: the blob comes again from its first byte."""
@@ -155,7 +160,7 @@ class FileSink:
             self._out = self.partial.open("ab")
         return self._out
 
-    def write(self, chunk: bytes) -> None:
+    def write(self, chunk: bytes | memoryview) -> None:
         self._handle().write(chunk)
 
     def close(self) -> None:
@@ -184,6 +189,49 @@ def _parse_challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+class _DirectBody:
+    """A blob body read straight from the socket of a connection of the client's own."""
+
+    def __init__(
+        self,
+        client: RegistryClient,
+        sock: socket.socket,
+        status: int,
+        rest: bytes,
+        length: int,
+        keep: bool,
+    ) -> None:
+        self.client, self.sock, self.status = client, sock, status
+        self._rest, self._left, self._keep = rest, length, keep
+
+    def chunks(self) -> Iterator[memoryview]:
+        """The body in views of up to 1 MiB, each valid until the next."""
+        if self._rest:
+            first = memoryview(self._rest[: self._left])
+            self._left -= len(first)
+            self._rest = b""
+            yield first
+        buffer = bytearray(DIRECT_CHUNK)
+        view = memoryview(buffer)
+        while self._left:
+            filled = 0
+            want = min(self._left, DIRECT_CHUNK)
+            while filled < want:
+                n = self.sock.recv_into(view[filled:want])
+                if not n:
+                    raise ConnectionResetError("the registry closed the connection mid-body")
+                filled += n
+            self._left -= filled
+            yield view[:filled]
+
+    def close(self) -> None:
+        """Keep the connection for the next blob when the body was read to its end."""
+        if self._left == 0 and self._keep:
+            self.client._local.sock = self.sock
+        else:
+            self.client._forget(self.sock)
+
+
 class RegistryClient:
     """Talks to one registry; safe to share between threads."""
 
@@ -206,6 +254,13 @@ class RegistryClient:
         verify: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=str(endpoint.ca_file)) if endpoint.ca_file else True
         )
+        self._ssl = verify if isinstance(verify, ssl.SSLContext) else ssl.create_default_context()
+        self._timeout = timeout
+        # Blob bodies are read from sockets of the client's own (`_direct_get`) unless a proxy
+        # from the environment applies: httpx then carries them.
+        self._direct = not _proxied(endpoint)
+        self._local = threading.local()
+        self._sockets: set[socket.socket] = set()
         self._http = httpx.Client(
             verify=verify,
             timeout=httpx.Timeout(timeout, connect=10.0),
@@ -221,6 +276,10 @@ class RegistryClient:
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
+        with self._lock:
+            sockets, self._sockets = list(self._sockets), set()
+        for sock in sockets:
+            _close_quietly(sock)
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -448,19 +507,30 @@ class RegistryClient:
             if size is not None and have == size:  # complete already; only the commit was lost
                 break
             headers = {"Range": f"bytes={have}-"} if have else {}
-            response = self.request(
-                "GET",
-                f"/v2/{repo}/blobs/{digest}",
-                scope=f"repository:{repo}:pull",
-                headers=headers,
-                ok=frozenset({200, 206}),
-                stream=True,
-            )
+            path, scope = f"/v2/{repo}/blobs/{digest}", f"repository:{repo}:pull"
             try:
-                if response.status_code == 200 and have:  # no range support: start over
+                direct = self._direct_get(path, scope, headers)
+            except OSError as exc:
+                if attempt == self.attempts:
+                    raise EnvironmentProblem(
+                        f"{self.endpoint.host}: blob {digest} failed: {exc}"
+                    ) from None
+                self.stats.add(retries=1)
+                continue
+            response: _DirectBody | httpx.Response
+            chunks: Iterator[bytes | memoryview]
+            if direct is not None:
+                response, chunks, status = direct, direct.chunks(), direct.status
+            else:  # an auth challenge, a redirect, an error: httpx handles them
+                http = self.request(
+                    "GET", path, scope=scope, headers=headers, ok=frozenset({200, 206}), stream=True
+                )
+                response, chunks, status = http, http.iter_bytes(), http.status_code
+            try:
+                if status == 200 and have:  # no range support: start over
                     hasher, have = hashlib.sha256(), 0
                     sink.restart()
-                for chunk in response.iter_bytes():  # as received: no re-chunking copy
+                for chunk in chunks:
                     if size is not None and have + len(chunk) > size:
                         raise BadInputError(f"{repo}@{digest}: blob larger than {size}")
                     sink.write(chunk)
@@ -470,7 +540,7 @@ class RegistryClient:
                     if self.progress:
                         self.progress(len(chunk))
                 break
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, OSError) as exc:
                 if attempt == self.attempts:
                     raise EnvironmentProblem(
                         f"{self.endpoint.host}: blob {digest} failed mid-stream: {exc}"
@@ -484,6 +554,85 @@ class RegistryClient:
             raise BadInputError(f"{repo}@{digest}: downloaded {have} bytes hashing to {got}")
         sink.commit()
         return have
+
+    # --- blob bodies over connections of the client's own ----------------------------------
+
+    def _direct_get(self, path: str, scope: str, headers: dict[str, str]) -> _DirectBody | None:
+        """GET `path` over a kept connection of this thread: httpx hands a body over in the
+        TLS layer's 16 KiB pieces with several Python calls each, which for gigabytes costs as
+        much CPU as the hashing; here the body is read in 1 MiB batches. Only a plain answer
+        with a body of known length (200, 206) is taken this way; for anything else (an auth
+        challenge, a redirect, an error) None, and the caller asks through httpx, which
+        handles it. Socket errors are raised (OSError), and retried like transport errors."""
+        if not self._direct:
+            return None
+        lines = [
+            f"GET {path} HTTP/1.1",
+            f"Host: {self.endpoint.host}",
+            "User-Agent: onprem-installer",
+            "Accept-Encoding: identity",
+            *(f"{k}: {v}" for k, v in {**headers, **self._auth_header(scope)}.items()),
+        ]
+        request = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        kept: socket.socket | None = getattr(self._local, "sock", None)
+        self._local.sock = None
+        if kept is not None:
+            try:
+                return self._exchange(kept, request)
+            except OSError:
+                pass  # closed by the registry while idle: once more on a new connection
+        return self._exchange(self._connect(), request)
+
+    def _connect(self) -> socket.socket:
+        url = urllib.parse.urlsplit(self.endpoint.base_url)
+        host = url.hostname or ""
+        port = url.port or (80 if self.endpoint.plain_http else 443)
+        sock = socket.create_connection((host, port), timeout=10.0)
+        try:
+            sock.settimeout(self._timeout)
+            if not self.endpoint.plain_http:
+                sock = self._ssl.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            _close_quietly(sock)
+            raise
+        with self._lock:
+            self._sockets.add(sock)
+        return sock
+
+    def _forget(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.discard(sock)
+        _close_quietly(sock)
+
+    def _exchange(self, sock: socket.socket, request: bytes) -> _DirectBody | None:
+        try:
+            sock.sendall(request)
+            head = bytearray()
+            while (end := head.find(b"\r\n\r\n")) < 0:
+                if len(head) > 65536:
+                    raise ConnectionError("response header larger than 64 KiB")
+                data = sock.recv(65536)
+                if not data:
+                    raise ConnectionResetError("connection closed before the response")
+                head += data
+            lines = bytes(head[:end]).decode("latin-1").split("\r\n")
+            version, _, rest = lines[0].partition(" ")
+            status = int(rest.split(" ", 1)[0]) if rest[:3].isdigit() else 0
+            if not status:
+                raise ConnectionError(f"malformed status line {lines[0][:80]!r}")
+        except OSError:
+            self._forget(sock)
+            raise
+        fields = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            fields[name.strip().lower()] = value.strip()
+        length = fields.get("content-length", "")
+        if status not in (200, 206) or not length.isdigit() or "transfer-encoding" in fields:
+            self._forget(sock)
+            return None
+        keep = version == "HTTP/1.1" and fields.get("connection", "").lower() != "close"
+        return _DirectBody(self, sock, status, bytes(head[end + 4 :]), int(length), keep)
 
     def push_blob(
         self, repo: str, digest: str, path: Path, *, mount_from: str | None = None
@@ -683,3 +832,17 @@ class RegistryClient:
 
 
 InstallerErrorT = RegistryError | EnvironmentProblem
+
+
+def _proxied(endpoint: RegistryEndpoint) -> bool:
+    """A proxy from the environment (`https_proxy`, ...) applies to the registry."""
+    proxies = urllib.request.getproxies_environment()
+    scheme = "http" if endpoint.plain_http else "https"
+    if scheme not in proxies and "all" not in proxies:
+        return False
+    return not urllib.request.proxy_bypass(endpoint.host)
+
+
+def _close_quietly(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.close()
