@@ -15,11 +15,10 @@ from typing import Literal
 
 import httpx
 
-from installer.checks.gpu import CommandRunner
 from installer.checks.remote import SshHost
 from installer.engines.kube import Kube
 from installer.inventory import Inventory
-from installer.inventory.models import Cluster
+from installer.inventory.models import Cluster, NodeSsh
 from installer.site import hub_hostname
 from installer.state import StateDir
 
@@ -87,6 +86,29 @@ def identify_service(
     )
 
 
+def node_address(access: NodeSsh, node: str, internal_ip: str | None) -> str | None:
+    """Where to reach `node` over SSH: its `addresses` entry, else (with `address_source:
+    internal-ip`) the InternalIP the cluster reports; None when neither gives one.
+
+    >>> node_address(NodeSsh.model_validate({"user": "ops", "private_key": "file:k",
+    ...     "known_hosts": "kh", "addresses": {"a100-1": "10.0.0.9"}}), "a100-1", "10.1.1.1")
+    '10.0.0.9'
+    """
+    listed = access.addresses.get(node)
+    if listed is not None:
+        return str(listed)
+    if access.address_source == "internal-ip":
+        return internal_ip
+    return None
+
+
+def why_no_address(access: NodeSsh, node: str) -> str:
+    """Why `node_address` gave no address for `node` (for the checks' messages)."""
+    if access.address_source == "addresses":
+        return f"{node} is not in node_ssh.addresses (address_source: addresses)"
+    return f"the cluster reports no InternalIP for {node}; add it to node_ssh.addresses"
+
+
 @dataclass
 class SiteAccess:
     """The live site as the checks of one run reach it."""
@@ -95,6 +117,7 @@ class SiteAccess:
     bundle: Path | None = None
     _vm: SshHost | None = field(default=None, init=False)
     _kube: dict[str, Kube] = field(default_factory=dict, init=False)
+    _internal_ips: dict[str, dict[str, str | None]] = field(default_factory=dict, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     @property
@@ -125,9 +148,35 @@ class SiteAccess:
                 self._vm = SshHost(self.vm_address, self.inventory.aux_vm.ssh)
             return self._vm
 
-    def node_host(self, node: str) -> CommandRunner | None:
-        """A node over SSH, when the inventory gives a way to reach it (it does not yet)."""
-        return None
+    def node_host(
+        self, cluster: Cluster, node: str, *, internal_ip: str | None = None
+    ) -> SshHost | None:
+        """`node` over SSH with `cluster.node_ssh`; None without node_ssh or an address.
+
+        The address is the node's `addresses` entry, else its InternalIP: `internal_ip` when
+        the caller has it, else read from the cluster (once per run).
+        """
+        access = cluster.node_ssh
+        if access is None:
+            return None
+        if internal_ip is None and node not in access.addresses:
+            if access.address_source == "addresses":
+                return None
+            internal_ip = self._internal_ip(cluster, node)
+        address = node_address(access, node, internal_ip)
+        if address is None:
+            return None
+        via = self.vm() if access.jump == "aux-vm" else None
+        return SshHost(address, access, connect_timeout_s=access.timeout_s, via=via)
+
+    def _internal_ip(self, cluster: Cluster, node: str) -> str | None:
+        with self._lock:
+            known = self._internal_ips.get(cluster.name)
+        if known is None:
+            known = {n.name: n.internal_ip for n in self.kube(cluster).nodes()}
+            with self._lock:
+                self._internal_ips[cluster.name] = known
+        return known.get(node)
 
     def kube(self, cluster: Cluster) -> Kube:
         """The cluster's API (BadInputError for a bad kubeconfig or context)."""

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC
 from functools import partial
 
 from installer.checks import gpu as gpu_probe
 from installer.checks.catalog import make
-from installer.checks.context import SiteAccess
+from installer.checks.context import SiteAccess, why_no_address
 from installer.checks.framework import Check, Finding, Severity, note, passed, problem
 from installer.checks.gpu import CommandRunner
 from installer.checks.preflight_vm import evaluate_clock
 from installer.engines.kube import NodeInfo
+from installer.errors import InstallerError
 from installer.inventory.models import Cluster, NodePool, StorageDisk
 from installer.site import GPU_RESOURCES
 
@@ -273,43 +275,117 @@ def check_gpu(access: SiteAccess, cluster: Cluster, pool: NodePool) -> Finding:
     return evaluate_gpu_nodes(pool, access.kube(cluster).nodes())
 
 
+NODE_PROBE_LIMIT_S = 75.0
+"""Time limit of one node's probe (connect and commands); the nodes are probed in parallel."""
+_ENABLE_NODE_SSH = (
+    "set clusters[].node_ssh in the inventory to probe the nodes over SSH (docs/checks.md)"
+)
+
+
+def _node_remedy(nodes: Sequence[str]) -> str:
+    return (
+        f"check clusters[].node_ssh for {', '.join(nodes)}: the address (addresses or the"
+        " node's InternalIP), port, user and key, and that node_ssh.known_hosts holds the"
+        " node's host key under that address (compare ssh-keyscan's fingerprint with the"
+        " node's console; never accept an unknown key)"
+    )
+
+
 def check_gpu_probe(access: SiteAccess, cluster: Cluster, pool: NodePool) -> Finding:
-    """nvidia-smi on each reachable node of a GPU pool."""
+    """nvidia-smi on each node of a GPU pool, over SSH (cluster.node_ssh)."""
     assert pool.gpu is not None
     if pool.gpu.vendor != "nvidia":
         return note(f"no hardware probe for {pool.gpu.vendor} GPUs; node labels were checked")
-    members = pool_members(pool, access.kube(cluster).nodes())
-    reachable = [(n.name, access.node_host(n.name)) for n in members]
-    hosts = [(name, host) for name, host in reachable if host is not None]
-    if not hosts:
+    if cluster.node_ssh is None:
         return note(
-            "no node of the pool is reachable over SSH (the inventory gives no node access):"
-            " GPUs were checked through node labels only"
+            f"the nodes are not reachable over SSH: GPUs were checked through node labels only;"
+            f" {_ENABLE_NODE_SSH}"
         )
-    return evaluate_probes(pool, hosts)
+    members = pool_members(pool, access.kube(cluster).nodes())
+    if not members:
+        return note("no node of the pool exists to probe (see kube.nodes)")
+    hosts: list[tuple[str, CommandRunner]] = []
+    unaddressed = []
+    for member in members:
+        host = access.node_host(cluster, member.name, internal_ip=member.internal_ip)
+        if host is None:
+            unaddressed.append(why_no_address(cluster.node_ssh, member.name))
+        else:
+            hosts.append((member.name, host))
+    if not hosts:
+        return note("no node of the pool has an SSH address: " + "; ".join(unaddressed))
+    finding = evaluate_probes(pool, hosts)
+    if unaddressed and finding.ok:
+        return passed(f"{finding.message}; not probed: {'; '.join(unaddressed)}")
+    return finding
 
 
-def evaluate_probes(pool: NodePool, hosts: Sequence[tuple[str, CommandRunner]]) -> Finding:
-    """Probe each host with nvidia-smi and compare with the pool."""
+def _probe_all(
+    hosts: Sequence[tuple[str, CommandRunner]], limit_s: float
+) -> dict[str, gpu_probe.GpuProbe | BaseException | None]:
+    """nvidia-smi on every host at once; None for a host with no answer within `limit_s`."""
+    workers = ThreadPoolExecutor(max_workers=min(16, len(hosts)), thread_name_prefix="gpu-probe")
+    try:
+        futures = {name: workers.submit(gpu_probe.probe, host) for name, host in hosts}
+        wait(futures.values(), timeout=limit_s)
+    finally:
+        # A host that hangs keeps its thread; the answer is not waited for.
+        workers.shutdown(wait=False, cancel_futures=True)
+    out: dict[str, gpu_probe.GpuProbe | BaseException | None] = {}
+    for name, future in futures.items():
+        if not future.done():
+            out[name] = None
+        elif future.exception() is not None:
+            out[name] = future.exception()
+        else:
+            out[name] = future.result()
+    return out
+
+
+def evaluate_probes(
+    pool: NodePool,
+    hosts: Sequence[tuple[str, CommandRunner]],
+    *,
+    limit_s: float = NODE_PROBE_LIMIT_S,
+) -> Finding:
+    """Probe each host with nvidia-smi (in parallel, each within `limit_s`); compare with the
+    pool. A node that cannot be reached, or presents another host key, fails by its name."""
     assert pool.gpu is not None
-    problems = []
-    for name, host in hosts:
-        try:
-            found = gpu_probe.probe(host)
-        except gpu_probe.ProbeError as exc:
-            problems.append(f"{name}: {exc}")
-            continue
-        problems.extend(f"{name}: {p}" for p in gpu_probe.compare(found, pool.gpu))
+    problems: list[str] = []
+    unreached: list[str] = []
+    for name, outcome in _probe_all(hosts, limit_s).items():
+        if outcome is None:
+            problems.append(f"{name}: no answer within {limit_s:g}s")
+            unreached.append(name)
+        elif isinstance(outcome, gpu_probe.ProbeError):
+            problems.append(f"{name}: {outcome}")
+        elif isinstance(outcome, InstallerError):
+            problems.append(f"{name}: {outcome.message}")
+            unreached.append(name)
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            problems.extend(f"{name}: {p}" for p in gpu_probe.compare(outcome, pool.gpu))
     if problems:
-        return problem("; ".join(problems), "fix the node's driver or the pool's gpu block")
-    return passed(f"nvidia-smi agrees with the pool on {len(hosts)} node(s)")
+        remedy = "fix the node's driver or the pool's gpu block"
+        if unreached:
+            remedy = _node_remedy(unreached) + (
+                "; " + remedy if len(unreached) < len(problems) else ""
+            )
+        return problem("; ".join(problems), remedy, nodes=[n for n, _ in hosts])
+    return passed(
+        f"nvidia-smi agrees with the pool on {len(hosts)} node(s): "
+        + ", ".join(n for n, _ in hosts),
+        nodes=[n for n, _ in hosts],
+    )
 
 
-def evaluate_disk(device: str, host: CommandRunner) -> Finding:
+def evaluate_disk(device: str, host: CommandRunner, *, become: bool = True) -> Finding:
     """A disk for OpenEBS: a block device, no signature, no partitions, not mounted."""
     if host.run(["test", "-b", device]).rc != 0:
         return problem(f"{device} is not a block device on the node", "fix storage.disks")
-    blkid = host.run(["sudo", "-n", "blkid", "-p", "-o", "export", device])
+    sudo = ["sudo", "-n"] if become else []
+    blkid = host.run([*sudo, "blkid", "-p", "-o", "export", device])
     if blkid.rc == 0:
         fields = dict(line.split("=", 1) for line in blkid.stdout.splitlines() if "=" in line)
         kind = fields.get("TYPE") or fields.get("PTTYPE") or "a signature"
@@ -329,15 +405,23 @@ def evaluate_disk(device: str, host: CommandRunner) -> Finding:
     return passed(f"{device} is raw and unmounted")
 
 
-def check_disk(access: SiteAccess, disk: StorageDisk) -> Finding:
-    """One disk of storage.disks on its node."""
-    host = access.node_host(disk.node)
+def check_disk(access: SiteAccess, cluster: Cluster, disk: StorageDisk) -> Finding:
+    """One disk of storage.disks on its node, over SSH (cluster.node_ssh)."""
+    if cluster.node_ssh is None:
+        return note(
+            f"{disk.node} is not reachable over SSH; check by hand (lsblk -f {disk.device}), or"
+            f" {_ENABLE_NODE_SSH}"
+        )
+    host = access.node_host(cluster, disk.node)
     if host is None:
         return note(
-            f"{disk.node} is not reachable over SSH (the inventory gives no node access);"
-            f" check by hand: lsblk -f {disk.device}"
+            f"not probed: {why_no_address(cluster.node_ssh, disk.node)}; check by hand:"
+            f" lsblk -f {disk.device}"
         )
-    return evaluate_disk(disk.device, host)
+    try:
+        return evaluate_disk(disk.device, host, become=cluster.node_ssh.become)
+    except InstallerError as exc:
+        return problem(f"{disk.node}: {exc.message}", _node_remedy([disk.node]))
 
 
 def kube_checks(access: SiteAccess, cluster: Cluster) -> list[Check]:
@@ -365,11 +449,20 @@ def kube_checks(access: SiteAccess, cluster: Cluster) -> list[Check]:
                     where,
                     partial(check_gpu_probe, access, cluster, pool),
                     requires=api,
-                    timeout_s=90,
+                    timeout_s=NODE_PROBE_LIMIT_S + 15,
                 )
             )
     if cluster.storage.engine in ("cstor", "localpv-lvm"):
         for disk in cluster.storage.disks:
             where = f"node/{disk.node}:{disk.device}"
-            checks.append(make("storage.disks", where, partial(check_disk, access, disk)))
+            checks.append(
+                make(
+                    "storage.disks",
+                    where,
+                    partial(check_disk, access, cluster, disk),
+                    # The node's address may be its InternalIP, read from the API.
+                    requires=api if cluster.node_ssh is not None else (),
+                    timeout_s=NODE_PROBE_LIMIT_S + 5,
+                )
+            )
     return checks

@@ -45,6 +45,8 @@ class NodeInfo:
     ready: bool = False
     ready_message: str = ""
     unschedulable: bool = False
+    internal_ip: str | None = None
+    """The node's `InternalIP` address as the kubelet reports it."""
 
 
 @dataclass(frozen=True)
@@ -403,6 +405,9 @@ def _node(item: Any) -> NodeInfo:
         ready=ready is not None and ready.status == "True",
         ready_message=str(ready.message or ready.reason or "") if ready is not None else "",
         unschedulable=bool(item.spec.unschedulable),
+        internal_ip=next(
+            (str(a.address) for a in item.status.addresses or [] if a.type == "InternalIP"), None
+        ),
     )
 
 

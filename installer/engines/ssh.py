@@ -139,8 +139,13 @@ def pinned_known_hosts_line(target: SshTarget) -> str:
     return f"{target.host_pattern} {key.get_name()} {key.get_base64()}"
 
 
-def run_command(target: SshTarget, argv: list[str]) -> CommandResult:
-    """Run `argv` on the host (quoted by the remote shell rules) with strict host keys."""
+def _login(target: SshTarget, sock: paramiko.Channel | None = None) -> paramiko.SSHClient:
+    """An SSH client logged in to `target` with its host key pinned (over `sock` when given)."""
+    if sock is not None and target.known_hosts is None:
+        raise BadInputError(
+            f"host {target.address}: a host reached through another needs a known_hosts pin",
+            remedy="give the host's key in a known_hosts file",
+        )
     line = pinned_known_hosts_line(target)
     client = paramiko.SSHClient()
     pattern, key_type, key_b64 = line.split(" ", 2)
@@ -154,25 +159,64 @@ def run_command(target: SshTarget, argv: list[str]) -> CommandResult:
             username=target.user,
             pkey=_load_private_key(target.private_key),
             timeout=target.timeout_s,
+            banner_timeout=target.timeout_s,
+            auth_timeout=target.timeout_s,
             allow_agent=False,
             look_for_keys=False,
+            sock=sock,
         )
     except paramiko.BadHostKeyException:
+        client.close()
         raise EnvironmentProblem(
             f"host {target.address}:{target.port}: host key verification failed",
-            remedy="check the VM's host key on its console and update the pin in the inventory",
+            remedy="check the host's key on its console and update the pin in the inventory",
         ) from None
     except paramiko.AuthenticationException:
+        client.close()
         raise EnvironmentProblem(
             f"host {target.address}:{target.port}: login as {target.user} refused",
-            remedy="authorize the inventory's SSH key for that user on the VM",
+            remedy="authorize the inventory's SSH key for that user on the host",
         ) from None
     except (paramiko.SSHException, OSError) as exc:
-        raise _unreachable(target, "login", str(exc) or type(exc).__name__) from None
-    try:
-        _, stdout, stderr = client.exec_command(shlex.join(argv), timeout=target.timeout_s * 6)
-        out = stdout.read().decode("utf-8", "replace")
-        err = stderr.read().decode("utf-8", "replace")
-        return CommandResult(stdout.channel.recv_exit_status(), out, err)
-    finally:
         client.close()
+        raise _unreachable(target, "login", str(exc) or type(exc).__name__) from None
+    return client
+
+
+def _through(jump: paramiko.SSHClient, via: SshTarget, target: SshTarget) -> paramiko.Channel:
+    """A TCP channel from the jump host to `target`'s SSH port (what `ssh -J` opens)."""
+    transport = jump.get_transport()
+    if transport is None:  # pragma: no cover - a logged-in client has a transport
+        raise _unreachable(target, f"through {via.address}", "the jump host's session closed")
+    try:
+        return transport.open_channel(
+            "direct-tcpip", (target.address, target.port), ("127.0.0.1", 0),
+            timeout=target.timeout_s,
+        )  # fmt: skip
+    except (paramiko.SSHException, OSError, EOFError) as exc:
+        raise _unreachable(
+            target, f"connect through {via.address}", str(exc) or type(exc).__name__
+        ) from None
+
+
+def run_command(
+    target: SshTarget, argv: list[str], *, via: SshTarget | None = None
+) -> CommandResult:
+    """Run `argv` on the host (quoted by the remote shell rules) with strict host keys.
+
+    `via`: a jump host (logged in to with its own pin) through which `target` is reached.
+    """
+    jump = _login(via) if via is not None else None
+    try:
+        sock = _through(jump, via, target) if jump is not None and via is not None else None
+        client = _login(target, sock)
+        try:
+            _, stdout, stderr = client.exec_command(shlex.join(argv), timeout=target.timeout_s * 6)
+            out = stdout.read().decode("utf-8", "replace")
+            err = stderr.read().decode("utf-8", "replace")
+            return CommandResult(stdout.channel.recv_exit_status(), out, err)
+        finally:
+            client.close()
+    finally:
+        if jump is not None:
+            jump.close()

@@ -444,6 +444,61 @@ class Platform(Model):
     namespace: DnsLabel = Field(default="platform", description="Namespace of the controllers.")
 
 
+class NodeSsh(Model):
+    """How preflight reaches the cluster's nodes over SSH for the hardware probes (`gpu.probe`,
+    `storage.disks`). Read-only commands only; host keys are always checked."""
+
+    user: str = Field(
+        min_length=1,
+        max_length=32,
+        pattern=r"^[a-z_][a-z0-9_.-]*$",
+        description="Login user on every node.",
+    )
+    port: int = Field(default=22, ge=1, le=65535, description="SSH port of the nodes.")
+    private_key: SecretRef = Field(
+        description="Private key for the login: `file:~/.ssh/nodes_ed25519` (or `env:NAME`"
+        " holding the key text)."
+    )
+    known_hosts: FilePath = Field(
+        description="A known_hosts file holding every probed node's host key, under the address"
+        " the installer connects to (`[addr]:port` off port 22). A node whose key is missing or"
+        " different fails its check; unknown keys are never accepted."
+    )
+    become: bool = Field(
+        default=True,
+        description="Run the probes that need root (`blkid` of the OpenEBS disks) with"
+        " `sudo -n`; false when `user` is root.",
+    )
+    address_source: Literal["internal-ip", "addresses"] = Field(
+        default="internal-ip",
+        description="`internal-ip`: connect to each node's `InternalIP` as the cluster reports"
+        " it (an entry in `addresses` overrides it); `addresses`: only nodes listed in"
+        " `addresses` are probed, the others are reported as not reachable.",
+    )
+    addresses: dict[DnsName, IPv4Address] = Field(
+        default_factory=dict,
+        description="Address to reach a node at, by node name (`{a100-1: 10.0.0.11}`), where"
+        " the SSH address is not the node's InternalIP.",
+    )
+    jump: Literal["none", "aux-vm"] = Field(
+        default="none",
+        description="`aux-vm`: reach the nodes through the auxiliary VM (`aux_vm.ssh`), like"
+        " `ssh -J`, when the installer host cannot reach the node network itself.",
+    )
+    timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        le=300,
+        description="Time limit in seconds for connecting to one node; probes of the nodes run"
+        " in parallel.",
+    )
+
+    @model_validator(mode="after")
+    def _addresses(self) -> NodeSsh:
+        rules.check_node_ssh(self)
+        return self
+
+
 class Cluster(Model):
     """One Kubernetes cluster of the site."""
 
@@ -467,6 +522,12 @@ class Cluster(Model):
     )
     keycloak: Keycloak = Field(default_factory=Keycloak, description="Identity service.")
     platform: Platform = Field(default_factory=Platform, description="Platform controllers.")
+    node_ssh: NodeSsh | None = Field(
+        default=None,
+        description="SSH access to the nodes for preflight's hardware probes (`nvidia-smi`,"
+        " raw disks). Absent: those checks report `info` and GPUs are checked through node"
+        " labels only.",
+    )
 
     @model_validator(mode="after")
     def _cross_rules(self) -> Cluster:

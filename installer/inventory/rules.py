@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         Inventory,
         Keycloak,
         NodePool,
+        NodeSsh,
         Preset,
         PresetGpu,
         SshAccess,
@@ -52,6 +53,31 @@ def check_host_key_pinned(ssh: SshAccess) -> None:
                 )
             ]
         )
+
+
+def check_node_ssh(access: NodeSsh) -> None:
+    """Probing only listed nodes needs a list; two nodes never share one SSH address."""
+    out: list[Violation] = []
+    if access.address_source == "addresses" and not access.addresses:
+        out.append(
+            (
+                ("addresses",),
+                "address_source: addresses needs at least one node in addresses"
+                " (node name: IPv4 address); or use address_source: internal-ip",
+            )
+        )
+    owner: dict[str, str] = {}
+    for node, address in access.addresses.items():
+        if str(address) in owner:
+            out.append(
+                (
+                    ("addresses", node),
+                    f"address {address} is already given for node {owner[str(address)]};"
+                    " each node has its own address",
+                )
+            )
+        owner.setdefault(str(address), node)
+    _raise(out)
 
 
 def check_tls(tls: TlsSettings) -> None:
@@ -237,6 +263,18 @@ def check_cluster(cluster: Cluster) -> None:
                     )
                 )
             owner.setdefault(node, pool.name)
+    if cluster.node_ssh is not None and all(p.nodes is not None for p in cluster.node_pools):
+        # Every node is named, so a name in addresses that is none of them is a typo.
+        named = set(owner) | {disk.node for disk in cluster.storage.disks}
+        for node in cluster.node_ssh.addresses:
+            if node not in named:
+                out.append(
+                    (
+                        ("node_ssh", "addresses", node),
+                        f"node {node} is in no pool and has no storage disk of cluster"
+                        f" '{cluster.name}'",
+                    )
+                )
     for i, preset in enumerate(cluster.presets):
         gpu_kinds = sum(
             g is not None for g in (preset.nvidia_gpu, preset.amd_gpu, preset.intel_gpu)

@@ -156,7 +156,9 @@ def test_probes_of_a_pool_name_each_node_that_differs() -> None:
         return Recorded({QUERY_ARGV: CommandResult(0, query), LIST_ARGV: CommandResult(0, listing)})
 
     agreed = evaluate_probes(pool, [("h100-1", node(*h100)), ("h100-2", node(*h100))])
-    assert agreed.ok and agreed.message == "nvidia-smi agrees with the pool on 2 node(s)"
+    assert agreed.ok and agreed.message == (
+        "nvidia-smi agrees with the pool on 2 node(s): h100-1, h100-2"
+    )
     differs = evaluate_probes(pool, [("h100-1", node(*h100)), ("h100-2", node(*a100))])
     assert not differs.ok
     assert differs.message == (
