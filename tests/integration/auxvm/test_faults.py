@@ -4,12 +4,15 @@ code and a message naming the host, the step and the remedy, and changes nothing
 from __future__ import annotations
 
 import base64
+import json
 import os
+import shutil
 import socket
 import ssl
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,7 @@ from tests.fixtures.auxvm import (
     lab_inventory_variant,
     run_installer,
 )
-from tests.fixtures.lab import REPO
+from tests.fixtures.lab import LAB_DIR, REPO
 
 pytestmark = pytest.mark.e2e
 
@@ -50,6 +53,12 @@ def _on_vm(hub: Hub, argv: list[str]) -> CommandResult:
         known_hosts=hub.vm.known_hosts,
     )
     return run_command(target, argv)
+
+
+def _recorded(hub: Hub) -> tuple[str, str]:
+    """How the lab state's journal records the auxvm phase and the bootstrap."""
+    journal = json.loads((hub.state / "journal.json").read_text())
+    return journal["phases"]["auxvm"]["state"], journal["bootstrap"]
 
 
 def test_wrong_host_key_is_refused(provisioned_hub: Hub, tmp_path: Path) -> None:
@@ -166,13 +175,107 @@ def test_port_taken_on_the_vm_fails_before_any_change(
     assert answer.status_code == 401
 
 
+@pytest.fixture
+def sudo_taken_away(provisioned_hub: Hub, tmp_path: Path) -> Iterator[Path]:
+    """The VM's SSH user without its sudo rule (the lab VM shares this machine's /etc, and
+    `lab/components/20-vm.sh up` writes the rule again should this test be killed)."""
+    rule = Path(f"/etc/sudoers.d/onprem-lab-{provisioned_hub.vm.user}")
+    aside = tmp_path / rule.name
+    assert rule.is_file(), rule
+    shutil.move(rule, aside)
+    try:
+        yield aside
+    finally:
+        shutil.move(aside, rule)
+        back = subprocess.run(
+            ["bash", str(LAB_DIR / "components" / "20-vm.sh"), "up"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert back.returncode == 0, back.stderr[-2000:]
+
+
+def test_no_sudo_is_an_environment_problem(
+    provisioned_hub: Hub, sudo_taken_away: Path, tmp_path: Path
+) -> None:
+    hub = provisioned_hub
+    refused = _on_vm(hub, ["sudo", "-n", "true"])
+    assert refused.rc != 0, "sudo still works: the fault was not set up"
+    run = bootstrap_auxvm(LAB_INVENTORY, tmp_path / "logs", hub.env)
+    assert run.rc == 3, run.stdout[-2000:]
+    error = run.final()["error"]
+    assert f"host {hub.vm.user}@{hub.address}:22: step '" in error["message"]
+    assert f"{hub.vm.user} cannot use sudo" in error["message"]
+    assert "passwordless sudo" in error["remedy"]
+    assert "hub ready" not in run.stdout
+    assert _recorded(hub) == ("failed", "failed")
+
+
+@pytest.fixture
+def small_disk(provisioned_hub: Hub) -> Iterator[str]:
+    """A 16 MiB file system mounted on the VM (through the VM's own mount namespace)."""
+    mount = f"/var/tmp/onprem-hub-small-{uuid.uuid4().hex[:8]}"
+    made = _on_vm(provisioned_hub, ["sudo", "-n", "mkdir", "-p", mount])
+    assert made.rc == 0, made.stderr
+    mounted = _on_vm(
+        provisioned_hub,
+        ["sudo", "-n", "mount", "-t", "tmpfs", "-o", "size=16m", "onprem-hub-small", mount],
+    )
+    try:
+        assert mounted.rc == 0, mounted.stderr
+        yield mount
+    finally:
+        if mounted.rc == 0:
+            gone = _on_vm(provisioned_hub, ["sudo", "-n", "umount", mount])
+            assert gone.rc == 0, gone.stderr
+        _on_vm(provisioned_hub, ["sudo", "-n", "rmdir", mount])
+
+
+def test_disk_too_small_fails_before_any_change(
+    provisioned_hub: Hub, small_disk: str, tmp_path: Path
+) -> None:
+    hub = provisioned_hub
+    config = "/etc/onprem-hub/registry/config.yml"
+    before = _on_vm(hub, ["sudo", "-n", "cat", config]).stdout
+    assert before, config
+    data = f"{small_disk}/registry"
+
+    def move(doc: dict[str, Any]) -> None:
+        doc["aux_vm"].setdefault("services", {})["registry"] = {"port": 5000, "data_path": data}
+
+    inventory = lab_inventory_variant(tmp_path, move, own_state=False)
+    run = bootstrap_auxvm(inventory, tmp_path / "logs", hub.env)
+    assert run.rc == 1, run.stdout[-2000:]
+    error = run.final()["error"]
+    assert (
+        f"host {hub.vm.user}@{hub.address}:22: step 'Refuse data paths without room'"
+        in (error["message"])
+    )
+    assert f"{data} on aux-vm has 16.00 MB free; registry needs 10.00 GB" in error["message"]
+    assert "aux_vm.services.registry.data_path" in error["remedy"]
+    assert _recorded(hub) == ("failed", "failed")
+    # Nothing moved: the registry keeps its configuration and data path, and answers.
+    assert _on_vm(hub, ["sudo", "-n", "cat", config]).stdout == before
+    assert _on_vm(hub, ["sudo", "-n", "test", "-e", data]).rc != 0
+    trust = ssl.create_default_context(cafile=str(hub.ca_cert))
+    assert httpx.get(f"https://{hub.address}:5000/v2/", verify=trust).status_code == 401
+
+
 def test_ansible_only_operators_use_the_generated_inventory(
     provisioned_hub: Hub, tmp_path: Path
 ) -> None:
-    """`ansible-playbook -i <generated inventory> playbooks/aux-vm.yml`, without the installer:
-    check mode finds nothing to change; a data path without room stops the play."""
-    generated = provisioned_hub.state / "ansible" / "aux-vm.inventory.json"
+    """`installer auxvm inventory`, then `ansible-playbook -i <that inventory>
+    playbooks/aux-vm.yml` without the installer: a real run and check mode find nothing to
+    change on the converged hub; a data path without room stops the play."""
+    written = run_installer(
+        ["auxvm", "inventory", "-i", str(LAB_INVENTORY), "-o", "json"],
+        tmp_path / "inventory-logs",
+        provisioned_hub.env,
+    )
+    assert written.rc == 0, written.stdout[-2000:] + written.stderr[-2000:]
+    generated = Path(written.final()["inventory"]).resolve()
+    assert generated == (provisioned_hub.state / "ansible" / "aux-vm.inventory.json").resolve()
     playbook = REPO / "playbooks" / "aux-vm.yml"
+    assert Path(written.final()["playbook"]) == playbook
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     env["ANSIBLE_NOCOLOR"] = "1"
 
@@ -182,6 +285,9 @@ def test_ansible_only_operators_use_the_generated_inventory(
             capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path,
         )  # fmt: skip
 
+    real = play()
+    assert real.returncode == 0, real.stdout[-3000:]
+    assert "changed=0" in real.stdout and "failed=0" in real.stdout, real.stdout[-3000:]
     check = play("--check")
     assert check.returncode == 0, check.stdout[-3000:]
     assert "changed=0" in check.stdout and "failed=0" in check.stdout
@@ -213,6 +319,17 @@ def test_plan_shows_drift_and_apply_heals_it(provisioned_hub: Hub, tmp_path: Pat
     (auxvm,) = plan.final()["phases"]
     assert "Write the zone configuration" in [c["name"] for c in auxvm["changes"]]
     assert "drift.example" in _on_vm(hub, ["sudo", "-n", "cat", drifted]).stdout, "plan changed"
+    # `bootstrap --dry-run`: the same check-mode run, reported by bootstrap, changing nothing.
+    dry = run_installer(
+        ["bootstrap", "-i", str(LAB_INVENTORY), "--only", "auxvm", "--restart", "--dry-run",
+         "-o", "json"],
+        tmp_path / "dry-logs", hub.env,
+    )  # fmt: skip
+    assert dry.rc == 0, dry.stdout[-2000:] + dry.stderr[-2000:]
+    assert dry.final()["dry_run"] is True
+    (auxvm,) = dry.final()["phases"]
+    assert "Write the zone configuration" in [c["name"] for c in auxvm["changes"]]
+    assert "drift.example" in _on_vm(hub, ["sudo", "-n", "cat", drifted]).stdout, "dry run changed"
     healed = bootstrap_auxvm(LAB_INVENTORY, tmp_path / "heal-logs", hub.env)
     assert healed.rc == 0
     assert healed.phase_changes() >= 1
