@@ -104,8 +104,9 @@ def test_keycloak_not_ready_in_time_is_reported_and_down_cleans_up(
 ) -> None:
     del lab  # the session lab's Keycloak keeps running beside this one
     shifted = {
-        name: str(int(VERSIONS[name]) + 10000)
-        for name in ("LAB_KEYCLOAK_PORT", "LAB_KEYCLOAK_MGMT_PORT")
+        name: str(int(value) + 10000)
+        for name, value in VERSIONS.items()
+        if name.startswith("LAB_KEYCLOAK_") and name.endswith("_PORT")
     }
     lab_copy = copy_lab(tmp_path, shifted)
     state = tmp_path / "state"
