@@ -263,6 +263,8 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog=PYTHON_LANGUAGE_HOST, allow_abbrev=False)
     ap.add_argument("-tracing", "--tracing", default="")
     ap.add_argument("-use-executor", "--use-executor", dest="executor", default="")
+    # The launcher names its parent (the CLI): a CLI gone before this process got going is seen.
+    ap.add_argument("-parent", "--parent", type=int, default=0)
     for ignored in ("root", "virtualenv", "toolchain", "typechecker"):
         ap.add_argument(f"-{ignored}", f"--{ignored}", default="")
     ap.add_argument("engine", nargs="?", default="")
@@ -297,7 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     server.start()
     sys.stdout.write(f"{port}\n")
     sys.stdout.flush()
-    threading.Thread(target=_watch_parent, args=(server, os.getppid()), daemon=True).start()
+    parent = args.parent or os.getppid()
+    threading.Thread(target=_watch_parent, args=(server, parent), daemon=True).start()
     try:
         server.wait_for_termination()
     except KeyboardInterrupt:

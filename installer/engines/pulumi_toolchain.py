@@ -144,7 +144,8 @@ def language_host_launcher_text(python: str = "") -> str:
     return (
         "#!/bin/sh\n"
         f"{STAND_IN_MARK}\n"
-        f'exec {shlex.quote(python or sys.executable)} -u -m {LANGUAGE_HOST_MODULE} "$@"\n'
+        f"exec {shlex.quote(python or sys.executable)} -u -m {LANGUAGE_HOST_MODULE}"
+        ' -parent "$PPID" "$@"\n'
     )
 
 

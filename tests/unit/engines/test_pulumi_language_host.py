@@ -181,8 +181,10 @@ def test_a_host_without_its_runner_says_so(tmp_path: Path) -> None:
     assert f"could not find {PYTHON_LANGUAGE_EXEC} on PATH" in proc.stderr
 
 
-def test_a_host_whose_cli_died_stops(tmp_path: Path) -> None:
-    """A CLI killed outright cannot stop its plugins: the host notices it was re-parented."""
+@pytest.mark.parametrize("serving", [True, False], ids=["serving", "starting"])
+def test_a_host_whose_cli_died_stops(tmp_path: Path, serving: bool) -> None:
+    """A CLI killed outright cannot stop its plugins: the host notices it was re-parented,
+    also when that happened before the host got going (the launcher names the parent)."""
     launcher = write_language_host_launcher(tmp_path / "bin", tmp_path / "cli")
     assert launcher is not None
     # A stand-in CLI: starts the host, prints its pid and port, then waits to be killed.
@@ -198,7 +200,7 @@ def test_a_host_whose_cli_died_stops(tmp_path: Path) -> None:
     assert cli.stdout is not None
     host_pid = int(cli.stdout.readline())
     port = tmp_path / "port"
-    deadline = time.monotonic() + HOST_START_S
+    deadline = time.monotonic() + (HOST_START_S if serving else 0)
     while time.monotonic() < deadline and not (
         port.is_file() and port.read_text(encoding="utf-8").strip()
     ):
