@@ -79,12 +79,15 @@ SPECS: tuple[CheckSpec, ...] = (
               " feature discovery); memory label when the pool states it.",
               "Install the GPU Operator (or device plugin and GFD); fix the pool's model/count."),
     CheckSpec("gpu.probe", _P, "GPU hardware matches (nvidia-smi)", _F,
-              "Where nodes are reachable over SSH: `nvidia-smi` model, count, memory, driver"
-              " and MIG slices against the pool. Otherwise an info result says labels only.",
-              "Fix the pool's gpu block, or the node's driver or MIG layout."),
+              "With `clusters[].node_ssh`: `nvidia-smi` on each node of the pool over SSH"
+              " (in parallel), model, count, memory, driver and MIG slices against the pool;"
+              " an unreachable node or a host key not in `node_ssh.known_hosts` fails by name."
+              " Without `node_ssh`: info, labels only.",
+              "Fix the pool's gpu block, the node's driver or MIG layout, or `node_ssh`."),
     CheckSpec("storage.disks", _P, "OpenEBS disks raw", _F,
-              "Each disk in `storage.disks` exists as a block device, carries no filesystem"
-              " or partition table, has no partitions and is not mounted (over SSH).",
+              "With `clusters[].node_ssh`: each disk in `storage.disks` exists as a block"
+              " device on its node, carries no filesystem or partition table, has no"
+              " partitions and is not mounted (over SSH). Without `node_ssh`: info.",
               "Wipe the disk (`wipefs -a`) after making sure nothing on it is needed."),
     CheckSpec("dns.wildcard", _PV, "wildcard DNS names resolve", _F,
               "`<domain>`, `x.<domain>`, `x.jobs.<domain>` and `x.apps.<domain>` resolve to"

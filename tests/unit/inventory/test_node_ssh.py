@@ -98,3 +98,17 @@ def test_a_selector_pool_lets_any_node_name_through(tmp_path: Path) -> None:
     path.write_text(text + GOOD + "      addresses: {a100-7: 192.0.2.37}\n", encoding="utf-8")
     access = load_inventory(path).clusters[0].node_ssh
     assert access is not None and "a100-7" in access.addresses
+
+
+def test_the_commented_example_is_valid_when_uncommented(tmp_path: Path) -> None:
+    example = BASE.parents[3] / "inventories" / "onprem.example.yml"
+    text = example.read_text(encoding="utf-8")
+    start = text.index("    # node_ssh:\n")
+    end = text.index("\n\n", start)
+    lines = [line.replace("    # ", "    ", 1) for line in text[start:end].splitlines()]
+    block = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+    path = tmp_path / "onprem.yml"
+    path.write_text(text[:start] + block + text[end:], encoding="utf-8")
+    access = load_inventory(path).clusters[0].node_ssh
+    assert access is not None and access.known_hosts == tmp_path / "nodes_known_hosts"
+    assert access.addresses == {"gpu-h100-01": IPv4Address("10.20.1.31")}
