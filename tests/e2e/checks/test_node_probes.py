@@ -6,7 +6,7 @@ key pinned in the lab's known_hosts. The VM has no GPU, so a test-only `nvidia-s
 recorded output (tests/fixtures/nvidia_smi). It lives in a folder of its own that a line at the
 top of the VM user's ~/.bashrc puts first on PATH (bash reads ~/.bashrc for commands sshd runs);
 both go when the module ends. The VM shares this machine's filesystem, so they are written here.
-A raw loop device on the VM stands in for an OpenEBS disk of h100-1.
+A loop device on the VM stands in for an OpenEBS disk of h100-1 (raw, then formatted).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import os
 import pwd
 import shutil
 import stat
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -233,7 +234,7 @@ def test_a_node_missing_from_known_hosts_is_refused(
     assert probe["message"] == f"h100-1: {lab.vm_known_hosts} has no key for {address}"
 
 
-def test_a_raw_disk_on_the_node_passes_over_ssh(
+def test_a_disk_on_the_node_is_checked_over_ssh(
     lab: Lab,
     site: SiteFactory,
     tmp_path: Path,
@@ -246,6 +247,10 @@ def test_a_raw_disk_on_the_node_passes_over_ssh(
             "disks": [{"node": "h100-1", "device": loop_disk}],
         }
 
-    results = preflight(site, tmp_path, edit)
-    disk = results[("storage.disks", f"node/h100-1:{loop_disk}")]
+    target = ("storage.disks", f"node/h100-1:{loop_disk}")
+    disk = preflight(site, tmp_path, edit)[target]
     assert disk["status"] == "pass" and disk["message"] == f"{loop_disk} is raw and unmounted"
+    subprocess.run(["mkfs.ext4", "-q", "-F", loop_disk], check=True, capture_output=True)
+    formatted = preflight(site, tmp_path, edit)[target]
+    assert formatted["status"] == "fail"
+    assert formatted["message"].startswith(f"{loop_disk} carries ext4"), formatted["message"]
