@@ -26,6 +26,10 @@ QUERY_ARGV = (
     "--format=csv,noheader,nounits",
 )
 LIST_ARGV = ("nvidia-smi", "-L")
+DRIVER_ROOT = "/run/nvidia/driver"
+"""Where the GPU Operator's driver container mounts its root on the host: with a containerised
+driver the host has no `nvidia-smi` of its own, and NVIDIA's guide runs it chrooted there."""
+IN_DRIVER_ROOT = ("sudo", "-n", "chroot", DRIVER_ROOT)
 MEMORY_TOLERANCE = 0.05
 """nvidia-smi reports usable memory: an "80GB" H100 shows 81559 MiB, not 81920."""
 
@@ -174,12 +178,29 @@ def _failure(result: CommandResult) -> ProbeError:
     return ProbeError(f"nvidia-smi failed (exit {result.rc}): {first}")
 
 
+def _not_installed(result: CommandResult) -> bool:
+    text = (result.stdout + "\n" + result.stderr).strip()
+    return result.rc == 127 or "not found" in (text.splitlines() or [""])[0].lower()
+
+
 def probe(runner: CommandRunner, *, timeout_s: float = 30.0) -> GpuProbe:
-    """Run nvidia-smi through `runner` and parse what it says."""
+    """Run nvidia-smi through `runner` and parse what it says.
+
+    A host without `nvidia-smi` is asked again inside the GPU Operator's driver root
+    (`sudo -n`: never a password prompt); only when that fails too is the driver missing."""
+    prefix: tuple[str, ...] = ()
     query = runner.run(list(QUERY_ARGV), timeout_s=timeout_s)
+    if _not_installed(query):
+        chrooted = runner.run([*IN_DRIVER_ROOT, *QUERY_ARGV], timeout_s=timeout_s)
+        if chrooted.rc != 0:
+            raise ProbeError(
+                "nvidia-smi is not installed on the node (no NVIDIA driver), nor in a GPU"
+                f" Operator driver root at {DRIVER_ROOT}"
+            )
+        query, prefix = chrooted, IN_DRIVER_ROOT
     if query.rc != 0:
         raise _failure(query)
-    listing = runner.run(list(LIST_ARGV), timeout_s=timeout_s)
+    listing = runner.run([*prefix, *LIST_ARGV], timeout_s=timeout_s)
     return parse_probe(query.stdout, listing.stdout if listing.rc == 0 else "")
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from installer.checks.gpu import (
+    IN_DRIVER_ROOT,
     LIST_ARGV,
     QUERY_ARGV,
     CommandResult,
@@ -166,7 +167,28 @@ def test_probes_of_a_pool_name_each_node_that_differs() -> None:
     )
 
 
+NOT_ON_HOST = CommandResult(127, "", "bash: nvidia-smi: command not found")
+
+
 def test_probe_reports_missing_tool() -> None:
-    runner = Recorded({QUERY_ARGV: CommandResult(127, "", "bash: nvidia-smi: command not found")})
-    with pytest.raises(ProbeError, match="not installed"):
+    no_root = CommandResult(
+        125, "", "chroot: cannot change root directory to '/run/nvidia/driver': No such file"
+    )
+    runner = Recorded({QUERY_ARGV: NOT_ON_HOST, (*IN_DRIVER_ROOT, *QUERY_ARGV): no_root})
+    with pytest.raises(ProbeError, match=r"not installed on the node .* nor in a GPU Operator"):
         probe(runner)
+
+
+def test_probe_finds_the_gpu_operators_containerised_driver() -> None:
+    """With the driver in the GPU Operator's container, nvidia-smi runs chrooted in its root."""
+    query, listing = outputs("h100-sxm5-80gb")
+    runner = Recorded(
+        {
+            QUERY_ARGV: NOT_ON_HOST,
+            (*IN_DRIVER_ROOT, *QUERY_ARGV): CommandResult(0, query),
+            (*IN_DRIVER_ROOT, *LIST_ARGV): CommandResult(0, listing),
+        }
+    )
+    found = probe(runner)
+    assert found.count == 8 and {g.product for g in found.gpus} == {"NVIDIA-H100-80GB-HBM3"}
+    assert runner.calls[-1] == ["sudo", "-n", "chroot", "/run/nvidia/driver", "nvidia-smi", "-L"]
