@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from installer import __version__
 from installer.airgap.archive import first_member
-from installer.airgap.bundlefile import BundleWriter
+from installer.airgap.bundlefile import STATE_NAME, BundleWriter
 from installer.airgap.files import (
     Source,
     fetch_binaries,
@@ -178,12 +178,15 @@ def build_bundle(opts: BuildOptions, progress: Progress | None = None) -> BuildR
 def _earlier_if_same(stage: Path, manifest: BundleManifest) -> BundleManifest:
     """The manifest an interrupted run of the same build signed (it differs only in its
     creation time), so that its bundle file, laid out for those bytes, is resumed; else
-    `manifest`, recorded for the next run."""
+    `manifest`, recorded for the next run. A completed build left no state: a new run gets
+    a new creation time."""
     path = stage / MANIFEST_NAME
-    try:
-        earlier = parse_manifest(path.read_bytes())
-    except (OSError, BadInputError):
-        earlier = None
+    earlier = None
+    if (stage / STATE_NAME).is_file():
+        try:
+            earlier = parse_manifest(path.read_bytes())
+        except (OSError, BadInputError):
+            earlier = None
     if earlier is not None and manifest.model_copy(update={"created": earlier.created}) == earlier:
         return earlier
     tmp = path.with_name(path.name + ".partial")

@@ -202,18 +202,21 @@ def test_killed_build_resumes_from_its_bundle_file(tmp_path: Path, upstream: Ups
             upstream=replace(upstream.registry.endpoint(), host=proxy.host),
         )
         second = build_bundle(opts)
+        blobs = sum(i.size for i in second.manifest.items if i.kind == "blob")
+        # Image manifests are fetched again (small); of the blobs, only what was missing.
+        assert 0 < second.bytes_received < blobs
+        assert second.parts == [output]
+        assert not list(tmp_path.rglob("*.partial"))
+        assert not (tmp_path / "b.tar.zst.work" / STATE_NAME).exists()
+        verified = cli(
+            "airgap-verify", str(output), "--verify-key", str(pub), log_dir=tmp_path / "logs"
+        )
+        assert verified.returncode == 0, verified.stderr
+        # A build after a completed one is a new bundle: its own creation time.
+        third = build_bundle(opts)
+        assert third.manifest.created > second.manifest.created
     finally:
         proxy.close()
-    blobs = sum(i.size for i in second.manifest.items if i.kind == "blob")
-    # Image manifests are fetched again (small); of the blobs, only what was missing.
-    assert 0 < second.bytes_received < blobs
-    assert second.parts == [output]
-    assert not list(tmp_path.rglob("*.partial"))
-    assert not (tmp_path / "b.tar.zst.work" / STATE_NAME).exists()
-    verified = cli(
-        "airgap-verify", str(output), "--verify-key", str(pub), log_dir=tmp_path / "logs"
-    )
-    assert verified.returncode == 0, verified.stderr
 
 
 def test_load_target_comes_from_the_inventory(
