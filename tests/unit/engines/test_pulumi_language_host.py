@@ -200,11 +200,16 @@ def test_a_host_whose_cli_died_stops(tmp_path: Path, serving: bool) -> None:
     assert cli.stdout is not None
     host_pid = int(cli.stdout.readline())
     port = tmp_path / "port"
-    deadline = time.monotonic() + (HOST_START_S if serving else 0)
-    while time.monotonic() < deadline and not (
-        port.is_file() and port.read_text(encoding="utf-8").strip()
-    ):
-        time.sleep(0.1)  # serving (the CLI waits for the port too)
+    cmdline = Path(f"/proc/{host_pid}/cmdline")
+    deadline = time.monotonic() + HOST_START_S
+    while time.monotonic() < deadline:
+        if serving:  # the port is out, as the CLI waits for it
+            done = port.is_file() and bool(port.read_text(encoding="utf-8").strip())
+        else:  # the launcher has handed over to Python, which is still starting
+            done = b"pulumi_language_host" in cmdline.read_bytes()
+        if done:
+            break
+        time.sleep(0.02)
     cli.kill()
     cli.wait()
     assert _ends(host_pid, HOST_START_S), "the host kept running after its CLI was killed"
