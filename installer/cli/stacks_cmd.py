@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +14,7 @@ from rich.table import Table
 from installer.cli.render import emit_json, err, is_json, out
 from installer.cli.state import InventoryOption, OutputOption, begin
 from installer.engines.pulumi import PulumiEngine, StackEvent, StackSummary
-from installer.errors import BadInputError, FailedError
+from installer.errors import BadInputError, ExitCode, FailedError
 from installer.inventory import Inventory, load_inventory
 from installer.inventory.models import Cluster
 from installer.stacks import COMPONENTS, ComponentName
@@ -155,12 +156,12 @@ def config(
 
 def _run(
     action: str,
-    inventory: Path,
+    inventory: Path | Inventory,
     cluster: list[str] | None,
     component: list[str] | None,
     backend_url: str | None,
 ) -> list[StackSummary]:
-    inv = load_inventory(inventory)
+    inv = inventory if isinstance(inventory, Inventory) else load_inventory(inventory)
     engine = _engine(inv, backend_url)
     order = _components(component)
     if action == "destroy":
@@ -233,6 +234,16 @@ def destroy(
 ) -> None:
     """Remove what the stacks created, in reverse order (asks first)."""
     begin("stacks destroy", output)
-    if not yes and not typer.confirm("Remove what the installer created in these clusters?"):
-        raise typer.Abort()
-    _render(_run("destroy", inventory, cluster, component, backend_url))
+    inv = load_inventory(inventory)
+    _clusters(inv, cluster)
+    _components(component)
+    if not yes:
+        if is_json() or not sys.stdin.isatty():
+            raise BadInputError(
+                "stacks destroy removes what the installer created and asks first;"
+                " there is no terminal to ask on",
+                remedy="pass --yes",
+            )
+        if not typer.confirm("Remove what the installer created in these clusters?"):
+            raise typer.Exit(int(ExitCode.FAILED))
+    _render(_run("destroy", inv, cluster, component, backend_url))

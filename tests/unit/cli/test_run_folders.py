@@ -39,7 +39,7 @@ RUNS: dict[str, tuple[list[str], int]] = {
     "stacks preview": (["-i", MISSING], 2),
     "stacks up": (["-i", MISSING], 2),
     "stacks refresh": (["-i", MISSING], 2),
-    "stacks destroy": (["-i", MISSING, "--yes"], 2),
+    "stacks destroy": (["-i", MISSING], 2),
     "auxvm inventory": (["-i", MISSING], 2),
     "support-bundle": (["--output-file", "support.tar.gz"], 0),
 }
