@@ -13,7 +13,16 @@ EXAMPLE = REPO / "inventories" / "onprem.example.yml"
 
 def destroy(*args: str, log_dir: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "installer.cli", "--log-dir", str(log_dir), "stacks", "destroy", *args],
+        [
+            sys.executable,
+            "-m",
+            "installer.cli",
+            "--log-dir",
+            str(log_dir),
+            "stacks",
+            "destroy",
+            *args,
+        ],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
