@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import ssl
 import stat
@@ -122,6 +123,14 @@ def test_registry_push_and_pull_with_the_site_ca(provisioned_hub: Hub, tmp_path:
         tmp_path / "own" / "blobs" / "sha256" / layer["digest"].removeprefix("sha256:")
     ).is_file()
 
+    # The data is on the persistent path; deletion is enabled (to replace a bad tag).
+    stored = "/var/lib/onprem-hub/registry/docker/registry/v2/repositories/hubtest/own"
+    assert run_command(_ssh(hub), ["sudo", "-n", "test", "-d", stored]).rc == 0, stored
+    manifest_url = f"https://{hub.address}:{REGISTRY_PORT}/v2/hubtest/own/manifests/{digest}"
+    with httpx.Client(verify=_tls(hub), auth=(USER, hub.password)) as http:
+        assert http.delete(manifest_url).status_code == 202
+        assert http.get(manifest_url).status_code == 404
+
 
 def test_registry_refuses_wrong_password_and_untrusted_tls(
     provisioned_hub: Hub, tmp_path: Path
@@ -156,6 +165,8 @@ def test_chartmuseum_upload_and_fetch(provisioned_hub: Hub) -> None:
         fetched = http.get(f"/charts/hubtest-{version}.tgz")
         assert fetched.content == archive
         assert http.get(f"/api/charts/hubtest/{version}").json()["version"] == version
+    stored = f"/var/lib/onprem-hub/charts/hubtest-{version}.tgz"
+    assert run_command(_ssh(hub), ["sudo", "-n", "test", "-s", stored]).rc == 0, stored
     for auth in (None, (USER, f"wrong-{uuid.uuid4()}")):
         refused = httpx.get(f"{base}/index.yaml", verify=_tls(hub), auth=auth)
         assert refused.status_code == 401
@@ -178,6 +189,10 @@ def test_pip_installs_a_wheel_from_devpi(provisioned_hub: Hub, tmp_path: Path) -
             auth=(USER, hub.password),
         )
         assert uploaded.status_code == 200, uploaded.text
+    found = run_command(
+        _ssh(hub), ["sudo", "-n", "find", "/var/lib/onprem-hub/devpi", "-name", built.name]
+    )
+    assert built.name in found.stdout, "the wheel is not on DevPI's persistent path"
     target = tmp_path / "site"
     # pip's system-trust backend cannot verify a server reached by IP address (no SNI name);
     # the classic backend checks the certificate's IP address entry against --cert.
@@ -221,22 +236,54 @@ def _pid(hub: Hub, program: str) -> int:
     return int(out.strip())
 
 
-def test_killed_service_comes_back(provisioned_hub: Hub) -> None:
+def _answers(hub: Hub, program: str) -> bool:
+    """Whether `program` serves again, seen from the host side (strict TLS, site CA)."""
+    if program == "dns":
+        return query("x.jobs.lab.org.ml.lab.test", hub.address).addresses == ("10.213.0.1",)
+    url, status = {
+        "registry": (f"https://{hub.address}:{REGISTRY_PORT}/v2/", 401),
+        "chartmuseum": (f"https://{hub.address}:{CHARTS_PORT}/index.yaml", 401),
+        # Through the TLS proxy to devpi-server: both must run for a 200.
+        "devpi": (f"https://{hub.address}:{DEVPI_PORT}/+api", 200),
+        "devpi-proxy": (f"https://{hub.address}:{DEVPI_PORT}/+api", 200),
+    }[program]
+    return httpx.get(url, verify=_tls(hub), timeout=5).status_code == status
+
+
+@pytest.mark.parametrize("program", ["registry", "chartmuseum", "devpi", "devpi-proxy", "dns"])
+def test_killed_service_comes_back(provisioned_hub: Hub, program: str) -> None:
     hub = provisioned_hub
-    before = _pid(hub, "registry")
+    before = _pid(hub, program)
+    assert before > 0, program
     killed = run_command(_ssh(hub), ["sudo", "-n", "kill", "-KILL", str(before)])
     assert killed.rc == 0, killed.stderr
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while True:
         try:
-            after = _pid(hub, "registry")
-            answer = httpx.get(f"https://{hub.address}:{REGISTRY_PORT}/v2/", verify=_tls(hub))
-            if after not in (0, before) and answer.status_code == 401:
+            after = _pid(hub, program)
+            if after not in (0, before) and _answers(hub, program):
                 break
-        except (ValueError, httpx.TransportError, InstallerError):
+        except (ValueError, OSError, httpx.TransportError, InstallerError, DnsError):
             pass
-        assert time.monotonic() < deadline, "the registry did not come back within 30 s"
+        assert time.monotonic() < deadline, f"{program} did not come back within 60 s"
         time.sleep(0.5)
+    # The restarted program is the one the supervisor watches, it stays up, and what answers is
+    # it (its process group), not something the killed one left behind.
+    time.sleep(6)
+    assert _pid(hub, program) == after
+    assert _answers(hub, program)
+    port, proto = {
+        "registry": (REGISTRY_PORT, "t"),
+        "chartmuseum": (CHARTS_PORT, "t"),
+        "devpi": (3142, "t"),
+        "devpi-proxy": (DEVPI_PORT, "t"),
+        "dns": (53, "u"),
+    }[program]
+    listening = run_command(_ssh(hub), ["sudo", "-n", "ss", f"-Hl{proto}np", f"sport = :{port}"])
+    pids = sorted({int(m) for m in re.findall(r"pid=(\d+)", listening.stdout)})
+    assert pids, listening.stdout
+    groups = run_command(_ssh(hub), ["ps", "-o", "pgid=", "-p", ",".join(map(str, pids))])
+    assert {int(g) for g in groups.stdout.split()} == {after}, (listening.stdout, groups.stdout)
 
 
 def test_second_run_changes_nothing_and_keeps_secrets_out_of_logs(
