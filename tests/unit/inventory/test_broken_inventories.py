@@ -520,20 +520,20 @@ def _special_files(tmp_path: Path) -> dict[str, tuple[Path, int, str]]:
     }
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "empty",
-        "comments-only",
-        "binary",
-        "not-utf8",
-        "50MB",
-        "scalar",
-        "two-documents",
-        "missing-file",
-        "directory",
-    ],
-)
+UNREADABLE = [
+    "empty",
+    "comments-only",
+    "binary",
+    "not-utf8",
+    "50MB",
+    "scalar",
+    "two-documents",
+    "missing-file",
+    "directory",
+]
+
+
+@pytest.mark.parametrize("name", UNREADABLE)
 def test_unreadable_files(tmp_path: Path, name: str) -> None:
     path, line, message = _special_files(tmp_path)[name]
     with pytest.raises(InputFileError) as info:
@@ -623,19 +623,7 @@ def cli_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Expected, dict[s
     return expected, json.loads(proc.stdout.splitlines()[-1])
 
 
-CLI_NAMES = [
-    *(c.id for c in CASES),
-    "duplicate-cluster",
-    "empty",
-    "comments-only",
-    "binary",
-    "not-utf8",
-    "50MB",
-    "scalar",
-    "two-documents",
-    "missing-file",
-    "directory",
-]
+CLI_NAMES = [*(c.id for c in CASES), "duplicate-cluster", *UNREADABLE]
 
 
 def test_at_least_25_broken_inventories_reach_the_cli() -> None:
