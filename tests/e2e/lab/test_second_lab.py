@@ -17,7 +17,7 @@ import paramiko
 import pytest
 from kubernetes import client, config
 
-from tests.e2e.lab.labcopy import component, copy_lab
+from tests.e2e.lab.labcopy import alive, component, copy_lab
 from tests.fixtures.lab import Lab, read_env_file, read_versions
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -106,15 +106,6 @@ def netns_pids(name: str) -> set[int]:
     """Pids of the processes inside a network namespace."""
     out = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout
     return {int(p) for p in out.split()}
-
-
-def alive(pid: int) -> bool:
-    """Whether the process exists and is not a zombie waiting to be reaped."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_vm_down_leaves_no_process_namespace_or_user(lab: Lab, tmp_path: Path) -> None:

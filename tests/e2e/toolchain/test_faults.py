@@ -8,7 +8,6 @@ or a copy of lab/ on other ports, so the session's lab is left alone.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -16,28 +15,12 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.bootstrap.cli import site_lock
-from tests.e2e.lab.labcopy import component, copy_lab, one_error_line
+from tests.e2e.lab.labcopy import alive, component, copy_lab, listening, one_error_line
 from tests.fixtures.lab import LAB_DIR, Lab, read_versions
 
 pytestmark = pytest.mark.e2e
 
 VERSIONS = read_versions()
-
-
-def alive(pid: int) -> bool:
-    """Whether the process exists and is not a zombie waiting to be reaped."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def listening(port: int) -> bool:
-    """Whether anything accepts TCP connections on 127.0.0.1:port."""
-    with socket.socket() as probe:
-        probe.settimeout(2)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.mark.parametrize(

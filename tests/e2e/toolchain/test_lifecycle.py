@@ -8,7 +8,6 @@ The copy needs the repository files the upstream reads (the release manifest thr
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -16,20 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.lab.labcopy import component, copy_lab
+from tests.e2e.lab.labcopy import component, copy_lab, listening
 from tests.fixtures.lab import REPO, Lab, read_env_file, read_versions
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 SHIFT = 10000
 UPSTREAM_DAEMONS = ("upstream-registry", "upstream-devpi", "upstream-nginx")
-
-
-def listening(port: int) -> bool:
-    """Whether anything accepts TCP connections on 127.0.0.1:port."""
-    with socket.socket() as probe:
-        probe.settimeout(2)
-        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 def live_processes() -> dict[int, int]:
