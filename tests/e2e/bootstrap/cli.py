@@ -6,21 +6,17 @@ project's engineers and test runs: `site_lock()` serialises them on one machine-
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from tests.fixtures.auxvm import chartmuseum_binary, devpi_wheelhouse
-from tests.fixtures.lab import REPO, Lab
+from tests.fixtures.lab import REPO, Lab, site_lock  # noqa: F401  (re-exported for the e2e tests)
 
 LAB_INVENTORY = REPO / "inventories" / "lab.yml"
-SITE_LOCK = Path("/tmp/onprem-lab-site.lock")
 
 
 def tool_env(lab: Lab) -> dict[str, str]:
@@ -46,14 +42,3 @@ def installer(
     except ValueError:
         data = {}
     return proc.returncode, data, (proc.stdout + proc.stderr)[-4000:]
-
-
-@contextmanager
-def site_lock() -> Iterator[None]:
-    """Hold the lab site alone while a test changes it."""
-    with SITE_LOCK.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
