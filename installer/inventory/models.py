@@ -21,7 +21,9 @@ from installer.inventory.types import (
     FilePath,
     LabelKey,
     LabelValue,
+    LoginUser,
     SecretRef,
+    SshPort,
 )
 
 SCHEMA_VERSION = "installer/v1"
@@ -117,10 +119,8 @@ class Upstream(Model):
 class SshAccess(Model):
     """How the installer reaches a host over SSH. Host keys are always checked."""
 
-    user: str = Field(
-        min_length=1, max_length=32, pattern=r"^[a-z_][a-z0-9_.-]*$", description="Login user."
-    )
-    port: int = Field(default=22, ge=1, le=65535, description="SSH port.")
+    user: LoginUser = Field(description="Login user.")
+    port: SshPort = Field(default=22, description="SSH port.")
     private_key: SecretRef = Field(
         description="Private key for the login: `file:~/.ssh/id_ed25519` or `env:NAME` holding"
         " the key text."
@@ -448,13 +448,8 @@ class NodeSsh(Model):
     """How preflight reaches the cluster's nodes over SSH for the hardware probes (`gpu.probe`,
     `storage.disks`). Read-only commands only; host keys are always checked."""
 
-    user: str = Field(
-        min_length=1,
-        max_length=32,
-        pattern=r"^[a-z_][a-z0-9_.-]*$",
-        description="Login user on every node.",
-    )
-    port: int = Field(default=22, ge=1, le=65535, description="SSH port of the nodes.")
+    user: LoginUser = Field(description="Login user on every node.")
+    port: SshPort = Field(default=22, description="SSH port of the nodes.")
     private_key: SecretRef = Field(
         description="Private key for the login: `file:~/.ssh/nodes_ed25519` (or `env:NAME`"
         " holding the key text)."

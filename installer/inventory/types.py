@@ -11,9 +11,11 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BeforeValidator,
+    Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
     SecretStr,
+    StringConstraints,
     ValidationInfo,
     WithJsonSchema,
 )
@@ -152,6 +154,12 @@ def _dns_name(value: str) -> str:
             )
     return name
 
+
+LoginUser = Annotated[
+    str, StringConstraints(min_length=1, max_length=32, pattern=r"^[a-z_][a-z0-9_.-]*$")
+]
+"""A POSIX login name (the SSH user of the VM or of the nodes)."""
+SshPort = Annotated[int, Field(ge=1, le=65535)]
 
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
 """A DNS-1123 label: a name Kubernetes accepts for objects and label values."""
