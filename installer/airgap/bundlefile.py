@@ -6,7 +6,11 @@ The compressed stream (one file, or the parts `--max-size` cuts it into) is laid
 - raw: one zstd frame per downloaded blob whose content is already compressed (gzip or zstd
   layers): its tar header, content and padding in stored ("raw") zstd blocks. Its size follows
   from the blob's size alone, so every such frame has a fixed place in the file before any byte
-  is downloaded, and the downloads write into their frames in parallel, as they arrive;
+  is downloaded, and the downloads write into their frames in parallel, as they arrive. Each
+  frame starts on a 4 KiB boundary of the file, the gap before it filled by a zstd skippable
+  frame, so that every download owns whole pages of the file and writes them past the page
+  cache (`O_DIRECT`, where the file system allows): the bundle is not read back soon, and
+  filling the cache with it costs the machine more than the write itself;
 - tail: zstd frames (compressed at the bundle's level, with a content checksum) holding every
   other member (the files gathered in the work folder), then the end-of-archive blocks.
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import mmap
 import os
 import struct
 import tarfile
@@ -45,7 +50,25 @@ BLOCK_MAX = 128 * 1024
 _FRAME_HEADER = MAGIC + bytes([0x00, 7 << 3])  # no size, no checksum; window 2**(10+7)
 _RECORD_MAX = 64 * 1024 * 1024
 STATE_NAME = "bundle-state.json"
-_WRITER_VERSION = 1
+_WRITER_VERSION = 2
+ALIGN = 4096
+"""Raw frames start on this boundary; writes past the page cache are in whole such pages."""
+_SKIPPABLE = 0x184D2A50
+_STAGE = 2 * 1024 * 1024
+"""A raw sink's buffer: whole pages are written from it once it holds `_FLUSH` bytes."""
+_FLUSH = 1024 * 1024
+
+
+def aligned(offset: int) -> int:
+    """Where a raw frame may start at or after `offset`: room for a skippable frame (8 bytes
+    at least) before the next `ALIGN` boundary."""
+    return -(-(offset + 8) // ALIGN) * ALIGN
+
+
+def skippable(length: int) -> bytes:
+    """A zstd skippable frame of `length` bytes in all (8 at least), zeros as its content:
+    decoders skip it."""
+    return struct.pack("<II", _SKIPPABLE, length - 8) + bytes(length - 8)
 
 
 def tar_header(name: str, size: int) -> bytes:
@@ -68,6 +91,11 @@ class RawFrame:
     item: BundleItem
     start: int
     header: bytes
+
+    @property
+    def stop(self) -> int:
+        """Where what follows starts: the frame, then a skippable frame up to the boundary."""
+        return aligned(self.start + self.length)
 
     @property
     def content_size(self) -> int:
@@ -101,7 +129,10 @@ class SplitFile:
     def __init__(self, output: Path, max_size: int | None) -> None:
         self.output, self.max_size = output, max_size
         self._fds: dict[int, int] = {}
+        self._direct_fds: dict[int, int] = {}
         self._lock = threading.Lock()
+        # Parts must start on page boundaries for writes past the page cache.
+        self.direct = not max_size or max_size % ALIGN == 0
 
     def final(self, index: int) -> Path:
         """The final name of part `index`."""
@@ -147,14 +178,36 @@ class SplitFile:
                 written = os.pwrite(self._fd(index), piece, local)
                 piece, local = piece[written:], local + written
 
-    def pwritev(self, pieces: list[bytes | memoryview], offset: int) -> None:
-        """Write `pieces` one after the other from logical `offset`, in one call when they
-        fall in one part."""
-        total = sum(len(p) for p in pieces)
-        spans = self._spans(offset, total)
-        if len(spans) == 1 and os.pwritev(self._fd(spans[0][0]), pieces, spans[0][1]) == total:
-            return
-        self.pwrite(b"".join(pieces), offset)  # across parts (or written short): in one piece
+    def _direct_fd(self, index: int) -> int | None:
+        with self._lock:
+            fd = self._direct_fds.get(index)
+            if fd is None and self.direct:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_DIRECT
+                try:
+                    fd = self._direct_fds[index] = os.open(self.partial(index), flags, 0o644)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:
+                        raise
+                    self.direct = False  # the file system has no such writes (tmpfs)
+            return fd
+
+    def write_pages(self, pages: memoryview, offset: int) -> None:
+        """Write whole `ALIGN`-sized pages at an `ALIGN`-aligned logical `offset` from a
+        page-aligned buffer, past the page cache where the file system allows (else as
+        `pwrite`). The pages must be the caller's own: no other write touches them."""
+        for index, local, n in self._spans(offset, len(pages)):
+            piece, pages = pages[:n], pages[n:]
+            fd = self._direct_fd(index)
+            try:
+                while piece and fd is not None:
+                    written = os.pwrite(fd, piece, local)
+                    piece, local = piece[written:], local + written
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self.direct = False  # an alignment this file system does not take
+            if piece:
+                self.pwrite(piece, local + index * (self.max_size or 0))
 
     def allocate(self, length: int) -> None:
         """Reserve the first `length` bytes on disk: no space fails now, before any
@@ -203,9 +256,10 @@ class SplitFile:
     def close(self) -> None:
         """Close every part."""
         with self._lock:
-            for fd in self._fds.values():
+            for fd in [*self._fds.values(), *self._direct_fds.values()]:
                 os.close(fd)
             self._fds.clear()
+            self._direct_fds.clear()
 
     def discard(self) -> None:
         """Remove every part written so far."""
@@ -260,11 +314,12 @@ class BundleWriter:
         """Write the head and place a raw frame for each of `raw`; keep what an earlier run
         of the same layout wrote."""
         head = _compress_head(manifest, signature, self.level)
-        offset = len(head)
+        offset = aligned(len(head)) if raw else len(head)
+        head += skippable(offset - len(head)) if raw else b""
         for item in raw:
             frame = RawFrame(item, offset, tar_header(item.path, item.size))
             self.frames[item.path] = frame
-            offset += frame.length
+            offset = frame.stop
         self.tail_start = offset
         plan = hashlib.sha256(
             json.dumps(
@@ -373,11 +428,15 @@ class TailWriter:
 
 
 class RawSink:
-    """A download written into its raw frame, block by block (see `BlobSink`)."""
+    """A download written into its raw frame (see `BlobSink`): the frame's bytes (block
+    headers and content) gather in a page-aligned buffer, whose whole pages go to the file
+    past the page cache; the frame owns the pages from its start to `RawFrame.stop`."""
 
     def __init__(self, writer: BundleWriter, frame: RawFrame) -> None:
         self.writer, self.frame = writer, frame
-        self._block = bytearray(3 + BLOCK_MAX)
+        self._stage: mmap.mmap | None = None
+        self._base = frame.start  # the file offset of the buffer's first byte (aligned)
+        self._pos = 0  # bytes in the buffer
         self._content = 0  # content bytes written
         self._fill = 0  # bytes of the current block filled (after its header)
         self._index = 0  # the current block
@@ -408,63 +467,73 @@ class RawSink:
         return good * BLOCK_MAX - hlen, hasher
 
     def _start(self, block: int) -> None:
+        """Go on from the start of `block` (what comes before it is in the file)."""
+        frame = self.frame
         self._index, self._fill = block, 0
-        self._content = max(0, block * BLOCK_MAX - len(self.frame.header))
+        self._content = max(0, block * BLOCK_MAX - len(frame.header))
         self._recorded = block * BLOCK_MAX
-        self._block[:3] = self.frame.block_header(block)
+        self._pos = 0
         if block == 0:
-            self.writer.file.pwrite(_FRAME_HEADER, self.frame.start)
-            self._put(self.frame.header)
+            self._base = frame.start
+            self._emit(_FRAME_HEADER)
+            self._put(frame.header)
+            return
+        # The page the block starts in is rewritten whole: its head comes from the file.
+        at = frame.block_at(block)
+        self._base = at - at % ALIGN
+        self._emit(self.writer.file.pread(self._base, at - self._base))
 
     def restart(self) -> None:
         """Throw away what the frame holds: the content comes again from its start."""
         self.writer._record(self.frame.item.path, 0)
         self._start(0)
 
-    def _put(self, data: bytes | memoryview) -> None:
+    def _emit(self, data: bytes | memoryview) -> None:
+        """Append the frame's next bytes to the buffer, writing whole pages when it fills."""
+        if self._stage is None:
+            self._stage = mmap.mmap(-1, _STAGE)
         view = memoryview(data)
         while view:
-            if self._fill == 0 and len(view) >= BLOCK_MAX and self._index < self.frame.blocks:
-                view = self._whole_blocks(view)
-                continue
+            n = min(len(view), _STAGE - self._pos)
+            self._stage[self._pos : self._pos + n] = view[:n]
+            self._pos += n
+            view = view[n:]
+            if self._pos >= _FLUSH:
+                self._write_pages()
+
+    def _write_pages(self) -> None:
+        """Write the buffer's whole pages; keep the rest (less than a page) at its start."""
+        if self._stage is None:
+            return
+        n = self._pos - self._pos % ALIGN
+        if not n:
+            return
+        with memoryview(self._stage) as view:
+            self.writer.file.write_pages(view[:n], self._base)
+        self._stage.move(0, n, self._pos - n)
+        self._base += n
+        self._pos -= n
+        # Record the blocks now wholly in the file, every `_every` bytes.
+        frame = self.frame
+        done = min(frame.blocks, (self._base - frame.block_at(0)) // (3 + BLOCK_MAX))
+        if done < frame.blocks and done * BLOCK_MAX - self._recorded >= self._every:
+            self._recorded = done * BLOCK_MAX
+            self.writer._record(frame.item.path, self._recorded)
+
+    def _put(self, data: bytes | memoryview) -> None:
+        """Content (decompressed) bytes, each block behind its header."""
+        view = memoryview(data)
+        while view:
+            if self._fill == 0:
+                if self._index >= self.frame.blocks:
+                    raise BadInputError(f"{self.frame.item.name}: more bytes than its frame")
+                self._emit(self.frame.block_header(self._index))
             n = min(len(view), BLOCK_MAX - self._fill)
-            self._block[3 + self._fill : 3 + self._fill + n] = view[:n]
+            self._emit(view[:n])
             self._fill += n
             view = view[n:]
             if self._fill == BLOCK_MAX:
-                self._flush()
-
-    def _whole_blocks(self, view: memoryview) -> memoryview:
-        """Write the whole blocks at the start of `view` from it, with no copy; the rest."""
-        frame, first = self.frame, self._index
-        pieces: list[bytes | memoryview] = []
-        while len(view) >= BLOCK_MAX and self._index < frame.blocks:
-            pieces += [frame.block_header(self._index), view[:BLOCK_MAX]]
-            view = view[BLOCK_MAX:]
-            self._index += 1
-        self.writer.file.pwritev(pieces, frame.block_at(first))
-        self._index -= 1
-        self._next()
-        return view
-
-    def _flush(self) -> None:
-        """Write the current block; start the next."""
-        self.writer.file.pwrite(
-            memoryview(self._block)[: 3 + self._fill], self.frame.block_at(self._index)
-        )
-        self._next()
-
-    def _next(self) -> None:
-        """The current block is written: the next one starts empty."""
-        frame = self.frame
-        self._index += 1
-        self._fill = 0
-        if self._index < frame.blocks:
-            self._block[:3] = frame.block_header(self._index)
-            written = self._index * BLOCK_MAX
-            if written - self._recorded >= self._every:
-                self._recorded = written
-                self.writer._record(frame.item.path, written)
+                self._index, self._fill = self._index + 1, 0
 
     def write(self, chunk: bytes | memoryview) -> None:
         """The next bytes of the content (never past its declared size: the next frame)."""
@@ -476,21 +545,37 @@ class RawSink:
         self._put(chunk)
 
     def commit(self) -> None:
-        """The content is complete and its digest matched: pad, close the frame, record."""
-        pad = -self.frame.item.size % BLOCK
+        """The content is complete and its digest matched: pad, close the frame (and the
+        skippable frame after it), write, record."""
+        frame = self.frame
+        pad = -frame.item.size % BLOCK
         if pad:
             self._put(bytes(pad))
-        if self._fill or self._index < self.frame.blocks:
-            self._flush()
-        if self._index != self.frame.blocks or self._content != self.frame.item.size:
-            raise BadInputError(
-                f"{self.frame.item.name}: {self._content} bytes, not {self.frame.item.size}"
-            )
-        self.writer._record(self.frame.item.path, None)
+        if (
+            self._index * BLOCK_MAX + self._fill != frame.content_size
+            or self._content != frame.item.size
+        ):
+            raise BadInputError(f"{frame.item.name}: {self._content} bytes, not {frame.item.size}")
+        end = frame.start + frame.length
+        if self._base + self._pos != end:
+            raise BadInputError(f"{frame.item.name}: the frame does not end where it should")
+        self._emit(skippable(frame.stop - end))
+        self._write_pages()
+        self._release()
+        self.writer._record(frame.item.path, None)
 
     def discard(self) -> None:
         """The content did not match its digest: nothing of it counts."""
         self.writer._record(self.frame.item.path, 0)
+        self._release()
 
     def close(self) -> None:
-        """Nothing open of its own (the file is the writer's)."""
+        """The fetch ended: what is held in whole pages goes to the file (a resumed build
+        starts from it); the buffer is let go once the frame is complete or thrown away."""
+        if self._stage is not None and self._pos:
+            self._write_pages()
+
+    def _release(self) -> None:
+        if self._stage is not None:
+            self._stage.close()
+            self._stage, self._pos = None, 0

@@ -3,6 +3,7 @@ parts, resume from what an interrupted build wrote; standard tools read the resu
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -12,8 +13,9 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from installer.airgap import bundlefile
 from installer.airgap.archive import bundle_parts, verify_bundle
-from installer.airgap.bundlefile import BLOCK_MAX, STATE_NAME, BundleWriter
+from installer.airgap.bundlefile import ALIGN, BLOCK_MAX, STATE_NAME, BundleWriter
 from installer.airgap.manifest import (
     BundleItem,
     BundleManifest,
@@ -26,7 +28,7 @@ from installer.airgap.manifest import (
 from installer.airgap.tarstream import BLOCK
 from installer.errors import BadInputError
 
-BIG = os.urandom(5 * BLOCK_MAX + 777)
+BIG = os.urandom(20 * BLOCK_MAX + 777)  # more than a raw sink holds before it writes
 SMALL = b"tiny layer"
 LOCAL = {"charts/c-1.tgz": b"chart" * 3000, "oci/index.json": b'{"schemaVersion": 2}'}
 
@@ -178,12 +180,14 @@ def test_corrupt_block_written_earlier_is_fetched_again(
     big = next(i for i in raw if i.size == len(BIG))
     sink = writer.sink(big.path)
     sink.resume()
-    sink.write(BIG[: 3 * BLOCK_MAX])
-    frame = writer.frames[big.path]
-    writer.file.pwrite(b"\xff\xff\xff", frame.block_at(1))  # not the header this run wrote
+    sink.write(BIG[: 12 * BLOCK_MAX])
+    writer.close()  # killed
+    writer, raw, _ = _writer(tmp_path, keys)
+    assert writer.sink(big.path).resume()[0] > 0  # the blocks written so far count
+    writer.file.pwrite(b"\xff\xff\xff", writer.frames[big.path].block_at(1))
     writer.close()
     writer, raw, _ = _writer(tmp_path, keys)
-    assert writer.sink(big.path).resume()[0] == 0
+    assert writer.sink(big.path).resume()[0] == 0  # not the header this run wrote
 
 
 def test_a_download_cannot_write_past_its_frame(tmp_path: Path, keys: tuple[Path, Path]) -> None:
@@ -207,3 +211,59 @@ def test_non_zero_padding_is_refused(tmp_path: Path, keys: tuple[Path, Path]) ->
     with pytest.raises(BadInputError, match="non-zero"):
         verify_bundle(out, load_public_key(keys[1]))
     assert BLOCK > 5
+
+
+def test_raw_frames_own_whole_pages_written_past_the_page_cache(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    writer, raw, stage = _writer(tmp_path, keys)
+    for item in raw:
+        _fill(writer, item, step=100_000)
+    frames = sorted(writer.frames.values(), key=lambda f: f.start)
+    fd = os.open(writer.file.partial(0), os.O_RDONLY)
+    try:
+        for frame in frames:
+            assert frame.start % ALIGN == 0
+            # Between the frame's end and the next page boundary: a skippable frame.
+            gap = os.pread(fd, frame.stop - frame.start - frame.length, frame.start + frame.length)
+            assert gap[:4] == b"\x50\x2a\x4d\x18" and set(gap[8:]) <= {0}
+        # The content went to the disk, not into the page cache: a read that may not wait for
+        # the disk finds nothing cached.
+        big = writer.frames[next(p for p, d in RAW.items() if d is BIG)]
+        with pytest.raises(BlockingIOError):
+            os.preadv(fd, [bytearray(ALIGN)], big.start + 4 * ALIGN, os.RWF_NOWAIT)
+    finally:
+        os.close(fd)
+    assert writer.file.direct
+    _check(tmp_path, _finish(writer, stage)[0], keys)
+
+
+def test_parts_on_page_boundaries_are_written_past_the_cache(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    writer, raw, stage = _writer(tmp_path, keys, max_size=64 * ALIGN)
+    for item in raw:
+        _fill(writer, item, step=77_777)
+    assert writer.file.direct
+    parts = _finish(writer, stage)
+    assert len(parts) > 5
+    _check(tmp_path, tmp_path / "b.tar.zst", keys)
+
+
+def test_a_file_system_without_direct_writes_gets_the_same_bundle(
+    tmp_path: Path, keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Such a file system refuses the open flag with EINVAL (tmpfs did before Linux 6.6).
+    real_open = os.open
+
+    def no_direct(path: str, flags: int, mode: int = 0o777) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(bundlefile.os, "open", no_direct)
+    writer, raw, stage = _writer(tmp_path, keys)
+    for item in raw:
+        _fill(writer, item)
+    assert not writer.file.direct
+    _check(tmp_path, _finish(writer, stage)[0], keys)
