@@ -41,13 +41,11 @@ from typing import Any, BinaryIO, cast
 import zstandard
 
 from installer.airgap.manifest import MANIFEST_NAME, SIGNATURE_NAME, BundleItem
-from installer.airgap.tarstream import BLOCK, TarWriter
+from installer.airgap.tarstream import BLOCK, STORED_FRAME_HEADER, TarWriter
 from installer.errors import BadInputError, EnvironmentProblem
 
-MAGIC = b"\x28\xb5\x2f\xfd"
 BLOCK_MAX = 128 * 1024
 """zstd's largest block, and the window the raw frames declare (so decoders need 128 KiB)."""
-_FRAME_HEADER = MAGIC + bytes([0x00, 7 << 3])  # no size, no checksum; window 2**(10+7)
 _RECORD_MAX = 64 * 1024 * 1024
 STATE_NAME = "bundle-state.json"
 _WRITER_VERSION = 2
@@ -110,11 +108,11 @@ class RawFrame:
     @property
     def length(self) -> int:
         """Bytes in the file."""
-        return len(_FRAME_HEADER) + self.content_size + 3 * self.blocks
+        return len(STORED_FRAME_HEADER) + self.content_size + 3 * self.blocks
 
     def block_at(self, k: int) -> int:
         """File offset of block `k`'s header."""
-        return self.start + len(_FRAME_HEADER) + k * (3 + BLOCK_MAX)
+        return self.start + len(STORED_FRAME_HEADER) + k * (3 + BLOCK_MAX)
 
     def block_header(self, k: int) -> bytes:
         """The header of block `k`."""
@@ -475,7 +473,7 @@ class RawSink:
         self._pos = 0
         if block == 0:
             self._base = frame.start
-            self._emit(_FRAME_HEADER)
+            self._emit(STORED_FRAME_HEADER)
             self._put(frame.header)
             return
         # The page the block starts in is rewritten whole: its head comes from the file.

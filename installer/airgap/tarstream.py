@@ -16,7 +16,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import zstandard
 
@@ -86,6 +86,18 @@ class Member:
     size: int
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+STORED_FRAME_HEADER = ZSTD_MAGIC + bytes([0x00, 7 << 3])
+"""The header of the bundle's stored frames (no content size, no checksum, a 128 KiB window):
+a frame with exactly this header holds stored ("raw") blocks only, which readers hand out as
+views of what they read, with no decompression and no copy."""
+_SKIPPABLE_MIN, _SKIPPABLE_MAX = 0x184D2A50, 0x184D2A5F
+_BLOCK_MAX = 128 * 1024
+_BUFFERS = 3
+"""Read buffers used in turn, never the one the last view handed out points into: a reader
+holds one chunk back until it has the next, however many reads that takes."""
+
+
 class _PartReader:
     """A part file read from start to end, past the page cache where the file system allows
     (`O_DIRECT`): a bundle is read once or twice from end to end, and filling the cache with
@@ -93,7 +105,8 @@ class _PartReader:
 
     def __init__(self, path: Path) -> None:
         self.offset = 0
-        self._buf = mmap.mmap(-1, CHUNK)  # page-aligned, as such reads need
+        self._bufs = [mmap.mmap(-1, CHUNK) for _ in range(_BUFFERS)]  # page-aligned
+        self._turn = 0
         try:
             self._fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
             self._direct = True
@@ -103,68 +116,149 @@ class _PartReader:
             self._fd = os.open(path, os.O_RDONLY)
             self._direct = False
 
-    def read(self) -> bytes | memoryview:
-        """The next bytes (empty at the end); a view is valid until the next call."""
+    def read(self, keep: object = None) -> memoryview:
+        """The next bytes (empty at the end), in a buffer other than `keep`."""
         if self._direct and self.offset % ALIGN == 0:
+            buf = self._bufs[self._turn]
+            if buf is keep:
+                self._turn = (self._turn + 1) % _BUFFERS
+                buf = self._bufs[self._turn]
+            self._turn = (self._turn + 1) % _BUFFERS
             try:
-                n = os.preadv(self._fd, [self._buf], self.offset)
+                n = os.preadv(self._fd, [buf], self.offset)
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
                 self._direct = False  # an alignment this file system does not take
             else:
                 self.offset += n
-                return memoryview(self._buf)[:n]
+                return memoryview(buf)[:n]
         data = os.pread(self._fd, CHUNK, self.offset)
         self.offset += len(data)
-        return data
+        return memoryview(data)
 
     def close(self) -> None:
         os.close(self._fd)
 
 
 class _Source:
-    """Concatenated part files, decompressed frame after frame, with a cap on the output."""
+    """Concatenated part files, decompressed frame after frame, with a cap on the output.
+
+    Stored frames (`STORED_FRAME_HEADER`) are read block by block here, their content handed
+    out as views of the read buffers; skippable frames are skipped; every other frame goes
+    through zstd."""
 
     def __init__(self, parts: list[Path], cap: int) -> None:
         self._parts = list(parts)
         self._handle: _PartReader | None = None
-        self._obj = zstandard.ZstdDecompressor().decompressobj()
-        self._started = False
+        self._in = memoryview(b"")  # read, not yet parsed
+        self._blocks = False  # inside a stored frame, before a block header
+        self._stored = 0  # bytes left of the current stored block
+        self._last = False  # the current stored block ends its frame
+        self._obj: Any = None  # the zstd decompressor of the current (other) frame
         self._buf = memoryview(b"")
+        self._buf_obj: object = None  # the buffer `_buf` points into
+        self._keep: object = None  # the buffer the last view handed out points into
         self.cap = cap
         self.count = 0
 
-    def _raw(self) -> bytes | memoryview:
+    def _load(self) -> bool:
+        """Read more input; False at the end of the last part."""
         while True:
             if self._handle is None:
                 if not self._parts:
-                    return b""
+                    return False
                 self._handle = _PartReader(self._parts.pop(0))
-            data = self._handle.read()
+            data = self._handle.read(keep=self._keep)
             if data:
-                return data
+                self._in = data
+                return True
             self._handle.close()
             self._handle = None
 
+    def _small(self, n: int, where: str) -> bytes | None:
+        """The next `n` bytes (a header), across reads; None at a clean end (nothing left)."""
+        out = b""
+        while len(out) < n:
+            if not self._in and not self._load():
+                if not out and where == "frame":
+                    return None
+                raise BadInputError(
+                    f"bundle: truncated (the data ends inside a {where})",
+                    remedy="copy the bundle (all its parts) again",
+                )
+            k = min(n - len(out), len(self._in))
+            out += bytes(self._in[:k])
+            self._in = self._in[k:]
+        return out
+
+    def _piece(self) -> memoryview | None:
+        """The next piece of output (maybe empty); None at the end of the stream."""
+        if self._obj is not None:
+            return self._zstd()
+        if self._stored:
+            if not self._in and not self._load():
+                raise BadInputError(
+                    "bundle: truncated (the data ends inside a compressed frame)",
+                    remedy="copy the bundle (all its parts) again",
+                )
+            view = self._in[: self._stored]
+            self._in = self._in[len(view) :]
+            self._stored -= len(view)
+            if not self._stored and self._last:
+                self._blocks = False
+            return view
+        if self._blocks:
+            raw = self._small(3, "compressed frame")
+            assert raw is not None
+            header = int.from_bytes(raw, "little")
+            size, kind = header >> 3, (header >> 1) & 3
+            if kind != 0 or size > _BLOCK_MAX:
+                raise BadInputError("bundle: corrupt (a stored frame holds another kind of block)")
+            self._stored, self._last = size, bool(header & 1)
+            if not size and self._last:
+                self._blocks = False
+            return memoryview(b"")
+        head = self._small(4, "frame")
+        if head is None:
+            return None
+        if _SKIPPABLE_MIN <= int.from_bytes(head, "little") <= _SKIPPABLE_MAX:
+            length = self._small(4, "skippable frame")
+            assert length is not None
+            left = int.from_bytes(length, "little")
+            while left:
+                if not self._in and not self._load():
+                    raise BadInputError("bundle: truncated (the data ends inside a frame)")
+                k = min(left, len(self._in))
+                self._in, left = self._in[k:], left - k
+            return memoryview(b"")
+        rest = self._small(2, "compressed frame") if head == ZSTD_MAGIC else b""
+        if head + (rest or b"") == STORED_FRAME_HEADER:
+            self._blocks = True
+            return memoryview(b"")
+        self._obj = zstandard.ZstdDecompressor().decompressobj()
+        return memoryview(self._obj.decompress(head + (rest or b"")))
+
+    def _zstd(self) -> memoryview:
+        """What the next input of the current zstd frame decompresses to."""
+        assert self._obj is not None
+        if not self._in and not self._load():
+            raise BadInputError(
+                "bundle: truncated (the data ends inside a compressed frame)",
+                remedy="copy the bundle (all its parts) again",
+            )
+        data, self._in = self._in, memoryview(b"")
+        out = self._obj.decompress(data)
+        if self._obj.eof:
+            self._in, self._obj = memoryview(self._obj.unused_data), None
+        return memoryview(out)
+
     def _fill(self) -> bool:
         while not self._buf:
-            data = self._raw()
-            if not data:
-                if self._started and not self._obj.eof:
-                    raise BadInputError(
-                        "bundle: truncated (the data ends inside a compressed frame)",
-                        remedy="copy the bundle (all its parts) again",
-                    )
+            piece = self._piece()
+            if piece is None:
                 return False
-            pieces = []
-            while data:
-                if self._obj.eof:  # the next frame
-                    self._obj = zstandard.ZstdDecompressor().decompressobj()
-                self._started = True
-                pieces.append(self._obj.decompress(data))
-                data = self._obj.unused_data if self._obj.eof else b""
-            self._buf = memoryview(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+            self._buf, self._buf_obj = piece, piece.obj
         return True
 
     def take(self, n: int) -> memoryview:
@@ -172,6 +266,7 @@ class _Source:
         if not self._fill():
             return memoryview(b"")
         view, self._buf = self._buf[:n], self._buf[n:]
+        self._keep = self._buf_obj
         self.count += len(view)
         if self.count > self.cap:
             raise BadInputError("bundle: more data than its manifest declares (size bomb?)")
