@@ -14,6 +14,7 @@ import mmap
 import os
 import tarfile
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -94,19 +95,22 @@ views of what they read, with no decompression and no copy."""
 _SKIPPABLE_MIN, _SKIPPABLE_MAX = 0x184D2A50, 0x184D2A5F
 _BLOCK_MAX = 128 * 1024
 _BUFFERS = 3
-"""Read buffers used in turn, never the one the last view handed out points into: a reader
-holds one chunk back until it has the next, however many reads that takes."""
+"""Read buffers: the one being parsed, the one read ahead, and the one the last view handed
+out points into (a reader holds one chunk back until it has the next, however many reads
+that takes), which a read never reuses."""
 
 
 class _PartReader:
     """A part file read from start to end, past the page cache where the file system allows
     (`O_DIRECT`): a bundle is read once or twice from end to end, and filling the cache with
-    gigabytes costs a machine more than the read itself, and evicts what it does reuse."""
+    gigabytes costs a machine more than the read itself, and evicts what it does reuse. Such
+    reads wait for the disk, so the next chunk is read ahead by a thread of its own."""
 
     def __init__(self, path: Path) -> None:
         self.offset = 0
         self._bufs = [mmap.mmap(-1, CHUNK) for _ in range(_BUFFERS)]  # page-aligned
-        self._turn = 0
+        self._ahead: tuple[mmap.mmap, Future[int]] | None = None
+        self._pool: ThreadPoolExecutor | None = None
         try:
             self._fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
             self._direct = True
@@ -116,28 +120,40 @@ class _PartReader:
             self._fd = os.open(path, os.O_RDONLY)
             self._direct = False
 
+    def _read_ahead(self, *busy: object) -> None:
+        """Start reading the next chunk into a buffer none of `busy` is."""
+        buf = next(b for b in self._bufs if all(b is not x for x in busy))
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bundle-read")
+        self._ahead = (buf, self._pool.submit(os.preadv, self._fd, [buf], self.offset))
+
     def read(self, keep: object = None) -> memoryview:
-        """The next bytes (empty at the end), in a buffer other than `keep`."""
+        """The next bytes (empty at the end), in a buffer other than `keep` (the buffer of a
+        view still held): valid until the next call with another `keep`."""
         if self._direct and self.offset % ALIGN == 0:
-            buf = self._bufs[self._turn]
-            if buf is keep:
-                self._turn = (self._turn + 1) % _BUFFERS
-                buf = self._bufs[self._turn]
-            self._turn = (self._turn + 1) % _BUFFERS
+            if self._ahead is None:
+                self._read_ahead(keep)
+            assert self._ahead is not None
+            (buf, pending), self._ahead = self._ahead, None
             try:
-                n = os.preadv(self._fd, [buf], self.offset)
+                n = pending.result()
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
                 self._direct = False  # an alignment this file system does not take
             else:
                 self.offset += n
+                if n == CHUNK:
+                    self._read_ahead(keep, buf)
                 return memoryview(buf)[:n]
         data = os.pread(self._fd, CHUNK, self.offset)
         self.offset += len(data)
         return memoryview(data)
 
     def close(self) -> None:
+        self._ahead = None  # read ahead, never used (shutdown waits for it)
+        if self._pool is not None:
+            self._pool.shutdown()
         os.close(self._fd)
 
 
