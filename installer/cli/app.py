@@ -118,6 +118,25 @@ def _global(
     STATE.output, STATE.debug, STATE.log_dir = output, debug, log_dir
 
 
+def _asks_json(args: list[str]) -> bool:
+    """The command line asks for JSON output somewhere: a usage error stops the parsing before
+    a command's own `--output` (or one after the error) is read."""
+    for index, arg in enumerate(args):
+        if arg == "--":
+            break
+        if arg in ("-o", "--output"):
+            value = args[index + 1] if index + 1 < len(args) else ""
+        elif arg.startswith("--output="):
+            value = arg.partition("=")[2]
+        elif arg.startswith("-o") and not arg.startswith("--"):
+            value = arg[2:]
+        else:
+            continue
+        if value == OutputFormat.JSON.value:
+            return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     try:
@@ -133,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(ExitCode.FAILED)
     except click.ClickException as exc:
         # Arguments the command cannot take are bad input, whatever click's own code says.
-        if is_json():
+        if is_json() or _asks_json(sys.argv[1:] if argv is None else argv):
             error = {"type": type(exc).__name__, "message": exc.format_message(), "exit_code": 2}
             emit_json({"ok": False, "error": error})
         exc.show()

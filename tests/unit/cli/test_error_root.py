@@ -146,8 +146,18 @@ def test_log_dir_from_the_environment(tmp_path: Path) -> None:
         ["-o", "json", "validate", "--no-such-flag"],
         ["-o", "json", "no-such-command"],
         ["-o", "json", "validate"],  # --inventory missing
+        ["validate", "-o", "json", "--no-such-flag"],  # the command's own --output
+        ["validate", "--no-such-flag", "--output=json"],  # after the error
+        ["validate", "-ojson", "--no-such-flag"],
     ],
-    ids=["unknown-option", "unknown-command", "missing-option"],
+    ids=[
+        "unknown-option",
+        "unknown-command",
+        "missing-option",
+        "command-output",
+        "output-after-error",
+        "short-joined",
+    ],
 )
 def test_usage_errors_are_bad_input_and_json_when_asked(tmp_path: Path, args: list[str]) -> None:
     proc = probe(*args, log_dir=tmp_path)
