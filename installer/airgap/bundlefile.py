@@ -178,15 +178,17 @@ class SplitFile:
 
     def _direct_fd(self, index: int) -> int | None:
         with self._lock:
+            if not self.direct:
+                return None
             fd = self._direct_fds.get(index)
-            if fd is None and self.direct:
+            if fd is None:
                 flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_DIRECT
                 try:
                     fd = self._direct_fds[index] = os.open(self.partial(index), flags, 0o644)
                 except OSError as exc:
                     if exc.errno != errno.EINVAL:
                         raise
-                    self.direct = False  # the file system has no such writes (tmpfs)
+                    self.direct = False  # the file system has no such writes
             return fd
 
     def write_pages(self, pages: memoryview, offset: int) -> None:
