@@ -41,7 +41,7 @@ from typing import Any, BinaryIO, cast
 import zstandard
 
 from installer.airgap.manifest import MANIFEST_NAME, SIGNATURE_NAME, BundleItem
-from installer.airgap.tarstream import BLOCK, STORED_FRAME_HEADER, TarWriter
+from installer.airgap.tarstream import BLOCK, SKIPPABLE_MAGIC, STORED_FRAME_HEADER, TarWriter
 from installer.errors import BadInputError, EnvironmentProblem
 
 BLOCK_MAX = 128 * 1024
@@ -51,7 +51,6 @@ STATE_NAME = "bundle-state.json"
 _WRITER_VERSION = 2
 ALIGN = 4096
 """Raw frames start on this boundary; writes past the page cache are in whole such pages."""
-_SKIPPABLE = 0x184D2A50
 _STAGE = 2 * 1024 * 1024
 """A raw sink's buffer: whole pages are written from it once it holds `_FLUSH` bytes."""
 _FLUSH = 1024 * 1024
@@ -66,7 +65,7 @@ def aligned(offset: int) -> int:
 def skippable(length: int) -> bytes:
     """A zstd skippable frame of `length` bytes in all (8 at least), zeros as its content:
     decoders skip it."""
-    return struct.pack("<II", _SKIPPABLE, length - 8) + bytes(length - 8)
+    return SKIPPABLE_MAGIC + struct.pack("<I", length - 8) + bytes(length - 8)
 
 
 def tar_header(name: str, size: int) -> bytes:

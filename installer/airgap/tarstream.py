@@ -93,6 +93,8 @@ STORED_FRAME_HEADER = ZSTD_MAGIC + bytes([0x00, 7 << 3])
 a frame with exactly this header holds stored ("raw") blocks only, which readers hand out as
 views of what they read, with no decompression and no copy."""
 _SKIPPABLE_MIN, _SKIPPABLE_MAX = 0x184D2A50, 0x184D2A5F
+SKIPPABLE_MAGIC = _SKIPPABLE_MIN.to_bytes(4, "little")
+"""The magic of the skippable frames the writer puts before stored frames (zeros inside)."""
 _BLOCK_MAX = 128 * 1024
 _BUFFERS = 3
 """Read buffers: the one being parsed, the one read ahead, and the one the last view handed
@@ -239,6 +241,10 @@ class _Source:
         if head is None:
             return None
         if _SKIPPABLE_MIN <= int.from_bytes(head, "little") <= _SKIPPABLE_MAX:
+            # The writer's gaps: its own magic and zeros, so that no byte of a bundle goes
+            # unchecked (a decoder would skip anything there).
+            if head != SKIPPABLE_MAGIC:
+                raise BadInputError("bundle: corrupt (a skippable frame of another kind)")
             length = self._small(4, "skippable frame")
             assert length is not None
             left = int.from_bytes(length, "little")
@@ -246,6 +252,8 @@ class _Source:
                 if not self._in and not self._load():
                     raise BadInputError("bundle: truncated (the data ends inside a frame)")
                 k = min(left, len(self._in))
+                if self._in[:k].tobytes() != bytes(k):
+                    raise BadInputError("bundle: corrupt (non-zero bytes in a skippable frame)")
                 self._in, left = self._in[k:], left - k
             return memoryview(b"")
         rest = self._small(2, "compressed frame") if head == ZSTD_MAGIC else b""

@@ -109,3 +109,21 @@ def test_standard_tools_read_the_same_stream(tmp_path: Path) -> None:
     with tarfile.open(fileobj=io.BytesIO(plain)) as tar:
         extracted = tar.extractfile("a")
         assert extracted is not None and extracted.read() == content
+
+
+@pytest.mark.parametrize(
+    ("where", "flip"),
+    [(0, 0x01), (6, 0x10), (20, 0x01)],
+    ids=["magic", "length", "content"],
+)
+def test_a_flipped_byte_in_a_skippable_frame_is_refused(
+    tmp_path: Path, where: int, flip: int
+) -> None:
+    gap = bytearray(skippable(100))
+    gap[where] ^= flip
+    path = write(tmp_path, stored(member("a", b"x" * 1000)), bytes(gap), stored(bytes(1024)))
+    reader = TarReader([path], cap=10**6)
+    with pytest.raises(BadInputError):
+        while reader.next() is not None:
+            list(reader.content())
+        reader.finish()
