@@ -41,16 +41,19 @@ from typing import Any, BinaryIO, cast
 import zstandard
 
 from installer.airgap.manifest import MANIFEST_NAME, SIGNATURE_NAME, BundleItem
-from installer.airgap.tarstream import BLOCK, SKIPPABLE_MAGIC, STORED_FRAME_HEADER, TarWriter
+from installer.airgap.tarstream import (
+    ALIGN,
+    BLOCK,
+    BLOCK_MAX,
+    SKIPPABLE_MAGIC,
+    STORED_FRAME_HEADER,
+    TarWriter,
+)
 from installer.errors import BadInputError, EnvironmentProblem
 
-BLOCK_MAX = 128 * 1024
-"""zstd's largest block, and the window the raw frames declare (so decoders need 128 KiB)."""
 _RECORD_MAX = 64 * 1024 * 1024
 STATE_NAME = "bundle-state.json"
 _WRITER_VERSION = 2
-ALIGN = 4096
-"""Raw frames start on this boundary; writes past the page cache are in whole such pages."""
 _STAGE = 2 * 1024 * 1024
 """A raw sink's buffer: whole pages are written from it once it holds `_FLUSH` bytes."""
 _FLUSH = 1024 * 1024

@@ -26,6 +26,8 @@ from installer.errors import BadInputError
 BLOCK = 512
 CHUNK = 4 * 1024 * 1024
 ALIGN = 4096
+"""Stored frames start on this boundary; reads and writes past the page cache are in whole
+such pages."""
 MAX_PAX = 64 * 1024
 _ZEROS = bytes(BLOCK * 2)
 
@@ -95,7 +97,8 @@ views of what they read, with no decompression and no copy."""
 _SKIPPABLE_MIN, _SKIPPABLE_MAX = 0x184D2A50, 0x184D2A5F
 SKIPPABLE_MAGIC = _SKIPPABLE_MIN.to_bytes(4, "little")
 """The magic of the skippable frames the writer puts before stored frames (zeros inside)."""
-_BLOCK_MAX = 128 * 1024
+BLOCK_MAX = 128 * 1024
+"""zstd's largest block, and the window stored frames declare (so decoders need 128 KiB)."""
 _BUFFERS = 3
 """Read buffers: the one being parsed, the one read ahead, and the one the last view handed
 out points into (a reader holds one chunk back until it has the next, however many reads
@@ -194,17 +197,21 @@ class _Source:
             self._handle.close()
             self._handle = None
 
+    def _more(self, where: str) -> None:
+        """Input to parse, read if none is left; the stream may not end inside `where`."""
+        if not self._in and not self._load():
+            raise BadInputError(
+                f"bundle: truncated (the data ends inside a {where})",
+                remedy="copy the bundle (all its parts) again",
+            )
+
     def _small(self, n: int, where: str) -> bytes | None:
         """The next `n` bytes (a header), across reads; None at a clean end (nothing left)."""
         out = b""
         while len(out) < n:
-            if not self._in and not self._load():
-                if not out and where == "frame":
-                    return None
-                raise BadInputError(
-                    f"bundle: truncated (the data ends inside a {where})",
-                    remedy="copy the bundle (all its parts) again",
-                )
+            if not out and where == "frame" and not self._in and not self._load():
+                return None  # a clean end, between frames
+            self._more(where)
             k = min(n - len(out), len(self._in))
             out += bytes(self._in[:k])
             self._in = self._in[k:]
@@ -215,11 +222,7 @@ class _Source:
         if self._obj is not None:
             return self._zstd()
         if self._stored:
-            if not self._in and not self._load():
-                raise BadInputError(
-                    "bundle: truncated (the data ends inside a compressed frame)",
-                    remedy="copy the bundle (all its parts) again",
-                )
+            self._more("compressed frame")
             view = self._in[: self._stored]
             self._in = self._in[len(view) :]
             self._stored -= len(view)
@@ -231,7 +234,7 @@ class _Source:
             assert raw is not None
             header = int.from_bytes(raw, "little")
             size, kind = header >> 3, (header >> 1) & 3
-            if kind != 0 or size > _BLOCK_MAX:
+            if kind != 0 or size > BLOCK_MAX:
                 raise BadInputError("bundle: corrupt (a stored frame holds another kind of block)")
             self._stored, self._last = size, bool(header & 1)
             if not size and self._last:
@@ -249,8 +252,7 @@ class _Source:
             assert length is not None
             left = int.from_bytes(length, "little")
             while left:
-                if not self._in and not self._load():
-                    raise BadInputError("bundle: truncated (the data ends inside a frame)")
+                self._more("frame")
                 k = min(left, len(self._in))
                 if self._in[:k].tobytes() != bytes(k):
                     raise BadInputError("bundle: corrupt (non-zero bytes in a skippable frame)")
@@ -266,11 +268,7 @@ class _Source:
     def _zstd(self) -> memoryview:
         """What the next input of the current zstd frame decompresses to."""
         assert self._obj is not None
-        if not self._in and not self._load():
-            raise BadInputError(
-                "bundle: truncated (the data ends inside a compressed frame)",
-                remedy="copy the bundle (all its parts) again",
-            )
+        self._more("compressed frame")
         data, self._in = self._in, memoryview(b"")
         out = self._obj.decompress(data)
         if self._obj.eof:
