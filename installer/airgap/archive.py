@@ -19,7 +19,7 @@ import hashlib
 import io
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, BinaryIO, cast
 
@@ -172,6 +172,8 @@ class VerifiedBundle:
     manifest_sha256: str
     parts: list[Path]
     manifest_bytes: bytes
+    read_bytes: int = 0
+    """Bytes read from the part files (a pass with `mine` jumps over what is not its own)."""
 
 
 class _Reader:
@@ -252,8 +254,9 @@ def verify_bundle(
     may return a consumer for a member, which then gets its content instead of a file.
 
     With `mine`, only the members it accepts are hashed (and extracted or diverted); the others
-    are checked (path, type, size) and skipped, and no mark is written: several such passes
-    over one bundle, in parallel, each take a share of the members (their union must be all).
+    are checked (path, type, size) and passed over, jumped over unread where the layout lets,
+    and no mark is written: several such passes over one bundle, in parallel, each take a share
+    of the members (their union must be all).
     """
 
     def run() -> VerifiedBundle:
@@ -265,7 +268,7 @@ def verify_bundle(
             reader.close()
         if extract_to is not None and mine is None:
             mark_verified(extract_to, head.manifest_sha256)
-        return head
+        return replace(head, read_bytes=reader.tar.read_bytes)
 
     return _guarded(run)
 
@@ -296,7 +299,8 @@ def _body(
             raise BadInputError(f"bundle: {name}: {member.size} bytes, manifest says {item.size}")
         seen.add(name)
         if mine is not None and not mine(item):
-            continue  # another pass hashes it; the next header read skips its content
+            reader.tar.pass_over()  # another pass hashes it
+            continue
         chunks = CheckedChunks(reader.tar.content(), item.sha256, name, progress)
         consumer = divert(item) if divert is not None else None
         if consumer is not None:

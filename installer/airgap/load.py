@@ -11,7 +11,8 @@ Order and guarantees:
    truncated or tampered bundle leaves nothing of itself in the registry. Everything else
    (manifests, configs, charts, wheels, binaries) is extracted into a work folder. `readers`
    passes run at once, each checking every header and hashing a byte-balanced share of the
-   layers (the first also the rest), so the registry receives that many uploads at a time;
+   layers (the first also the rest; a pass jumps over the others' layers, unread), so the
+   registry receives that many uploads at a time;
    the bundle counts as verified only when every pass succeeded. A streamed upload that fails
    is uploaded again from a file after the passes.
    With `verify_first`, the whole bundle is verified and extracted before anything is pushed.
@@ -101,8 +102,8 @@ class LoadOptions:
     """Blobs larger than this go from the bundle straight to the registry."""
     readers: int = 2
     """Passes over the bundle run at once, each hashing and streaming a share of the layers
-    (each still decompresses the whole stream): the registry receives that many uploads at a
-    time."""
+    (each reads every header, and jumps over the layers of the others): the registry receives
+    that many uploads at a time."""
 
 
 @dataclass
@@ -443,9 +444,12 @@ class _Streamer:
 
         with ThreadPoolExecutor(max_workers=len(shares), thread_name_prefix="bundle-pass") as pool:
             futures = [pool.submit(one, n) for n in range(len(shares))]
-        # Every pass checked every header; together they hashed every member.
-        for future in futures:
-            _same(future.result(), manifest_sha256)
+        # Every pass checked every header; together they hashed every member, each reading
+        # little more than its own share (it jumps over the layers another pass hashes).
+        for n, future in enumerate(futures):
+            verified = future.result()
+            _same(verified, manifest_sha256)
+            log.info("bundle pass %d read %d bytes of the bundle", n + 1, verified.read_bytes)
         mark_verified(self.work, manifest_sha256)
 
     def _is_large(self, item: BundleItem) -> bool:

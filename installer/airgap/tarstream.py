@@ -106,10 +106,11 @@ that takes), which a read never reuses."""
 
 
 class _PartReader:
-    """A part file read from start to end, past the page cache where the file system allows
-    (`O_DIRECT`): a bundle is read once or twice from end to end, and filling the cache with
-    gigabytes costs a machine more than the read itself, and evicts what it does reuse. Such
-    reads wait for the disk, so the next chunk is read ahead by a thread of its own."""
+    """A part file read front to back (a reader may jump ahead), past the page cache where the
+    file system allows (`O_DIRECT`): a bundle is read once from end to end, and filling the
+    cache with gigabytes costs a machine more than the read itself, and evicts what it does
+    reuse. Such reads wait for the disk, so the next chunk is read ahead by a thread of its
+    own."""
 
     def __init__(self, path: Path) -> None:
         self.offset = 0
@@ -155,6 +156,21 @@ class _PartReader:
         self.offset += len(data)
         return memoryview(data)
 
+    @property
+    def size(self) -> int:
+        """The file's size."""
+        return os.fstat(self._fd).st_size
+
+    def seek(self, offset: int) -> int:
+        """Read on from `offset`: how many bytes the next read returns before it (a read past
+        the page cache starts on a page boundary)."""
+        if self._ahead is not None:
+            self._ahead[1].exception()  # a read in flight lands in its buffer before any other
+            self._ahead = None
+        before = offset % ALIGN if self._direct else 0
+        self.offset = offset - before
+        return before
+
     def close(self) -> None:
         self._ahead = None  # read ahead, never used (shutdown waits for it)
         if self._pool is not None:
@@ -171,7 +187,11 @@ class _Source:
 
     def __init__(self, parts: list[Path], cap: int) -> None:
         self._parts = list(parts)
+        self._index = -1  # the part being read
+        self._base = 0  # where that part starts in the stream
         self._handle: _PartReader | None = None
+        self._before = 0  # bytes of the next read that precede where a jump landed
+        self.read_bytes = 0  # read from the part files
         self._in = memoryview(b"")  # read, not yet parsed
         self._blocks = False  # inside a stored frame, before a block header
         self._stored = 0  # bytes left of the current stored block
@@ -187,15 +207,79 @@ class _Source:
         """Read more input; False at the end of the last part."""
         while True:
             if self._handle is None:
-                if not self._parts:
+                if self._index + 1 >= len(self._parts):
                     return False
-                self._handle = _PartReader(self._parts.pop(0))
+                self._index += 1
+                self._handle = _PartReader(self._parts[self._index])
             data = self._handle.read(keep=self._keep)
+            self.read_bytes += len(data)
+            data, self._before = data[self._before :], 0
             if data:
                 self._in = data
                 return True
+            self._base += self._handle.offset
             self._handle.close()
             self._handle = None
+
+    def _position(self) -> int:
+        """Where in the stream (all parts) the next input byte to parse lies."""
+        offset = self._handle.offset if self._handle is not None else 0
+        return self._base + offset - len(self._in)
+
+    def _seek(self, target: int) -> None:
+        """Parse on from stream offset `target` (a place in this part or a later one, or one
+        read before)."""
+        if self._handle is None or not self._base <= target < self._base + self._handle.size:
+            if self._handle is not None:
+                self._handle.close()
+                self._handle = None
+            self._index, self._base = -1, 0
+            while self._index + 1 < len(self._parts):
+                self._index += 1
+                size = self._parts[self._index].stat().st_size
+                if target < self._base + size or self._index + 1 == len(self._parts):
+                    break
+                self._base += size
+            self._handle = _PartReader(self._parts[self._index])
+        self._before = self._handle.seek(target - self._base)
+        self._in = memoryview(b"")
+
+    def pass_over(self, n: int) -> int:
+        """Move past the next `n` bytes of output; how many were passed over without reading
+        (at least what was read already), all `n` when they are the rest of a stored frame laid
+        out as the bundle writer lays one out: blocks of `BLOCK_MAX` bytes, the last one
+        shorter. Where they lie then follows from `n` alone: the reader jumps there, and if
+        what it finds is not the start of a frame, goes back and passes over nothing more.
+
+        The bytes jumped over are not checked here: this is for a reader that is one of
+        several over the same bundle, and another checks them."""
+        done = min(n, len(self._buf))
+        self._buf = self._buf[done:]
+        self.count += done
+        rest = n - done
+        if rest < CHUNK or self._obj is not None or not (self._blocks or self._stored):
+            return done
+        if self._stored:  # in a block: its rest, then the frame's remaining blocks
+            if rest < self._stored or self._last != (rest == self._stored):
+                return done  # the frame ends elsewhere
+            headers = -(-(rest - self._stored) // BLOCK_MAX)
+        else:
+            headers = -(-rest // BLOCK_MAX)
+        here, state = self._position(), (self._blocks, self._stored, self._last)
+        self._seek(here + rest + 3 * headers)
+        if (
+            self._load()
+            and len(self._in) >= 4
+            and (self._in[:4] == ZSTD_MAGIC or self._in[:4] == SKIPPABLE_MAGIC)
+        ):
+            self._blocks, self._stored, self._last = False, 0, False
+            self.count += rest
+            if self.count > self.cap:
+                raise BadInputError("bundle: more data than its manifest declares (size bomb?)")
+            return n
+        self._seek(here)  # laid out otherwise: read it after all
+        self._blocks, self._stored, self._last = state
+        return done
 
     def _more(self, where: str) -> None:
         """Input to parse, read if none is left; the stream may not end inside `where`."""
@@ -369,6 +453,19 @@ class TarReader:
         if self._size > limit:
             raise BadInputError(f"bundle: member larger than {limit} bytes")
         return b"".join(bytes(v) for v in self.content())
+
+    def pass_over(self) -> None:
+        """Move past the current member reading as little of it as the layout lets: for a
+        reader that is one of several over the same bundle, where another checks it."""
+        moved = self.source.pass_over(self._left)
+        self._left -= moved
+        self._size = max(0, self._size - moved)
+        self.skip()
+
+    @property
+    def read_bytes(self) -> int:
+        """Bytes read from the part files so far."""
+        return self.source.read_bytes
 
     def skip(self) -> None:
         """Discard what is left of the current member; its padding must be zeros (every byte

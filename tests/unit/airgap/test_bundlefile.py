@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from installer.airgap.archive import bundle_parts, verify_bundle
+from installer.airgap.archive import VerifiedBundle, bundle_parts, verify_bundle
 from installer.airgap.bundlefile import ALIGN, BLOCK_MAX, STATE_NAME, BundleWriter
 from installer.airgap.manifest import (
     BundleItem,
@@ -296,3 +296,52 @@ def test_a_flipped_byte_in_an_alignment_gap_is_refused(
     out.write_bytes(bytes(data))
     with pytest.raises(BadInputError, match="skippable"):
         verify_bundle(out, load_public_key(keys[1]))
+
+
+@pytest.mark.parametrize("max_size", [None, 10_000_000], ids=["one-file", "parts"])
+def test_passes_over_a_written_bundle_each_read_little_more_than_their_share(
+    tmp_path: Path, keys: tuple[Path, Path], max_size: int | None
+) -> None:
+    """Two passes that split the layers between them (as a load's do) each jump over the
+    other's raw frames: together they read the bundle about once, and verify all of it."""
+    layers = [os.urandom(24 * 1024 * 1024 + n) for n in (1, 2, 3)]  # reads are of 4 MiB
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    raw = [_item(f"oci/blobs/sha256/{hashlib.sha256(d).hexdigest()}", d) for d in layers]
+    manifest = new_manifest(source={}, platform_version="1", images=[], items=raw)
+    out = tmp_path / "b.tar.zst"
+    writer = BundleWriter(out, stage, max_size=max_size, level=3)
+    data = manifest.to_bytes()
+    writer.start(data, sign(data, load_private_key(keys[0])), raw)
+    for item, layer in zip(raw, layers, strict=True):
+        sink = writer.sink(item.path)
+        sink.resume()
+        sink.write(layer)
+        sink.commit()
+    at = writer.frames[raw[1].path].block_at(20) + 3  # inside the second layer's frame
+    size = sum(p.stat().st_size for p in writer.finish(writer.tail().close()))
+    key = load_public_key(keys[1])
+    first = {raw[0].path}
+
+    def passes() -> list[VerifiedBundle]:
+        return [
+            verify_bundle(out, key, mine=lambda i: i.path in first),
+            verify_bundle(out, key, mine=lambda i: i.path not in first),
+        ]
+
+    one, two = passes()
+    assert one.read_bytes + two.read_bytes < size * 1.5
+    assert one.read_bytes < size - len(layers[0])
+    # A jump skips nothing its pass hashes: a flipped byte in a layer fails that layer's pass.
+    for part in bundle_parts(out):
+        if at < part.stat().st_size:
+            with part.open("r+b") as handle:
+                handle.seek(at)
+                byte = handle.read(1)[0]
+                handle.seek(at)
+                handle.write(bytes([byte ^ 1]))
+            break
+        at -= part.stat().st_size
+    verify_bundle(out, key, mine=lambda i: i.path in first)
+    with pytest.raises(BadInputError, match="sha256 mismatch"):
+        verify_bundle(out, key, mine=lambda i: i.path not in first)
