@@ -9,7 +9,9 @@ and large sizes) and reports every other member type so the caller can refuse it
 
 from __future__ import annotations
 
+import bisect
 import errno
+import itertools
 import mmap
 import os
 import tarfile
@@ -156,11 +158,6 @@ class _PartReader:
         self.offset += len(data)
         return memoryview(data)
 
-    @property
-    def size(self) -> int:
-        """The file's size."""
-        return os.fstat(self._fd).st_size
-
     def seek(self, offset: int) -> int:
         """Read on from `offset`: how many bytes the next read returns before it (a read past
         the page cache starts on a page boundary)."""
@@ -187,8 +184,9 @@ class _Source:
 
     def __init__(self, parts: list[Path], cap: int) -> None:
         self._parts = list(parts)
-        self._index = -1  # the part being read
-        self._base = 0  # where that part starts in the stream
+        # Where each part starts in the stream, and where the last one ends.
+        self._starts = list(itertools.accumulate((p.stat().st_size for p in parts), initial=0))
+        self._index = -1  # the part being read (or, with no handle, the last one read)
         self._handle: _PartReader | None = None
         self._before = 0  # bytes of the next read that precede where a jump landed
         self.read_bytes = 0  # read from the part files
@@ -217,31 +215,24 @@ class _Source:
             if data:
                 self._in = data
                 return True
-            self._base += self._handle.offset
             self._handle.close()
             self._handle = None
 
     def _position(self) -> int:
         """Where in the stream (all parts) the next input byte to parse lies."""
-        offset = self._handle.offset if self._handle is not None else 0
-        return self._base + offset - len(self._in)
+        if self._handle is None:
+            return self._starts[self._index + 1]
+        return self._starts[self._index] + self._handle.offset - len(self._in)
 
     def _seek(self, target: int) -> None:
         """Parse on from stream offset `target` (a place in this part or a later one, or one
         read before)."""
-        if self._handle is None or not self._base <= target < self._base + self._handle.size:
+        index = min(bisect.bisect_right(self._starts, target), len(self._parts)) - 1
+        if self._handle is None or index != self._index:
             if self._handle is not None:
                 self._handle.close()
-                self._handle = None
-            self._index, self._base = -1, 0
-            while self._index + 1 < len(self._parts):
-                self._index += 1
-                size = self._parts[self._index].stat().st_size
-                if target < self._base + size or self._index + 1 == len(self._parts):
-                    break
-                self._base += size
-            self._handle = _PartReader(self._parts[self._index])
-        self._before = self._handle.seek(target - self._base)
+            self._index, self._handle = index, _PartReader(self._parts[index])
+        self._before = self._handle.seek(target - self._starts[index])
         self._in = memoryview(b"")
 
     def pass_over(self, n: int) -> int:
@@ -257,7 +248,7 @@ class _Source:
         self._buf = self._buf[done:]
         self.count += done
         rest = n - done
-        if rest < CHUNK or self._obj is not None or not (self._blocks or self._stored):
+        if rest < CHUNK or not self._blocks:  # not in a stored frame, or too little to jump
             return done
         if self._stored:  # in a block: its rest, then the frame's remaining blocks
             if rest < self._stored or self._last != (rest == self._stored):
@@ -265,7 +256,7 @@ class _Source:
             headers = -(-(rest - self._stored) // BLOCK_MAX)
         else:
             headers = -(-rest // BLOCK_MAX)
-        here, state = self._position(), (self._blocks, self._stored, self._last)
+        here, state = self._position(), (self._stored, self._last)
         self._seek(here + rest + 3 * headers)
         if (
             self._load()
@@ -278,7 +269,8 @@ class _Source:
                 raise BadInputError("bundle: more data than its manifest declares (size bomb?)")
             return n
         self._seek(here)  # laid out otherwise: read it after all
-        self._blocks, self._stored, self._last = state
+        self._blocks = True
+        self._stored, self._last = state
         return done
 
     def _more(self, where: str) -> None:

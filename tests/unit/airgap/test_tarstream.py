@@ -20,10 +20,11 @@ from installer.errors import BadInputError
 BLOCK_MAX = 128 * 1024
 
 
-def stored(data: bytes) -> bytes:
-    """`data` as one stored frame (full blocks, then the last)."""
+def stored(data: bytes, size: int = BLOCK_MAX) -> bytes:
+    """`data` as one stored frame (full blocks of `size` bytes, then the last; the writer's
+    blocks are of `BLOCK_MAX`)."""
     out = bytearray(STORED_FRAME_HEADER)
-    blocks = [data[i : i + BLOCK_MAX] for i in range(0, len(data), BLOCK_MAX)] or [b""]
+    blocks = [data[i : i + size] for i in range(0, len(data), size)] or [b""]
     for n, block in enumerate(blocks):
         out += struct.pack("<I", (len(block) << 3) | int(n == len(blocks) - 1))[:3] + block
     return bytes(out)
@@ -129,15 +130,6 @@ def test_a_flipped_byte_in_a_skippable_frame_is_refused(
         reader.finish()
 
 
-def _with_blocks(data: bytes, size: int) -> bytes:
-    """`data` as one stored frame of `size`-byte blocks (the writer uses `BLOCK_MAX`)."""
-    out = bytearray(STORED_FRAME_HEADER)
-    blocks = [data[i : i + size] for i in range(0, len(data), size)]
-    for n, block in enumerate(blocks):
-        out += struct.pack("<I", (len(block) << 3) | int(n == len(blocks) - 1))[:3] + block
-    return bytes(out)
-
-
 def _three_members(big_frame: bytes) -> list[bytes]:
     return [
         zstandard.ZstdCompressor().compress(member("before", b"b" * 100)),
@@ -198,6 +190,6 @@ def test_a_stored_frame_laid_out_as_the_writer_does_is_jumped_over(
 def test_a_stored_frame_laid_out_otherwise_is_read_after_all(tmp_path: Path) -> None:
     """Blocks smaller than the writer's: the jump finds no frame where it lands, goes back,
     and the member is read through (checked framing, nothing lost)."""
-    data = b"".join(_three_members(_with_blocks(member("big", BIG), 64 * 1024)))
+    data = b"".join(_three_members(stored(member("big", BIG), 64 * 1024)))
     reader = _read_passing_over_big(_split(tmp_path, data, [2 * CHUNK + 3]))
     assert reader.read_bytes >= len(data)
