@@ -37,6 +37,7 @@ from pathlib import Path
 
 from installer.airgap.manifest import write_keypair
 from installer.engines.registry import OCI_MANIFEST, Manifest, RegistryClient, sha256_digest
+from tests.fixtures.peakrss import run_measured
 from tests.fixtures.registries import PASSWORD, USER, Registry, make_pki, start_registry
 
 MB = 1024 * 1024
@@ -177,20 +178,14 @@ CPU = {"ours": 0.0, "skopeo": 0.0}
 def timed_rss(
     argv: list[str], env: dict[str, str] | None = None, side: str = "ours"
 ) -> tuple[float, int, str]:
-    """(seconds, the child's own peak RSS from wait4, stdout); exits on failure. Adds the
-    child's CPU time to `CPU[side]`."""
-    start = time.monotonic()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(argv, stdout=out, stderr=err, env={**os.environ, **(env or {})})
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        seconds = time.monotonic() - start
-        CPU[side] += usage.ru_utime + usage.ru_stime
-        out.seek(0)
-        err.seek(0)
-        if proc.returncode != 0:
-            raise SystemExit(f"{' '.join(argv[:4])} failed: {err.read().decode()[-2000:]}")
-        return seconds, usage.ru_maxrss * 1024, out.read().decode()
+    """(seconds, the command's own peak RSS, stdout), read by `run_measured`'s launcher (wait4
+    here would report this process's peak instead); exits on failure. Adds the command's CPU
+    time to `CPU[side]`."""
+    run = run_measured(argv, env={**os.environ, **(env or {})})
+    CPU[side] += run.cpu_seconds
+    if run.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:4])} failed: {(run.stderr or b'').decode()[-2000:]}")
+    return run.seconds, run.peak_rss, (run.stdout or b"").decode()
 
 
 def proc_cpu(reg: Registry) -> float:
@@ -291,10 +286,9 @@ def main() -> None:
         layout = work / "skopeo-layout"
         settle()
         up_cpu = proc_cpu(upstream)
-        started = time.monotonic()
-        skopeo_rss = 0
+        skopeo_build, skopeo_rss = 0.0, 0
         for ref in refs:
-            _, rss, _ = timed_rss(
+            seconds, rss, _ = timed_rss(
                 [
                     "skopeo",
                     "copy",
@@ -308,8 +302,8 @@ def main() -> None:
                 ],
                 side="skopeo",
             )
+            skopeo_build += seconds
             skopeo_rss = max(skopeo_rss, rss)
-        skopeo_build = time.monotonic() - started
         cpu["build"] = (
             f"{CPU['ours']:.1f}+{up_ours:.1f} {CPU['skopeo']:.1f}+{proc_cpu(upstream) - up_cpu:.1f}"
         )
@@ -360,9 +354,9 @@ def main() -> None:
         print(f"# our phases: load {json.loads(out)['seconds']}", file=sys.stderr)
         settle()
         reg_cpu = proc_cpu(site_peer)
-        started = time.monotonic()
+        skopeo_load = 0.0
         for ref in refs:
-            timed_rss(
+            skopeo_load += timed_rss(
                 [
                     "skopeo",
                     "copy",
@@ -375,15 +369,14 @@ def main() -> None:
                     f"docker://{site_peer.host}/{ref}",
                 ],
                 side="skopeo",
-            )
-        skopeo_load = time.monotonic() - started
+            )[0]
         reg_peer = proc_cpu(site_peer) - reg_cpu
         cpu["load"] = f"{CPU['ours']:.1f}+{reg_ours:.1f} {CPU['skopeo']:.1f}+{reg_peer:.1f}"
         ours_reload, _, out = timed_rss(load, env)
         assert json.loads(out)["nothing_to_do"] is True
-        started = time.monotonic()
+        skopeo_reload = 0.0
         for ref in refs:
-            timed_rss(
+            skopeo_reload += timed_rss(
                 [
                     "skopeo",
                     "copy",
@@ -395,8 +388,7 @@ def main() -> None:
                     f"oci:{layout}:{ref}",
                     f"docker://{site_peer.host}/{ref}",
                 ]
-            )
-        skopeo_reload = time.monotonic() - started
+            )[0]
 
         blobs = sorted(p for p in (layout / "blobs" / "sha256").iterdir())
         # The registry's own share of a load: every distinct blob pushed from files (page
