@@ -184,8 +184,29 @@ def timed_rss(
     run = run_measured(argv, env={**os.environ, **(env or {})})
     CPU[side] += run.cpu_seconds
     if run.returncode != 0:
-        raise SystemExit(f"{' '.join(argv[:4])} failed: {(run.stderr or b'').decode()[-2000:]}")
-    return run.seconds, run.peak_rss, (run.stdout or b"").decode()
+        raise SystemExit(f"{' '.join(argv[:4])} failed: {run.stderr.decode()[-2000:]}")
+    return run.seconds, run.peak_rss, run.stdout.decode()
+
+
+def skopeo_push(layout: Path, site: Registry, certs: Path, creds: str, refs: list[str]) -> float:
+    """Seconds for `skopeo copy` of each image from `layout` to `site`, one after the other."""
+    return sum(
+        timed_rss(
+            [
+                "skopeo",
+                "copy",
+                "--quiet",
+                "--dest-cert-dir",
+                str(certs),
+                "--dest-creds",
+                creds,
+                f"oci:{layout}:{ref}",
+                f"docker://{site.host}/{ref}",
+            ],
+            side="skopeo",
+        )[0]
+        for ref in refs
+    )
 
 
 def proc_cpu(reg: Registry) -> float:
@@ -354,41 +375,12 @@ def main() -> None:
         print(f"# our phases: load {json.loads(out)['seconds']}", file=sys.stderr)
         settle()
         reg_cpu = proc_cpu(site_peer)
-        skopeo_load = 0.0
-        for ref in refs:
-            skopeo_load += timed_rss(
-                [
-                    "skopeo",
-                    "copy",
-                    "--quiet",
-                    "--dest-cert-dir",
-                    str(certs),
-                    "--dest-creds",
-                    creds,
-                    f"oci:{layout}:{ref}",
-                    f"docker://{site_peer.host}/{ref}",
-                ],
-                side="skopeo",
-            )[0]
+        skopeo_load = skopeo_push(layout, site_peer, certs, creds, refs)
         reg_peer = proc_cpu(site_peer) - reg_cpu
         cpu["load"] = f"{CPU['ours']:.1f}+{reg_ours:.1f} {CPU['skopeo']:.1f}+{reg_peer:.1f}"
         ours_reload, _, out = timed_rss(load, env)
         assert json.loads(out)["nothing_to_do"] is True
-        skopeo_reload = 0.0
-        for ref in refs:
-            skopeo_reload += timed_rss(
-                [
-                    "skopeo",
-                    "copy",
-                    "--quiet",
-                    "--dest-cert-dir",
-                    str(certs),
-                    "--dest-creds",
-                    creds,
-                    f"oci:{layout}:{ref}",
-                    f"docker://{site_peer.host}/{ref}",
-                ]
-            )[0]
+        skopeo_reload = skopeo_push(layout, site_peer, certs, creds, refs)
 
         blobs = sorted(p for p in (layout / "blobs" / "sha256").iterdir())
         # The registry's own share of a load: every distinct blob pushed from files (page
