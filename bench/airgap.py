@@ -6,7 +6,8 @@ all) is pushed to a local upstream registry (docker-registry, TLS + htpasswd). T
 - build: `installer airgap-bundle` versus `skopeo copy docker://... oci:<one layout>:<ref>` for
   each image, one after the other (what an operator would script);
 - load: `installer airgap-load` into an empty registry versus `skopeo copy oci:... docker://...`
-  per image into another empty registry; then a re-load when everything is present;
+  per image into another empty registry, `--rounds` times each, in turn (the median counts);
+  then a re-load when everything is present;
 - floor: the same bytes through `sha256sum` and a plain `cp`, and pushed from files into a
   third empty registry with the least client work (what the registry itself costs a load);
 - and, for the whole job (one file to carry): skopeo plus `tar -I 'zstd -1 -T0'` of its layout,
@@ -27,6 +28,7 @@ import io
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -236,6 +238,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="1.0 = about 2 GB")
     parser.add_argument("--images", type=int, default=20)
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="loads of each side, in turn (the median counts)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
     if not shutil.which("skopeo"):
@@ -345,42 +350,68 @@ def main() -> None:
         skopeo_untar = time.monotonic() - started
         shutil.rmtree(unpacked)
 
-        site_ours = start_registry(work / "site-ours", pki)
-        site_peer = start_registry(work / "site-skopeo", pki)
-        registries += [site_ours, site_peer]
-        load = [
-            *cli,
-            "airgap-load",
-            str(bundle),
+        load_args = [
             "--verify-key",
             str(pub),
-            "--registry",
-            site_ours.host,
             "--ca",
             str(pki.ca_cert),
             "--user",
             USER,
-            "--work-dir",
-            str(work / "load-work"),
             "--workers",
             str(args.workers),
             "-o",
             "json",
         ]
-        settle()
+
+        def our_load(site: Registry, folder: Path) -> tuple[float, int, dict[str, object]]:
+            argv = [*cli, "airgap-load", str(bundle), "--registry", site.host, *load_args]
+            seconds, rss, out = timed_rss([*argv, "--work-dir", str(folder)], env)
+            return seconds, rss, json.loads(out)
+
+        # Each side loads `--rounds` times, in turn, each time into a fresh empty registry; the
+        # one before is stopped and its data deleted first, so that every load starts from the
+        # same state of memory. The order alternates (ours first in odd rounds).
+        rounds: dict[str, list[float]] = {"ours": [], "skopeo": []}
+        reg_cpu: dict[str, float] = {"ours": 0.0, "skopeo": 0.0}
         CPU.update(ours=0.0, skopeo=0.0)
-        reg_cpu = proc_cpu(site_ours)
-        ours_load, load_rss, out = timed_rss(load, env)
-        reg_ours = proc_cpu(site_ours) - reg_cpu
-        print(f"# our phases: load {json.loads(out)['seconds']}", file=sys.stderr)
-        settle()
-        reg_cpu = proc_cpu(site_peer)
-        skopeo_load = skopeo_push(layout, site_peer, certs, creds, refs)
-        reg_peer = proc_cpu(site_peer) - reg_cpu
-        cpu["load"] = f"{CPU['ours']:.1f}+{reg_ours:.1f} {CPU['skopeo']:.1f}+{reg_peer:.1f}"
-        ours_reload, _, out = timed_rss(load, env)
-        assert json.loads(out)["nothing_to_do"] is True
-        skopeo_reload = skopeo_push(layout, site_peer, certs, creds, refs)
+        load_rss = 0
+        site: dict[str, Registry] = {}
+        for n in range(args.rounds):
+            for side in ("ours", "skopeo") if n % 2 == 0 else ("skopeo", "ours"):
+                if side in site:
+                    site[side].stop()
+                    registries.remove(site[side])
+                    shutil.rmtree(work / f"site-{side}", ignore_errors=True)
+                    if side == "ours":
+                        shutil.rmtree(work / "load-work", ignore_errors=True)
+                site[side] = start_registry(work / f"site-{side}", pki)
+                registries.append(site[side])
+                settle()
+                before = proc_cpu(site[side])
+                if side == "ours":
+                    seconds, rss, report = our_load(site[side], work / "load-work")
+                    load_rss = max(load_rss, rss)
+                    print(f"# our phases: load {report['seconds']}", file=sys.stderr)
+                else:
+                    seconds = skopeo_push(layout, site[side], certs, creds, refs)
+                reg_cpu[side] += proc_cpu(site[side]) - before
+                rounds[side].append(seconds)
+        print(
+            "# load rounds (s): "
+            + "; ".join(f"{side} {', '.join(f'{s:.2f}' for s in r)}" for side, r in rounds.items()),
+            file=sys.stderr,
+        )
+        cpu["load"] = " ".join(
+            f"{CPU[side] / args.rounds:.1f}+{reg_cpu[side] / args.rounds:.1f}"
+            for side in ("ours", "skopeo")
+        )
+        ours_load, skopeo_load = (
+            statistics.median(rounds["ours"]),
+            statistics.median(rounds["skopeo"]),
+        )
+        ours_reload, _, report = our_load(site["ours"], work / "load-work")
+        assert report["nothing_to_do"] is True
+        skopeo_reload = skopeo_push(layout, site["skopeo"], certs, creds, refs)
 
         blobs = sorted(p for p in (layout / "blobs" / "sha256").iterdir())
         # The registry's own share of a load: every distinct blob pushed from files (page

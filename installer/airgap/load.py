@@ -100,7 +100,7 @@ class LoadOptions:
     written to the work folder and read back)."""
     stream_min: int = STREAM_MIN
     """Blobs larger than this go from the bundle straight to the registry."""
-    readers: int = 2
+    readers: int = 4
     """Passes over the bundle run at once, each hashing and streaming a share of the layers
     (each reads every header, and jumps over the layers of the others): the registry receives
     that many uploads at a time."""
