@@ -243,6 +243,8 @@ def main() -> None:
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     if not shutil.which("skopeo"):
         raise SystemExit("skopeo is not installed (lab/apt-packages.txt)")
 
@@ -350,27 +352,34 @@ def main() -> None:
         skopeo_untar = time.monotonic() - started
         shutil.rmtree(unpacked)
 
-        load_args = [
-            "--verify-key",
-            str(pub),
-            "--ca",
-            str(pki.ca_cert),
-            "--user",
-            USER,
-            "--workers",
-            str(args.workers),
-            "-o",
-            "json",
-        ]
-
-        def our_load(site: Registry, folder: Path) -> tuple[float, int, dict[str, object]]:
-            argv = [*cli, "airgap-load", str(bundle), "--registry", site.host, *load_args]
-            seconds, rss, out = timed_rss([*argv, "--work-dir", str(folder)], env)
+        def our_load(site: Registry) -> tuple[float, int, dict[str, object]]:
+            seconds, rss, out = timed_rss(
+                [
+                    *cli,
+                    "airgap-load",
+                    str(bundle),
+                    "--verify-key",
+                    str(pub),
+                    "--registry",
+                    site.host,
+                    "--ca",
+                    str(pki.ca_cert),
+                    "--user",
+                    USER,
+                    "--work-dir",
+                    str(work / "load-work"),
+                    "--workers",
+                    str(args.workers),
+                    "-o",
+                    "json",
+                ],
+                env,
+            )
             return seconds, rss, json.loads(out)
 
-        # Each side loads `--rounds` times, in turn, each time into a fresh empty registry; the
-        # one before is stopped and its data deleted first, so that every load starts from the
-        # same state of memory. The order alternates (ours first in odd rounds).
+        # Each side loads `--rounds` times, in turn, each time into a fresh empty registry; its
+        # registry of the round before is stopped and its data deleted first, so that data does
+        # not pile up from round to round. The order alternates (ours first in odd rounds).
         rounds: dict[str, list[float]] = {"ours": [], "skopeo": []}
         reg_cpu: dict[str, float] = {"ours": 0.0, "skopeo": 0.0}
         CPU.update(ours=0.0, skopeo=0.0)
@@ -389,7 +398,7 @@ def main() -> None:
                 settle()
                 before = proc_cpu(site[side])
                 if side == "ours":
-                    seconds, rss, report = our_load(site[side], work / "load-work")
+                    seconds, rss, report = our_load(site[side])
                     load_rss = max(load_rss, rss)
                     print(f"# our phases: load {report['seconds']}", file=sys.stderr)
                 else:
@@ -409,7 +418,7 @@ def main() -> None:
             statistics.median(rounds["ours"]),
             statistics.median(rounds["skopeo"]),
         )
-        ours_reload, _, report = our_load(site["ours"], work / "load-work")
+        ours_reload, _, report = our_load(site["ours"])
         assert report["nothing_to_do"] is True
         skopeo_reload = skopeo_push(layout, site["skopeo"], certs, creds, refs)
 
