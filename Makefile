@@ -2,16 +2,24 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# Every `make test` prints the 30 slowest tests; the unit and integration tiers run on every core.
 PYTEST_ARGS ?=
+PYTEST_WORKERS ?= auto
 
-.PHONY: all setup system-deps lab-tools lint typecheck test unit demo demo-airgap lab-up lab-down clean
+.PHONY: all setup system-deps toolchain-check lab-tools lint typecheck test test-fast test-lab unit \
+	demo demo-airgap lab-up lab-down fresh clean
 
 all: test
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+# The venv installs only what requirements/dev.lock names, each file checked against its sha256
+# (--require-hashes); the project itself goes in last, with no dependency resolution of its own.
+# `lab/toolchain/refresh python` rewrites the lockfiles from pyproject.toml and constraints.txt.
+$(VENV)/.installed: pyproject.toml constraints.txt requirements/dev.lock
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip==25.3
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check --require-hashes --no-deps -r requirements/dev.lock
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $@
 
 setup: $(VENV)/.installed
@@ -19,7 +27,12 @@ setup: $(VENV)/.installed
 system-deps:
 	lab/system-deps
 
-lab-tools: system-deps
+# The drift guard: every committed lockfile still names the pinned versions and still resolves
+# (seconds, nothing compiled); a failure names the tool and `lab/toolchain/refresh TOOL`.
+toolchain-check: system-deps
+	lab/toolchain/check
+
+lab-tools: system-deps toolchain-check
 	lab/build
 
 lint: setup
@@ -33,8 +46,12 @@ typecheck: setup
 unit: setup
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
+# Two passes: the tiers that need no lab (unit, integration) spread over every core with
+# pytest-xdist, then the e2e tier, which shares one lab site, in one process.
 test: setup lab-tools lint typecheck
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pytest $(PYTEST_ARGS)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile \
+		--durations=30 tests/unit tests/integration $(PYTEST_ARGS)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pytest --durations=30 tests/e2e $(PYTEST_ARGS)
 
 demo: setup lab-tools
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo
@@ -48,6 +65,11 @@ lab-up: setup lab-tools
 
 lab-down:
 	lab/down
+
+# The fresh-machine rehearsal: both quick-start commands with an empty cache, state and venv of
+# their own (nothing of ~/.cache/onprem-installer is reused), each step timed (scripts/fresh).
+fresh:
+	bash scripts/fresh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

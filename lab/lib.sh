@@ -22,11 +22,40 @@ cache_dir() { local d="$LAB_CACHE/$1-$2"; mkdir -p "$d"; printf '%s\n' "$d"; }
 # heavy CMD...: run a CPU/RAM-heavy step (a Go build) one at a time across all lab builds.
 heavy() { mkdir -p "$LAB_CACHE"; flock "$LAB_CACHE/.heavy.lock" "$@"; }
 
-# Go builds: offline-friendly defaults, never touching the repo's own files.
+# Go builds: offline-friendly defaults, never touching the repo's own files. -mod=readonly is
+# forced, whatever GOFLAGS the caller has: a build resolves only what a committed lockfile names
+# (lab/toolchain/<tool>/go.mod and go.sum) and can never pick up a newer release on its own.
 go_env() {
   export GOTOOLCHAIN=local CGO_ENABLED=0
   export GOPATH="${GOPATH:-$LAB_CACHE/gopath}" GOCACHE="${GOCACHE:-$LAB_CACHE/gocache}"
-  export GOFLAGS="${GOFLAGS:--mod=mod}"
+  export GOFLAGS="-mod=readonly -buildvcs=false"
+}
+
+# --- locked Go toolchain (lab/toolchain/<tool>/go.mod + go.sum, written by lab/toolchain/refresh)
+TOOLCHAIN_DIR="$LAB_DIR/toolchain"
+
+# lock_dir TOOL: the committed wrapper module of a Go-built tool.
+lock_dir() { printf '%s\n' "$TOOLCHAIN_DIR/$1"; }
+
+# has_lock TOOL: true when the tool has a committed lockfile (ChartMuseum and the Python language
+# host have none while the module proxy refuses them; see the README's stand-ins).
+has_lock() { [[ -s "$TOOLCHAIN_DIR/$1/go.mod" && -s "$TOOLCHAIN_DIR/$1/go.sum" ]]; }
+
+# lock_key TOOL: a short hash of the tool's committed lockfile folder; a build records it, so a
+# refreshed lockfile rebuilds the tool even where the version in versions.env stayed the same.
+lock_key() {
+  (cd "$TOOLCHAIN_DIR/$1" && find . -type f -print0 | sort -z | xargs -0 sha256sum) |
+    sha256sum | cut -c1-16
+}
+
+# locked_build_done DIR TOOL: the build in DIR was made from the tool's current lockfile.
+locked_build_done() { [[ -s "$1/lock.key" && "$(cat "$1/lock.key")" == "$(lock_key "$2")" ]]; }
+
+# go_locked TOOL CMD...: run a go command in the tool's committed wrapper module, read-only.
+go_locked() {
+  local tool="$1"; shift
+  has_lock "$tool" || { printf 'no lockfile in %s; run lab/toolchain/refresh %s\n' "$(lock_dir "$tool")" "$tool"; return 1; }
+  (cd "$(lock_dir "$tool")" && "$@")
 }
 
 # pid files: $LAB_STATE/run/<name>.pid, logs: $LAB_STATE/log/<name>.log

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # 30-pulumi: the Pulumi CLI, the Python language host and the Kubernetes provider plugin, built
-# from the Go module proxy so `pulumi up` runs with no network. VERB: build | up | down | status.
+# from their committed lockfiles (lab/toolchain) so `pulumi up` runs with no network. VERB: build | up | down | status.
 # Nothing runs as a daemon: `up` only publishes where the binaries are.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -8,95 +8,75 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 cli_dir()      { printf '%s\n' "$LAB_CACHE/pulumi-$PULUMI_VERSION"; }
 provider_dir() { printf '%s\n' "$LAB_CACHE/pulumi-kubernetes-$PULUMI_KUBERNETES_PROVIDER_VERSION"; }
 
-# wrapper_module NAME: a fresh build folder in the cache (never the repo) with a bare go.mod.
-wrapper_module() {
-  local b="$LAB_CACHE/build/$1"
-  rm -rf "$b"; mkdir -p "$b"
-  (cd "$b" && go mod init "labtools/$1" >/dev/null 2>&1)
-  printf '%s\n' "$b"
-}
+# built DIR TOOL: DIR holds a build of TOOL from its current lockfile.
+built() { locked_build_done "$1" "$2"; }
 
 build_cli() {
-  local out b logf v="v$PULUMI_VERSION"
+  local out logf v="v$PULUMI_VERSION"
   out="$(cli_dir)/bin"
-  if [[ -x "$out/pulumi" && -x "$out/pulumi-language-python-exec" ]]; then return 0; fi
+  if [[ -x "$out/pulumi" && -x "$out/pulumi-language-python-exec" ]] && built "$(cli_dir)" pulumi; then return 0; fi
   logf="$(logfile build-pulumi)"
   log "pulumi $v: building (log $logf)"; local t0=$SECONDS
-  b="$(wrapper_module pulumi-cli)"
-  rm -rf "$out.tmp"; mkdir -p "$out.tmp"
-  # pkg's own go.mod swaps the clipboard module for a fork; a wrapper must repeat that replace.
+  rm -rf "$out.tmp" "$(cli_dir)/lock.key"; mkdir -p "$out.tmp"
   # (A subshell's `set -e` is off under `||`, so each step says how it fails.)
   (
-    cd "$b" || exit 1
-    go mod edit -require="github.com/pulumi/pulumi/pkg/v3@$v" \
-      -require="github.com/pulumi/pulumi/sdk/v3@$PULUMI_SDK_MODULE" \
-      -replace=github.com/atotto/clipboard=github.com/tgummerer/clipboard@v0.0.0-20241001131231-d02d263e614e || exit 1
-    go mod download github.com/pulumi/pulumi/pkg/v3 github.com/pulumi/pulumi/sdk/v3 || exit 1
-    heavy go build -trimpath -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$v" \
+    go_locked pulumi heavy go build -trimpath -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$v" \
       -o "$out.tmp/pulumi" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi || exit 1
     # The exec helper is a script the language host runs; it ships in the sdk module.
-    install -m 0755 "$(go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3)/python/cmd/pulumi-language-python-exec" \
-      "$out.tmp/pulumi-language-python-exec" || exit 1
+    sdk="$(go_locked pulumi go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3)" || exit 1
+    install -m 0755 "$sdk/python/cmd/pulumi-language-python-exec" "$out.tmp/pulumi-language-python-exec" || exit 1
   ) >>"$logf" 2>&1 || die "pulumi: build failed; see $logf"
-  mkdir -p "$out"; mv "$out.tmp"/* "$out"/; rmdir "$out.tmp"
+  rm -rf "$out"; mkdir -p "$out"; mv "$out.tmp"/* "$out"/; rmdir "$out.tmp"
+  lock_key pulumi >"$(cli_dir)/lock.key"
   log "pulumi $v: built in $out ($((SECONDS - t0))s)"
 }
 
 # The language host lets the CLI run Python programs from a project folder (plain `pulumi up` in
-# stacks/); the Automation API's inline programs do not need it. Its module has no tags; when
-# the module proxy refuses its commit, the refusal is recorded and the build goes on. Without
-# it, hand runs use the installer's stand-in (installer/engines/pulumi_language_host.py), whose
-# launcher the installer writes only where this folder has no real one: a real build wins.
+# stacks/); the Automation API's inline programs do not need it. Its module has no tags, and the
+# module proxy here refuses its commit, so lab/toolchain/refresh cannot write its lockfile; while
+# there is none, hand runs use the installer's stand-in (installer/engines/pulumi_language_host.py),
+# whose launcher the installer writes only where this folder has no real one: a real build wins.
 build_language_python() {
-  local out b logf refused
-  out="$(cli_dir)/bin"; refused="$(cli_dir)/pulumi-language-python.unavailable"
-  if [[ -x "$out/pulumi-language-python" ]]; then return 0; fi
-  if [[ -s "$refused" ]] && grep -qx "$PULUMI_LANGUAGE_PYTHON_MODULE" "$refused"; then
-    log "pulumi-language-python: not available from the module proxy at $PULUMI_LANGUAGE_PYTHON_MODULE (see $refused)"
+  local out logf m=github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3
+  out="$(cli_dir)/bin"
+  if ! has_lock pulumi-language-python; then
+    log "pulumi-language-python: no lockfile (the module proxy refuses $m@$PULUMI_LANGUAGE_PYTHON_MODULE); hand runs use the installer's stand-in"
+    rm -f "$out/pulumi-language-python"
     return 0
   fi
+  [[ -x "$out/pulumi-language-python" && -s "$(cli_dir)/language-python.lock.key" ]] &&
+    [[ "$(cat "$(cli_dir)/language-python.lock.key")" == "$(lock_key pulumi-language-python)" ]] && return 0
   logf="$(logfile build-pulumi-language-python)"
-  b="$(wrapper_module pulumi-language-python)"
-  local m=github.com/pulumi/pulumi/sdk/python/cmd/pulumi-language-python/v3
-  if ! (cd "$b" && go mod download "$m@$PULUMI_LANGUAGE_PYTHON_MODULE") >>"$logf" 2>&1; then
-    { printf '%s\n' "$PULUMI_LANGUAGE_PYTHON_MODULE"; tail -3 "$logf"; } >"$refused"
-    log "pulumi-language-python: the module proxy refused $m@$PULUMI_LANGUAGE_PYTHON_MODULE; see $logf"
-    return 0
-  fi
-  (
-    cd "$b" || exit 1
-    go mod edit -require="$m@$PULUMI_LANGUAGE_PYTHON_MODULE" \
-      -require="github.com/pulumi/pulumi/pkg/v3@v$PULUMI_VERSION" -require="github.com/pulumi/pulumi/sdk/v3@$PULUMI_SDK_MODULE" \
-      -replace=github.com/atotto/clipboard=github.com/tgummerer/clipboard@v0.0.0-20241001131231-d02d263e614e || exit 1
-    heavy go build -trimpath -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_VERSION" \
-      -o "$out/pulumi-language-python" "$m" || exit 1
-  ) >>"$logf" 2>&1 || die "pulumi-language-python: build failed; see $logf"
-  rm -f "$refused"
+  go_locked pulumi-language-python heavy go build -trimpath \
+    -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$PULUMI_VERSION" \
+    -o "$out/pulumi-language-python" "$m" >>"$logf" 2>&1 || die "pulumi-language-python: build failed; see $logf"
+  lock_key pulumi-language-python >"$(cli_dir)/language-python.lock.key"
 }
 
+# The wrapper module (lab/toolchain/pulumi-kubernetes) has its own main.go; the build copies it
+# with its lockfile into a scratch folder and writes what the upstream `go generate` step writes
+# beside it: the schema with its version, the mapping compacted.
 build_provider() {
   local out b logf m=github.com/pulumi/pulumi-kubernetes/provider/v4
   out="$(provider_dir)/bin"
-  if [[ -x "$out/pulumi-resource-kubernetes" ]]; then return 0; fi
+  if [[ -x "$out/pulumi-resource-kubernetes" ]] && built "$(provider_dir)" pulumi-kubernetes; then return 0; fi
   logf="$(logfile build-pulumi-kubernetes)"
   log "pulumi-resource-kubernetes $PULUMI_KUBERNETES_PROVIDER_VERSION: building (log $logf)"; local t0=$SECONDS
-  b="$(wrapper_module pulumi-kubernetes)"
-  rm -rf "$out.tmp"; mkdir -p "$out.tmp"
+  b="$LAB_CACHE/build/pulumi-kubernetes"
+  rm -rf "$b" "$out.tmp" "$(provider_dir)/lock.key"; mkdir -p "$b" "$out.tmp"
   (
+    has_lock pulumi-kubernetes || { echo "no lockfile; run lab/toolchain/refresh pulumi-kubernetes"; exit 1; }
+    cp "$(lock_dir pulumi-kubernetes)"/{go.mod,go.sum,main.go} "$b"/ || exit 1
     cd "$b" || exit 1
-    go mod edit -require="$m@$PULUMI_KUBERNETES_PROVIDER_MODULE" || exit 1
     go mod download "$m" || exit 1
-    src="$(go list -m -f '{{.Dir}}' "$m")/cmd/pulumi-resource-kubernetes"
-    cp "$LAB_DIR/pulumi/kubernetes/main.go" . || exit 1
-    # What the upstream `go generate` step writes: the schema with its version, the mapping compacted.
+    src="$(go list -m -f '{{.Dir}}' "$m")/cmd/pulumi-resource-kubernetes" || exit 1
     jq -c --arg v "$PULUMI_KUBERNETES_PROVIDER_VERSION" '.version = $v' "$src/schema.json" >schema-embed.json || exit 1
     jq -c . "$src/terraform-mapping.json" >terraform-mapping-embed.json || exit 1
-    # The provider's go.mod points its sdk at a local folder; the wrapper takes the tagged sdk.
-    go mod edit -require="github.com/pulumi/pulumi-kubernetes/sdk/v4@v$PULUMI_KUBERNETES_VERSION" || exit 1
     heavy go build -trimpath -ldflags "-s -w -X $m/pkg/version.Version=$PULUMI_KUBERNETES_PROVIDER_VERSION" \
       -o "$out.tmp/pulumi-resource-kubernetes" . || exit 1
   ) >>"$logf" 2>&1 || die "pulumi-resource-kubernetes: build failed; see $logf"
-  mkdir -p "$out"; mv "$out.tmp"/* "$out"/; rmdir "$out.tmp"
+  rm -rf "$out" "$b"; mkdir -p "$out"; mv "$out.tmp"/* "$out"/; rmdir "$out.tmp"
+  lock_key pulumi-kubernetes >"$(provider_dir)/lock.key"
   log "pulumi-resource-kubernetes: built in $out ($((SECONDS - t0))s)"
 }
 
@@ -131,7 +111,7 @@ status() {
 }
 
 case "${1:-}" in
-  build) component_lock 30-pulumi; go_env; export GOSUMDB="${GOSUMDB:-off}"; build_cli; build_language_python; build_provider ;;
+  build) component_lock 30-pulumi; go_env; build_cli; build_language_python; build_provider ;;
   up) up ;;
   down) rm -rf "$(bin_dir)" "$LAB_STATE/env.d/30-pulumi.env" ;;
   status) status ;;

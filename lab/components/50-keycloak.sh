@@ -9,18 +9,31 @@ KC_CACHE="$LAB_CACHE/keycloak-$KEYCLOAK_VERSION"
 KC_STATE="$LAB_STATE/keycloak"
 KC_READY_SECONDS="${LAB_KEYCLOAK_READY_SECONDS:-240}"
 
+# The archive is fetched with Maven into a repository inside the lab cache (nothing of ~/.m2 is
+# used or left behind), checked against KEYCLOAK_SHA256 before it is unpacked, and kept beside
+# the unpacked server so that lab/toolchain/check can check it again.
 build() {
-  [[ -x "$KC_CACHE/dist/bin/kc.sh" ]] && return 0
+  local archive="$KC_CACHE/keycloak-quarkus-dist-$KEYCLOAK_VERSION.tar.gz" got
+  if [[ -x "$KC_CACHE/dist/bin/kc.sh" && -s "$archive" ]]; then return 0; fi
   local logf; logf="$(logfile build-keycloak)"
   log "keycloak $KEYCLOAK_VERSION: fetching the server distribution (log $logf)"; local t0=$SECONDS
-  mvn -B -q dependency:copy -Dartifact="org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:tar.gz" \
-    -DoutputDirectory="$KC_CACHE/download" >>"$logf" 2>&1 || die "keycloak: download failed; see $logf"
-  rm -rf "$KC_CACHE/dist.tmp"; mkdir -p "$KC_CACHE/dist.tmp"
-  tar -xzf "$KC_CACHE/download/keycloak-quarkus-dist-$KEYCLOAK_VERSION.tar.gz" -C "$KC_CACHE/dist.tmp" \
-    --strip-components=1 >>"$logf" 2>&1 || die "keycloak: unpacking failed; see $logf"
+  if [[ ! -s "$archive" ]]; then
+    rm -rf "$KC_CACHE/download"
+    mvn -B -q -C -Dmaven.repo.local="$LAB_CACHE/maven" dependency:copy \
+      -Dartifact="org.keycloak:keycloak-quarkus-dist:$KEYCLOAK_VERSION:tar.gz" \
+      -DoutputDirectory="$KC_CACHE/download" >>"$logf" 2>&1 || die "keycloak: download failed; see $logf"
+    got="$(sha256sum "$KC_CACHE/download/${archive##*/}" | cut -d' ' -f1)"
+    [[ "$got" == "$KEYCLOAK_SHA256" ]] ||
+      die "keycloak: the downloaded ${archive##*/} has sha256 $got, lab/versions.env pins $KEYCLOAK_SHA256; nothing was unpacked"
+    mv "$KC_CACHE/download/${archive##*/}" "$archive"
+    rm -rf "$KC_CACHE/download" "$LAB_CACHE/maven/org/keycloak/keycloak-quarkus-dist"
+  fi
+  got="$(sha256sum "$archive" | cut -d' ' -f1)"
+  [[ "$got" == "$KEYCLOAK_SHA256" ]] || die "keycloak: $archive has sha256 $got, lab/versions.env pins $KEYCLOAK_SHA256; remove it to fetch it again"
+  rm -rf "$KC_CACHE/dist.tmp" "$KC_CACHE/dist"; mkdir -p "$KC_CACHE/dist.tmp"
+  tar -xzf "$archive" -C "$KC_CACHE/dist.tmp" --strip-components=1 >>"$logf" 2>&1 ||
+    die "keycloak: unpacking failed; see $logf"
   mv "$KC_CACHE/dist.tmp" "$KC_CACHE/dist"
-  # Maven keeps its own copy of the archive in its local repository.
-  rm -rf "$KC_CACHE/download"
   log "keycloak: unpacked in $KC_CACHE/dist ($((SECONDS - t0))s)"
 }
 

@@ -13,7 +13,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 UP="$LAB_STATE/upstream"
 PY="$REPO_DIR/.venv/bin/python"; [[ -x "$PY" ]] || PY=python3
 HELM="$LAB_CACHE/helm-$HELM_VERSION/bin/helm"
-DEVPI_VENV="$LAB_CACHE/devpi-$DEVPI_SERVER_VERSION/venv"
+# Keyed by the hashed lockfile it installs from, like the hub's DevPI wheels (70-hub.sh).
+DEVPI_VENV="$LAB_CACHE/devpi-$DEVPI_SERVER_VERSION-$(sha256sum "$REPO_DIR/requirements/devpi.lock" | cut -c1-12)/venv"
 REGISTRY="127.0.0.1:$LAB_UPSTREAM_REGISTRY_PORT"
 AUTH_USER=lab-upstream
 
@@ -22,7 +23,7 @@ images_dir() { printf '%s\n' "$LAB_CACHE/upstream-images-$(seed key images)"; }
 charts_dir() { printf '%s\n' "$LAB_CACHE/upstream-charts-$(seed key charts)"; }
 # The installer's runtime wheels change with its dependency pins, not with each commit.
 wheelhouse() {
-  printf '%s\n' "$LAB_CACHE/wheelhouse-$(cat "$REPO_DIR/pyproject.toml" "$REPO_DIR/constraints.txt" | sha256sum | cut -c1-12)"
+  printf '%s\n' "$LAB_CACHE/wheelhouse-$(cat "$REPO_DIR/pyproject.toml" "$REPO_DIR/requirements/runtime.lock" | sha256sum | cut -c1-12)"
 }
 
 # --- build ---------------------------------------------------------------------------------
@@ -73,7 +74,8 @@ build_devpi() {
   log "devpi-server $DEVPI_SERVER_VERSION: installing into $DEVPI_VENV (log $logf)"; local t0=$SECONDS
   rm -rf "$DEVPI_VENV"
   { python3 -m venv "$DEVPI_VENV" \
-      && "$DEVPI_VENV/bin/pip" install -q "devpi-server==$DEVPI_SERVER_VERSION" "devpi-client==$DEVPI_CLIENT_VERSION"
+      && "$DEVPI_VENV/bin/pip" install -q --disable-pip-version-check --require-hashes --no-deps \
+        -r "$REPO_DIR/requirements/devpi.lock"
   } >>"$logf" 2>&1 || { rm -rf "$DEVPI_VENV"; die "devpi-server: install failed; see $logf"; }
   log "devpi-server: installed ($((SECONDS - t0))s)"
 }
@@ -84,8 +86,11 @@ build_wheels() {
   logf="$(logfile build-wheelhouse)"
   log "wheelhouse: building the installer's runtime wheels (log $logf)"; local t0=$SECONDS
   rm -rf "$d"; mkdir -p "$d"
-  "$REPO_DIR/.venv/bin/pip" wheel -q -c "$REPO_DIR/constraints.txt" -w "$d" "$REPO_DIR" >>"$logf" 2>&1 \
-    || die "pip: building the installer's wheels failed; see $logf"
+  # Every dependency as the hashed lockfile names it; the installer's own wheel built from the repo.
+  { "$REPO_DIR/.venv/bin/pip" wheel -q --disable-pip-version-check --require-hashes --no-deps -w "$d" \
+      -r "$REPO_DIR/requirements/runtime.lock" &&
+    "$REPO_DIR/.venv/bin/pip" wheel -q --disable-pip-version-check --no-deps --no-build-isolation -w "$d" "$REPO_DIR"
+  } >>"$logf" 2>&1 || die "pip: building the installer's wheels failed; see $logf"
   touch "$d/.complete"
   prune_stale wheelhouse "$d"
   log "wheelhouse: built in $d ($((SECONDS - t0))s)"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # 70-hub: what the installer needs to provision the lab VM as the artifact hub.
-# - build: the DevPI server wheels the hub role installs on the VM (from PyPI, cached).
+# - build: the DevPI server wheels the hub role installs on the VM (from PyPI, every file checked
+#   against requirements/devpi.lock, cached).
 # - up: the hub's name resolves on this machine (an /etc/hosts line, as a site's DNS would), and
 #   the installer is told where the hub's programs are (ChartMuseum: the real binary when
 #   40-helm could build it, else the lab's stand-in lab/hub/chartmuseum.py; see README).
@@ -10,7 +11,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 HOSTS_TAG="# onprem-installer lab hub"
 HUB_NAME="hub.ml.lab.test"   # inventories/lab.yml: aux_vm.hostname
-wheels_dir() { printf '%s\n' "$LAB_CACHE/devpi-wheels-$DEVPI_SERVER_VERSION"; }
+# Keyed by the hashed lockfile they are downloaded from (requirements/devpi.lock).
+wheels_dir() {
+  printf '%s\n' "$LAB_CACHE/devpi-wheels-$DEVPI_SERVER_VERSION-$(sha256sum "$REPO_DIR/requirements/devpi.lock" | cut -c1-12)"
+}
 # What the installer puts on the VM (playbooks/roles/hub/common/defaults, inventories/lab.yml).
 # The lab VM shares this machine's file system, so a new lab starts by clearing what an earlier
 # lab's hub left there, as a fresh VM would have none of it.
@@ -34,7 +38,8 @@ build() {
   logf="$(logfile build-devpi-wheels)"
   log "devpi-server $DEVPI_SERVER_VERSION wheels: downloading (log $logf)"
   rm -rf "$dir.tmp"
-  python3 -m pip download -q -d "$dir.tmp" "devpi-server==$DEVPI_SERVER_VERSION" >>"$logf" 2>&1 \
+  python3 -m pip download -q --disable-pip-version-check --require-hashes --no-deps -d "$dir.tmp" \
+    -r "$REPO_DIR/requirements/devpi.lock" >>"$logf" 2>&1 \
     || die "devpi wheels: download failed; see $logf"
   rm -rf "$dir"; mv "$dir.tmp" "$dir"
 }
