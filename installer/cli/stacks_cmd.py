@@ -77,7 +77,9 @@ def _components(names: list[str] | None) -> list[ComponentName]:
 
 
 def _engine(inv: Inventory, backend_url: str | None) -> PulumiEngine:
-    return PulumiEngine(state=StateDir(inv.site.state_dir), backend_url=backend_url)
+    return PulumiEngine(
+        state=StateDir(inv.site.state_dir), backend_url=backend_url, bin_dir=inv.site.pulumi_bin_dir
+    )
 
 
 def _show_event(event: StackEvent) -> None:

@@ -127,10 +127,14 @@ class PulumiEngine:
         return self.backend_url or (self.state.pulumi / "backend").resolve().as_uri()
 
     def _cli_dir(self) -> Path:
-        candidates = [self.bin_dir] if self.bin_dir else []
-        for var in ("INSTALLER_PULUMI_BIN_DIR", "LAB_PULUMI_BIN_DIR"):
-            if os.environ.get(var):
-                candidates.append(Path(os.environ[var]))
+        # A run's explicit override, then the inventory's `site.pulumi_bin_dir` (bin_dir), then
+        # the lab's folder for tests that build inventories of their own.
+        candidates: list[Path | None] = []
+        if os.environ.get("INSTALLER_PULUMI_BIN_DIR"):
+            candidates.append(Path(os.environ["INSTALLER_PULUMI_BIN_DIR"]))
+        candidates.append(self.bin_dir)
+        if os.environ.get("LAB_PULUMI_BIN_DIR"):
+            candidates.append(Path(os.environ["LAB_PULUMI_BIN_DIR"]))
         # Where `airgap-load` (and the airgap_load phase) installs the bundle's Pulumi binaries:
         # on an air-gapped site that is the only copy.
         candidates.append(self.state.pulumi / "bin")
@@ -142,8 +146,9 @@ class PulumiEngine:
                 return folder
         raise EnvironmentProblem(
             "the Pulumi CLI is not installed",
-            remedy="load the air-gap bundle, or put the folder holding `pulumi` and"
-            " `pulumi-resource-kubernetes` on PATH (or set INSTALLER_PULUMI_BIN_DIR)",
+            remedy="load the air-gap bundle, or name the folder holding `pulumi` and"
+            " `pulumi-resource-kubernetes` in the inventory's site.pulumi_bin_dir (or put it on"
+            " PATH)",
         )
 
     def _dynamic_plugin_dir(self) -> Path:

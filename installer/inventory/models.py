@@ -57,6 +57,12 @@ class Site(Model):
         description="Where the installer keeps its journal, generated secrets (0600) and run"
         " logs; relative to the inventory file.",
     )
+    pulumi_bin_dir: FilePath | None = Field(
+        default=None,
+        description="Folder on the installer host holding the Pulumi CLI and its plugins"
+        " (`pulumi`, `pulumi-resource-kubernetes`). Absent: the state folder's copy (installed"
+        " from the release's binaries by `airgap-load`), else the `pulumi` on PATH.",
+    )
 
 
 # --- upstream (connected sites) ------------------------------------------------------------
@@ -223,6 +229,13 @@ class AuxVm(Model):
     )
     tls: TlsSettings = Field(default_factory=TlsSettings, description="TLS for the services.")
     dns: DnsServing = Field(default_factory=DnsServing, description="Optional wildcard DNS.")
+    programs_dir: FilePath | None = Field(
+        default=None,
+        description="Folder on the installer host holding the hub's own programs, laid out as"
+        " `airgap-bundle --hub-from` takes them: `chartmuseum`, optionally `registry`, and"
+        " `devpi-wheels/*.whl`. Used when no `--bundle` carries them. Absent: `chartmuseum` from"
+        " PATH, the registry from the VM's packages.",
+    )
 
     @model_validator(mode="after")
     def _ports_unique(self) -> AuxVm:

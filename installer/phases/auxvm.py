@@ -67,16 +67,18 @@ class HubSources:
     registry_binary: Path | None
 
 
-def hub_sources(bundle_root: Path | None) -> HubSources:
+def hub_sources(bundle_root: Path | None, programs_dir: Path | None = None) -> HubSources:
     """Find the hub's programs: environment overrides, then `<bundle_root>/hub/<name>` (the
-    bundle's extracted hub items, see `installer.airgap.hubprograms`), then PATH (ChartMuseum
-    only)."""
+    bundle's extracted hub items, see `installer.airgap.hubprograms`), then the inventory's
+    `aux_vm.programs_dir` (the same layout), then PATH (ChartMuseum only)."""
 
     def pick(env: str, in_bundle: str, on_path: str | None) -> Path | None:
         if os.environ.get(env):
             return Path(os.environ[env])
         if bundle_root is not None and (bundle_root / HUB_DIR / in_bundle).exists():
             return bundle_root / HUB_DIR / in_bundle
+        if programs_dir is not None and (programs_dir / in_bundle).exists():
+            return programs_dir / in_bundle
         found = shutil.which(on_path) if on_path else None
         return Path(found) if found else None
 
@@ -105,7 +107,7 @@ def bundle_hub_root(ctx: PhaseContext) -> Path | None:
 
 def site_hub_sources(ctx: PhaseContext) -> HubSources:
     """The hub's programs for this run; an air-gapped site without them is refused (exit 2)."""
-    sources = hub_sources(bundle_hub_root(ctx))
+    sources = hub_sources(bundle_hub_root(ctx), ctx.inventory.aux_vm.programs_dir)
     if not ctx.inventory.site.airgapped:
         return sources
     missing = [

@@ -15,6 +15,7 @@ HUB_NAME="hub.ml.lab.test"   # inventories/lab.yml: aux_vm.hostname
 wheels_dir() {
   printf '%s\n' "$LAB_CACHE/devpi-wheels-$DEVPI_SERVER_VERSION-$(sha256sum "$REPO_DIR/requirements/devpi.lock" | cut -c1-12)"
 }
+programs_dir() { printf '%s\n' "$LAB_STATE/hub-programs"; }
 # What the installer puts on the VM (playbooks/roles/hub/common/defaults, inventories/lab.yml).
 # The lab VM shares this machine's file system, so a new lab starts by clearing what an earlier
 # lab's hub left there, as a fresh VM would have none of it.
@@ -54,6 +55,11 @@ up() {
   if ! grep -qF "$HOSTS_TAG" /etc/hosts; then
     printf '%s %s %s\n' "$LAB_VM_ADDR" "$HUB_NAME" "$HOSTS_TAG" >>/etc/hosts
   fi
+  # The hub's programs as inventories/lab.yml names them (aux_vm.programs_dir), laid out as
+  # `airgap-bundle --hub-from` takes them: the installer needs no environment to find them.
+  rm -rf "$(programs_dir)"; mkdir -p "$(programs_dir)"
+  ln -s "$(chartmuseum)" "$(programs_dir)/chartmuseum"
+  ln -s "$(wheels_dir)" "$(programs_dir)/devpi-wheels"
   mkdir -p "$LAB_STATE/env.d"
   {
     printf 'export INSTALLER_HUB_CHARTMUSEUM_BINARY=%q\n' "$(chartmuseum)"
@@ -67,7 +73,7 @@ down() {
     local kept; kept="$(grep -vF "$HOSTS_TAG" /etc/hosts)"
     printf '%s\n' "$kept" >/etc/hosts
   fi
-  rm -f "$LAB_STATE/env.d/hub.env" "$FRESH_MARK"
+  rm -rf "$LAB_STATE/env.d/hub.env" "$FRESH_MARK" "$(programs_dir)"
   clear_vm_hub
 }
 

@@ -232,3 +232,23 @@ def test_hub_passwords_are_created_once_0600_and_reused(tmp_path: Path) -> None:
     again = StateDir(tmp_path / "state")
     assert {n: again.secret(n).get_secret_value() for n in first} == first
     assert first["hub-password"] != first["x-root"]
+
+
+def test_the_inventory_programs_dir_comes_after_the_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`aux_vm.programs_dir` describes where a site keeps the hub's programs: no environment."""
+    programs = tmp_path / "programs"
+    (programs / "devpi-wheels").mkdir(parents=True)
+    (programs / "chartmuseum").write_text("")
+    bundle = tmp_path / "bundle"
+    (bundle / "hub").mkdir(parents=True)
+    (bundle / "hub" / "chartmuseum").write_text("")
+    for name in (ENV_CHARTMUSEUM, ENV_DEVPI_WHEELS, ENV_REGISTRY):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    found = hub_sources(None, programs)
+    assert found == HubSources(programs / "chartmuseum", programs / "devpi-wheels", None)
+    mixed = hub_sources(bundle, programs)
+    assert mixed.chartmuseum_binary == bundle / "hub" / "chartmuseum"  # the bundle's first
+    assert mixed.devpi_wheelhouse == programs / "devpi-wheels"  # what it lacks, from the folder

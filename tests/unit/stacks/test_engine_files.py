@@ -119,3 +119,20 @@ def test_destroying_a_stack_never_created_needs_no_cli(
     assert not engine.never_created(si)
     with pytest.raises(EnvironmentProblem, match="Pulumi CLI is not installed"):
         engine.destroy(si)
+
+
+def test_the_inventory_names_the_cli_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`site.pulumi_bin_dir` is how a site says where its Pulumi is: no environment needed."""
+    _engine_without_cli(tmp_path, monkeypatch)
+    named = tmp_path / "tools"
+    named.mkdir()
+    (named / "pulumi").write_text("#!/bin/sh\n", encoding="utf-8")
+    loaded = tmp_path / "state" / "pulumi" / "bin"
+    loaded.mkdir(parents=True)
+    (loaded / "pulumi").write_text("#!/bin/sh\n", encoding="utf-8")
+    engine = PulumiEngine(StateDir(tmp_path / "state"), bin_dir=named)
+    assert engine._cli_dir() == named  # before the state folder's copy
+    empty = PulumiEngine(StateDir(tmp_path / "state"), bin_dir=tmp_path / "none")
+    assert empty._cli_dir() == loaded  # a named folder without the CLI is passed over
