@@ -29,6 +29,16 @@ def tool_env(lab: Lab) -> dict[str, str]:
     }
 
 
+# A login shell's PATH: what a new user has after `make demo`, before anything is exported.
+PLAIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def plain_env() -> dict[str, str]:
+    """A plain shell's environment: PATH and HOME only. The lab's site must be fully described by
+    its inventory and state folder (kubeconfig, the hub's programs, the Pulumi CLI, the CAs)."""
+    return {"PATH": PLAIN_PATH, "HOME": os.environ.get("HOME", "/root")}
+
+
 def installer(
     *args: str, log_dir: Path, timeout: int, env: dict[str, str] | None = None
 ) -> tuple[int, dict[str, Any], str]:

@@ -9,6 +9,9 @@ holds every image of the release at the upstream's digest, every chart and every
 bootstrap changes nothing, and `installer plan --expect-no-changes` agrees. Verify turns red when
 a pool's taint is removed by hand.
 
+Like `make demo` followed by a new user's own commands, every run has a plain shell's
+environment (PATH and HOME only, `plain_env()`): the inventory and its state folder say all.
+
 The module holds the lab site alone (`site_lock()`) from first to last and gives the cluster side
 back (destroyed) at the end.
 """
@@ -31,7 +34,7 @@ from installer.engines.registry import RegistryClient, RegistryEndpoint
 from installer.inventory import load_inventory
 from installer.release import load_release
 from installer.site import JOB_TAINT, normalize_image
-from tests.e2e.bootstrap.cli import LAB_INVENTORY, installer, site_lock, tool_env
+from tests.e2e.bootstrap.cli import LAB_INVENTORY, installer, plain_env, site_lock
 from tests.e2e.bootstrap.runs import Bootstrap, hub_data_left, run_bootstrap, upstream
 from tests.e2e.checks.kwok import core
 from tests.fixtures.lab import Lab
@@ -63,7 +66,7 @@ def _state_root() -> Path:
 @pytest.fixture(scope="module")
 def connected_site(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectedSite]:
     tmp = tmp_path_factory.mktemp("connected")
-    env = {**tool_env(lab), "SSL_CERT_FILE": lab.env["LAB_KEYCLOAK_CA"]}
+    env = plain_env()
     with site_lock():
         upstream("up")
         rc, _, tail = installer(
@@ -168,10 +171,9 @@ def test_plan_expects_no_changes_after_bootstrap(connected_site: ConnectedSite) 
 
 
 def test_status_after_bootstrap_shows_no_drift(lab: Lab, connected_site: ConnectedSite) -> None:
-    env = {**tool_env(lab), "SSL_CERT_FILE": lab.env["LAB_KEYCLOAK_CA"]}
     rc, view, tail = installer(
         "status", "-i", str(LAB_INVENTORY), "--refresh",
-        log_dir=connected_site.logs / "status", timeout=900, env=env,
+        log_dir=connected_site.logs / "status", timeout=900, env=plain_env(),
     )  # fmt: skip
     assert rc == 0, tail
     assert view["bootstrap"] == "ok" and view["refreshed"] is True
@@ -181,6 +183,16 @@ def test_status_after_bootstrap_shows_no_drift(lab: Lab, connected_site: Connect
         "state": "ok", "finished": view["clusters"]["lab"]["platform"]["finished"], "drift": 0,
     }  # fmt: skip
     assert view["versions"]["platform/lab"] == view["versions"]["release"]
+
+
+def test_verify_from_a_plain_shell_passes(connected_site: ConnectedSite) -> None:
+    assert connected_site.first.rc == 0, "the bootstrap failed"
+    rc, report, tail = installer(
+        "verify", "-i", str(LAB_INVENTORY), log_dir=connected_site.logs / "verify-plain",
+        timeout=600, env=plain_env(),
+    )  # fmt: skip
+    assert rc == 0, tail
+    assert report["ok"] is True, _failing(report)
 
 
 def test_verify_fails_when_a_pool_taint_is_removed_by_hand(
