@@ -49,7 +49,7 @@ unit: setup
 # Two passes: the tiers that need no lab (unit, integration) spread over every core with
 # pytest-xdist, then the e2e tier, which shares one lab site, in one process.
 test: setup lab-tools lint typecheck
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile \
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadgroup \
 		--durations=30 tests/unit tests/integration $(PYTEST_ARGS)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pytest --durations=30 tests/e2e $(PYTEST_ARGS)
 

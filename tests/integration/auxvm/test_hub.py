@@ -26,7 +26,7 @@ from installer.errors import InstallerError
 from tests.fixtures.auxvm import LAB_INVENTORY, Hub, bootstrap_auxvm
 from tests.integration.auxvm.artifacts import chart_archive, oci_layout, wheel
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("lab-vm")]
 
 USER = "installer"
 REGISTRY_PORT, CHARTS_PORT, DEVPI_PORT = 5000, 8080, 3141

@@ -1,0 +1,26 @@
+"""The hub's integration modules share one provisioned hub for the session.
+
+Provisioning the VM (and purging it afterwards) is most of these modules' time, and each module
+used to do it once. They are in one pytest-xdist group (`xdist_group("lab-vm")`, run on one
+worker under `--dist loadgroup`), so the session-scoped hub below holds the site lock for that
+worker alone; every test leaves the hub as it found it, as it did within a module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fixtures.auxvm import Hub, LabVm, provision_hub
+
+LAB_VM_GROUP = "lab-vm"
+
+
+@pytest.fixture(scope="session")
+def provisioned_hub(
+    lab_vm: LabVm, hub_sources: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Hub]:
+    """One provisioned hub for every module of tests/integration/auxvm."""
+    with provision_hub(lab_vm, hub_sources, tmp_path_factory) as hub:
+        yield hub
