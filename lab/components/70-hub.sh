@@ -75,6 +75,11 @@ down() {
   fi
   rm -rf "$LAB_STATE/env.d/hub.env" "$FRESH_MARK" "$(programs_dir)"
   clear_vm_hub
+  # The installer's state of the lab site (inventories/lab.yml: journal, Pulumi stacks, hub PKI
+  # and passwords) describes a site that is now gone: the cluster's etcd, Keycloak's database and
+  # the hub were just removed. Kept, a later lab's bootstrap or destroy would act on stacks whose
+  # resources no longer exist, with the old Keycloak's admin password.
+  rm -rf "$LAB_STATE/installer"
 }
 
 status() {
