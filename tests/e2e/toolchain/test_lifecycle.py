@@ -2,7 +2,8 @@
 nginx) started from a copy of lab/ on other ports, beside the session's lab, then taken down.
 
 The copy needs the repository files the upstream reads (the release manifest through the
-`installer` package, the pins its wheelhouse is keyed by, the venv); they are linked in.
+`installer` package, the hashed lockfiles its wheelhouse and DevPI install from and are keyed by,
+the venv); they are linked in.
 """
 
 from __future__ import annotations
@@ -69,7 +70,14 @@ def test_upstream_down_leaves_no_process_listener_or_state(lab: Lab, open_tmp: P
         if name.startswith("LAB_UPSTREAM_") and name.endswith("_PORT")
     }
     lab_copy = copy_lab(tmp_path, ports)
-    for name in ("installer", "airgap", ".venv", "pyproject.toml", "constraints.txt"):
+    for name in (
+        "installer",
+        "airgap",
+        ".venv",
+        "pyproject.toml",
+        "constraints.txt",
+        "requirements",
+    ):
         (tmp_path / name).symlink_to(REPO / name)
     state = tmp_path / "state"
     env = {"LAB_STATE": str(state)}
