@@ -399,13 +399,19 @@ def _counts(ops: Any) -> dict[str, int]:
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` runs. A zombie (killed, not yet reaped: a killed run's CLI whose parent died
+    too waits for init to reap it) still answers signal 0 but holds nothing: it counts as dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def _counted(meta: Any) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -99,3 +101,24 @@ def test_torn_backend_metadata_is_removed_and_whole_metadata_kept(tmp_path: Path
     ]
     assert sorted(p.name for p in stacks.iterdir()) == ["lab.json", "lab.json.bak.attrs"]
     assert pulumi_orphans.repair_file_backend(tmp_path) == []
+
+
+def test_a_lock_of_a_killed_cli_not_yet_reaped_is_stale(tmp_path: Path) -> None:
+    """A killed run's CLI is a zombie until something reaps it; its lock must still be cleared,
+    or the re-run right after the kill fails with 'another update is running'."""
+    from installer.engines.pulumi import _alive
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert _alive(child.pid)
+        os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child never became a zombie"
+            time.sleep(0.02)
+        os.kill(child.pid, 0)  # a zombie still answers signal 0 ...
+        assert not _alive(child.pid)  # ... but holds no lock
+    finally:
+        child.kill()
+        child.wait()
+    assert not _alive(child.pid)
