@@ -8,13 +8,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 cli_dir()      { printf '%s\n' "$LAB_CACHE/pulumi-$PULUMI_VERSION"; }
 provider_dir() { printf '%s\n' "$LAB_CACHE/pulumi-kubernetes-$PULUMI_KUBERNETES_PROVIDER_VERSION"; }
 
-# built DIR TOOL: DIR holds a build of TOOL from its current lockfile.
-built() { locked_build_done "$1" "$2"; }
-
 build_cli() {
   local out logf v="v$PULUMI_VERSION"
   out="$(cli_dir)/bin"
-  if [[ -x "$out/pulumi" && -x "$out/pulumi-language-python-exec" ]] && built "$(cli_dir)" pulumi; then return 0; fi
+  if [[ -x "$out/pulumi" && -x "$out/pulumi-language-python-exec" ]] && locked_build_done "$(cli_dir)" pulumi; then return 0; fi
   logf="$(logfile build-pulumi)"
   log "pulumi $v: building (log $logf)"; local t0=$SECONDS
   rm -rf "$out.tmp" "$(cli_dir)/lock.key"; mkdir -p "$out.tmp"
@@ -59,7 +56,7 @@ build_language_python() {
 build_provider() {
   local out b logf m=github.com/pulumi/pulumi-kubernetes/provider/v4
   out="$(provider_dir)/bin"
-  if [[ -x "$out/pulumi-resource-kubernetes" ]] && built "$(provider_dir)" pulumi-kubernetes; then return 0; fi
+  if [[ -x "$out/pulumi-resource-kubernetes" ]] && locked_build_done "$(provider_dir)" pulumi-kubernetes; then return 0; fi
   logf="$(logfile build-pulumi-kubernetes)"
   log "pulumi-resource-kubernetes $PULUMI_KUBERNETES_PROVIDER_VERSION: building (log $logf)"; local t0=$SECONDS
   b="$LAB_CACHE/build/pulumi-kubernetes"
