@@ -46,12 +46,11 @@ typecheck: setup
 unit: setup
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-# Two passes: the tiers that need no lab (unit, integration) spread over every core with
-# pytest-xdist, then the e2e tier, which shares one lab site, in one process.
+# One pytest-xdist session over every tier, in lanes (tests/conftest.py): the lab site's tests
+# on one worker from the start, the stacks' e2e tests on a cluster of their own beside them, the
+# unit and integration tests on the other workers (scripts/test).
 test: setup lab-tools lint typecheck
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadgroup \
-		--durations=30 tests/unit tests/integration $(PYTEST_ARGS)
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/pytest --durations=30 tests/e2e $(PYTEST_ARGS)
+	PATH="$(abspath $(VENV))/bin:$$PATH" PYTEST_WORKERS=$(PYTEST_WORKERS) scripts/test $(PYTEST_ARGS)
 
 demo: setup lab-tools
 	PATH="$(abspath $(VENV))/bin:$$PATH" bash scripts/demo

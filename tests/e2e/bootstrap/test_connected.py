@@ -12,8 +12,9 @@ a pool's taint is removed by hand.
 Like `make demo` followed by a new user's own commands, every run has a plain shell's
 environment (PATH and HOME only, `plain_env()`): the inventory and its state folder say all.
 
-The module holds the lab site alone (`site_lock()`) from first to last and gives the cluster side
-back (destroyed) at the end.
+The module holds the lab site alone (`site_lock()`) from first to last and leaves the site
+converged; the cluster side is given back (destroyed) once the package's last module is done
+with it (`cluster_side_given_back`, tests/e2e/bootstrap/conftest.py).
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ def _state_root() -> Path:
 
 
 @pytest.fixture(scope="module")
-def connected_site(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConnectedSite]:
+def connected_site(
+    lab: Lab, cluster_side_given_back: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ConnectedSite]:
     tmp = tmp_path_factory.mktemp("connected")
     env = plain_env()
     with site_lock():
@@ -76,25 +79,17 @@ def connected_site(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         assert rc == 0, f"destroy --purge failed (exit {rc}):\n{tail}"
         left_after_purge = hub_data_left(lab, LAB_INVENTORY)
         shutil.rmtree(_state_root() / "airgap" / "mirror", ignore_errors=True)
-        try:
-            first = run_bootstrap(LAB_INVENTORY, tmp / "first", env)
-            second = run_bootstrap(LAB_INVENTORY, tmp / "second", env) if first.rc == 0 else first
-            plan_rc, _, plan_tail = installer(
-                "plan", "-i", str(LAB_INVENTORY), "--expect-no-changes",
-                log_dir=tmp / "plan", timeout=900, env=env,
-            )  # fmt: skip
-            site = ConnectedSite(first, second, plan_rc, plan_tail, tmp, left_after_purge)
-            (tmp / "phase-seconds.json").write_text(
-                json.dumps({"first": first.seconds(), "second": second.seconds()}, indent=1)
-            )
-            yield site
-        finally:
-            # The lab's nodes are shared with the stacks' own tests: take the cluster side back.
-            rc, _, tail = installer(
-                "destroy", "-i", str(LAB_INVENTORY), "--yes", "--skip", "auxvm",
-                log_dir=tmp / "logs", timeout=900, env=env,
-            )  # fmt: skip
-            assert rc == 0, f"destroy of the cluster side failed (exit {rc}):\n{tail}"
+        first = run_bootstrap(LAB_INVENTORY, tmp / "first", env)
+        second = run_bootstrap(LAB_INVENTORY, tmp / "second", env) if first.rc == 0 else first
+        plan_rc, _, plan_tail = installer(
+            "plan", "-i", str(LAB_INVENTORY), "--expect-no-changes",
+            log_dir=tmp / "plan", timeout=900, env=env,
+        )  # fmt: skip
+        site = ConnectedSite(first, second, plan_rc, plan_tail, tmp, left_after_purge)
+        (tmp / "phase-seconds.json").write_text(
+            json.dumps({"first": first.seconds(), "second": second.seconds()}, indent=1)
+        )
+        yield site
 
 
 def _failing(report: dict[str, Any]) -> list[str]:

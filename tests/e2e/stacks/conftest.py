@@ -1,8 +1,12 @@
 """The stacks' e2e set-up: a site inventory written from the lab's facts, own state folder.
 
 Each module gets its own state folder (its own Pulumi backend and stacks), so these tests never
-touch another engineer's stacks; the nodes they label are the lab's shared nodes, and every test
-leaves them as it found them (destroy at the end).
+touch another engineer's stacks. The cluster is the stacks' own (`stacks_cluster`): a second
+Kubernetes control plane with the lab's node topology, from a copy of the lab's kube component on
+other ports, started once per session. So these tests run beside the whole-site tests (which
+label, taint and fill the lab's own cluster) instead of after them, and every test still leaves
+the nodes as it found them (destroy at the end). The lab's Keycloak (a realm of their own), its
+Pulumi toolchain and its VM (the modules that need the site's hub take the site lock) are shared.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from tests.e2e.lab.labcopy import component, copy_lab
 from tests.fixtures.lab import *  # noqa: F403
-from tests.fixtures.lab import Lab
+from tests.fixtures.lab import Lab, read_env_file, read_versions
 
 REALM = "e2e-stacks"
 
@@ -73,6 +78,8 @@ class Site:
 
     folder: Path
     lab: Lab
+    kubeconfig: Path
+    """The cluster the site's stacks go to (the stacks' own, `stacks_cluster`)."""
 
     @property
     def inventory(self) -> Path:
@@ -91,7 +98,7 @@ class Site:
             vm_user=self.lab.vm_user,
             vm_key=self.lab.vm_key,
             known_hosts=self.lab.vm_known_hosts,
-            kubeconfig=self.lab.kubeconfig,
+            kubeconfig=self.kubeconfig,
             h100_pool=H100_POOL if h100 else "",
             cpu_small_price=cpu_small_price,
             kc_url=env["LAB_KEYCLOAK_URL"],
@@ -139,19 +146,57 @@ class Site:
         return result
 
 
+STACKS_PORT_SHIFT = 4000
+"""The stacks' cluster listens on the lab's kube ports plus this (20443 for the API server): clear
+of the session lab, of the +10000 copies other tests start, and of the ephemeral port range."""
+
+
+@pytest.fixture(scope="session")
+def stacks_cluster(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The stacks' own cluster (the lab's kube component, copied onto other ports, with the lab's
+    six-node topology): its admin kubeconfig. Taken down at the end of the session."""
+    del lab  # the toolchain the session lab built, and its Keycloak
+    tmp = tmp_path_factory.mktemp("stacks-cluster")
+    shifted = {
+        name: str(int(value) + STACKS_PORT_SHIFT)
+        for name, value in read_versions().items()
+        if name.startswith(("LAB_KUBE_", "LAB_ETCD_", "LAB_KWOK_")) and name.endswith("_PORT")
+    }
+    lab_copy = copy_lab(tmp, shifted)
+    env = {"LAB_STATE": str(tmp / "state")}
+    try:
+        up = component(lab_copy, "10-kube.sh", "up", env)
+        assert up.returncode == 0, f"the stacks' cluster did not start:\n{up.stderr[-3000:]}"
+        facts = read_env_file(tmp / "state" / "env.d" / "kube.env")
+        yield Path(facts["LAB_KUBECONFIG"])
+    finally:
+        down = component(lab_copy, "10-kube.sh", "down", env)
+        assert down.returncode == 0, f"the stacks' cluster did not stop:\n{down.stderr[-3000:]}"
+
+
 @pytest.fixture(scope="module")
-def site(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Site:
-    """A fresh site folder for the module."""
+def cluster(lab: Lab, request: pytest.FixtureRequest) -> Path:
+    """The module's cluster (its kubeconfig): the stacks' own, or the lab's for a module marked
+    `lab_site` (it works with the site's hub, in the lab site's lane)."""
+    if request.node.get_closest_marker("lab_site") is not None:
+        return lab.kubeconfig
+    found: Path = request.getfixturevalue("stacks_cluster")
+    return found
+
+
+@pytest.fixture(scope="module")
+def site(lab: Lab, cluster: Path, tmp_path_factory: pytest.TempPathFactory) -> Site:
+    """A fresh site folder for the module, on the module's cluster."""
     folder = tmp_path_factory.mktemp("stacks-site")
-    found = Site(folder=folder, lab=lab)
+    found = Site(folder=folder, lab=lab, kubeconfig=cluster)
     found.write()
     return found
 
 
 @pytest.fixture(scope="module")
-def core(lab: Lab) -> client.CoreV1Api:
-    """The lab cluster's core API."""
-    return client.CoreV1Api(config.new_client_from_config(config_file=str(lab.kubeconfig)))
+def core(cluster: Path) -> client.CoreV1Api:
+    """The module's cluster's core API."""
+    return client.CoreV1Api(config.new_client_from_config(config_file=str(cluster)))
 
 
 @pytest.fixture(scope="module")

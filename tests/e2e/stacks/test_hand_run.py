@@ -29,7 +29,7 @@ from tests.e2e.stacks.conftest import Site
 from tests.e2e.stacks.test_nodes import EXPECTED_POOLS, _facts, _stack
 from tests.fixtures.lab import REPO
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.lab_site]
 
 HAND_TIMEOUT_S = 600
 

@@ -25,7 +25,7 @@ from tests.e2e.bootstrap.cli import site_lock
 from tests.e2e.stacks.chartrepo import site_chart_repo
 from tests.e2e.stacks.conftest import Site
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.lab_site]
 
 NS = "keycloak"
 PG_CLAIM = "data-keycloak-postgresql-0"  # the StatefulSet's claim template `data`, replica 0

@@ -24,7 +24,7 @@ from tests.e2e.bootstrap.cli import installer, site_lock, tool_env
 from tests.e2e.stacks.chartrepo import site_chart_repo
 from tests.e2e.stacks.conftest import Site
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.lab_site]
 
 NS = "openebs"
 BD_CRD = "blockdevices.openebs.io"

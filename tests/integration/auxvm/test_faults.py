@@ -33,7 +33,7 @@ from tests.fixtures.auxvm import (
 )
 from tests.fixtures.lab import LAB_DIR, REPO
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("lab-vm")]
+pytestmark = pytest.mark.e2e
 
 
 def _other_host_key() -> str:

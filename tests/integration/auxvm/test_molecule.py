@@ -18,7 +18,7 @@ import pytest
 from tests.fixtures.auxvm import Hub
 from tests.fixtures.lab import REPO, lab_state_dir
 
-pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("lab-vm")]
+pytestmark = pytest.mark.e2e
 
 ROLES_DIR = REPO / "playbooks" / "roles"
 # Roles are grouped by area: roles/<area>/<role>/tasks/main.yml.
