@@ -5,8 +5,9 @@
 - `lab-site`: every test that changes or reads the lab's one site (its VM and hub, its cluster,
   its upstream): the hub's integration modules, then the e2e tier. One worker, in this order,
   because they share one VM and one cluster; it is the longest lane, so it starts first.
-- `stacks`: the stacks' e2e modules, on a cluster of their own (tests/e2e/stacks/conftest.py),
-  except those marked `lab_site` (they need the site's hub).
+- `own-labs`: the stacks' e2e modules, on a cluster of their own (tests/e2e/stacks/conftest.py),
+  except those marked `lab_site` (they need the site's hub), and the modules marked `own_lab`
+  (they start copies of the lab's components on ports, state and names of their own).
 - everything else (unit, the other integration tests) spreads over the remaining workers.
 
 The lab site's lane is the run's critical path; on a two-core machine the other lanes would
@@ -30,20 +31,22 @@ pytest_plugins = [
 ]
 
 LAB_SITE = "lab-site"
-STACKS = "stacks"
-_ORDER = {LAB_SITE: 0, STACKS: 1, None: 2}
+OWN_LABS = "own-labs"
+_ORDER = {LAB_SITE: 0, OWN_LABS: 1, None: 2}
 OTHER_LANES_NICE = 10
 _niced: list[bool] = []
 
 
 def lane(item: pytest.Item) -> str | None:
-    """The lane (pytest-xdist group) of a test, from where it lives and its `lab_site` mark."""
+    """The lane (pytest-xdist group) of a test, from where it lives and its marks."""
     parts = item.nodeid.split("::", 1)[0].split("/")
     if parts[:3] == ["tests", "integration", "auxvm"]:
         return LAB_SITE
     if parts[:2] == ["tests", "e2e"]:
+        if item.get_closest_marker("own_lab") is not None:
+            return OWN_LABS
         if parts[2:3] == ["stacks"] and item.get_closest_marker("lab_site") is None:
-            return STACKS
+            return OWN_LABS
         return LAB_SITE
     return None
 
@@ -51,7 +54,7 @@ def lane(item: pytest.Item) -> str | None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Put each test in its lane (before pytest-xdist reads the groups) and the lanes in order:
-    the lab site's first (integration, then e2e), the stacks' next, the rest last."""
+    the lab site's first (integration, then e2e), the own labs' next, the rest last."""
     lanes = {id(item): lane(item) for item in items}
     for item in items:
         name = lanes[id(item)]

@@ -131,11 +131,11 @@ def test_lab_bundle_loads_into_empty_hub_services(
 
 
 def test_lab_bundle_loads_into_the_vm_hub(
-    tmp_path: Path, lab_bundle: LabBundle, provisioned_hub: Hub
+    tmp_path: Path, lab_bundle: LabBundle, session_hub: Hub
 ) -> None:
     """Into the VM's registry, ChartMuseum and DevPI, with the site CA and the generated
     password from the state folder (`--inventory`); the VM is reached by its address."""
-    hub = provisioned_hub
+    hub = session_hub
     inventory = REPO / "inventories" / "lab.yml"
     run = [
         *CLI, "--log-dir", str(tmp_path / "logs"), "airgap-load", str(lab_bundle.path),

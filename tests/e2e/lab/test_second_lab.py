@@ -1,7 +1,9 @@
 """Second, throwaway labs started and stopped from nothing beside the session's lab.
 
 Each runs a copy of lab/ whose ports and names are moved off the session lab's, with its own
-state folder, so the lab other tests use is left alone.
+state folder, so the lab other tests use is left alone; they run beside the lab site's tests
+(`own_lab`, tests/conftest.py), on ports of their own (+6000: the lab site's lane starts copies
+on +10000, the stacks' cluster is on +4000).
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from kubernetes import client, config
 from tests.e2e.lab.labcopy import alive, component, copy_lab
 from tests.fixtures.lab import Lab, read_env_file, read_versions
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.own_lab]
 
-PORT_SHIFT = 10000
+PORT_SHIFT = 6000
 KUBE_DAEMONS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 
 

@@ -9,17 +9,12 @@ The e2e modules that come after it in the lane find this hub and keep it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
-from tests.fixtures.auxvm import Hub, LabVm, provision_hub
+from tests.fixtures.auxvm import Hub
 
 
-@pytest.fixture(scope="session")
-def provisioned_hub(
-    lab_vm: LabVm, hub_sources: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Hub]:
-    """One provisioned hub for every module of tests/integration/auxvm."""
-    with provision_hub(lab_vm, hub_sources, tmp_path_factory) as hub:
-        yield hub
+@pytest.fixture
+def provisioned_hub(session_hub: Hub) -> Hub:
+    """One provisioned hub for every module of tests/integration/auxvm (the session's)."""
+    return session_hub
