@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import traceback
 
 MASK = "***"
 _MIN_LEN = 4  # shorter values would mask ordinary words; such secrets are refused elsewhere
@@ -53,6 +54,32 @@ class RedactingFilter(logging.Filter):
         masked = self._redactor.redact(message)
         if masked != message:
             record.msg, record.args = masked, None
+        # A formatter formats the traceback only after the filters ran, and caches it in
+        # exc_text: format it here, masked, so whatever formatter the handler has writes that.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = _PLAIN.formatException(record.exc_info)
         if record.exc_text:
             record.exc_text = self._redactor.redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self._redactor.redact(record.stack_info)
         return True
+
+
+_PLAIN = logging.Formatter()
+
+
+class RedactingFormatter(logging.Formatter):
+    """A formatter whose whole output (message, traceback, stack) has registered secrets masked:
+    the last word, whatever a filter or a record's arguments missed."""
+
+    def __init__(self, fmt: str | None = None, redactor: Redactor = REDACTOR) -> None:
+        super().__init__(fmt)
+        self._redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._redactor.redact(super().format(record))
+
+
+def redacted_traceback(exc: BaseException, redactor: Redactor = REDACTOR) -> str:
+    """`exc`'s traceback as Python prints it, with registered secrets masked."""
+    return redactor.redact("".join(traceback.format_exception(exc)))

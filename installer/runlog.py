@@ -13,7 +13,7 @@ from pathlib import Path
 
 from installer import __version__
 from installer.errors import EnvironmentProblem
-from installer.redact import RedactingFilter
+from installer.redact import RedactingFilter, RedactingFormatter
 
 DEFAULT_LOG_DIR = Path(".installer") / "runs"
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -51,12 +51,12 @@ def start_run(command: str, log_dir: Path, *, debug: bool = False) -> Run:
         logger.removeHandler(handler)
         handler.close()
     file_handler = logging.FileHandler(run.log_file, encoding="utf-8")
-    file_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    file_handler.setFormatter(RedactingFormatter(LOG_FORMAT))
     file_handler.addFilter(RedactingFilter())
     logger.addHandler(file_handler)
     if debug:
         stream = logging.StreamHandler()
-        stream.setFormatter(logging.Formatter(LOG_FORMAT))
+        stream.setFormatter(RedactingFormatter(LOG_FORMAT))
         stream.addFilter(RedactingFilter())
         logger.addHandler(stream)
     logger.propagate = False

@@ -18,6 +18,7 @@ from installer import __version__
 from installer.cli.render import emit_json, is_json, render_error, render_unexpected
 from installer.cli.state import STATE, OutputFormat
 from installer.errors import ExitCode, InstallerError
+from installer.redact import redacted_traceback
 
 # Registration in one place: command name -> `module:attribute` (a function for a command, a
 # Typer for a group). A command's module, and the engines it pulls in (Pulumi, Ansible, the
@@ -163,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         logging.getLogger("installer").exception("unexpected error")
         if STATE.debug:
-            raise
+            # Python's own print of an uncaught exception would show secrets in its frames'
+            # messages; this one is masked like the log.
+            sys.stderr.write(redacted_traceback(exc))
+            return int(ExitCode.FAILED)
         render_unexpected(exc)
         return int(ExitCode.FAILED)
     return int(result or 0)

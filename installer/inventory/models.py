@@ -175,7 +175,13 @@ class ServiceEndpoint(Model):
 
     port: int = Field(ge=1, le=65535, description="TCP port the service listens on (TLS).")
     data_path: str = Field(
-        pattern=r"^/", description="Absolute path on the VM for the service's persistent data."
+        pattern=r"^/",
+        description=(
+            "Absolute path on the VM for the service's persistent data, in plain form (no . or"
+            " ..): a folder of its own, not a system folder (/, /var/lib, /home, ...), not inside"
+            " /etc, /usr, /tmp or the hub's /opt/onprem-hub, and neither the same as another"
+            " service's nor inside it. The hub owns it and `destroy --purge` deletes it."
+        ),
     )
 
 

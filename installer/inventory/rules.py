@@ -6,6 +6,7 @@ relative to the model being validated; the loader prefixes them and finds the fi
 
 from __future__ import annotations
 
+import posixpath
 from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
@@ -95,8 +96,44 @@ def check_tls(tls: TlsSettings) -> None:
     _raise(out)
 
 
+SYSTEM_FOLDERS = frozenset(
+    {"/", "/home", "/root", "/opt", "/srv", "/mnt", "/media", "/var", "/var/lib", "/var/log",
+     "/var/cache", "/var/spool", "/var/mail", "/var/backups", "/var/opt", "/var/local",
+     "/usr/local"}
+)  # fmt: skip
+"""Folders of the VM's system that a data path must not be, nor contain (the hub takes its data
+paths over, owner and mode, and `destroy --purge` deletes them)."""
+
+NO_DATA_UNDER = (
+    "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc", "/run",
+    "/sbin", "/sys", "/tmp", "/usr", "/var/tmp",  # noqa: S108 (refused here, never used)
+    "/opt/onprem-hub", "/var/run", "/var/lock",
+)  # fmt: skip
+"""Trees that hold the system, its runtime or temporary files, or the hub's own programs: no data
+path inside them."""
+
+
+def data_path_problem(path: str) -> str | None:
+    """Why `path` cannot be a service's data path on the VM, or None."""
+    if path != "/" and (path.endswith("/") or "//" in path):
+        return f"data path {path} is not in its plain form (no trailing or double slash)"
+    if posixpath.normpath(path) != path or any(part in (".", "..") for part in path.split("/")):
+        return f"data path {path} has . or .. in it; give the folder's plain absolute path"
+    if path in SYSTEM_FOLDERS:
+        return (
+            f"data path {path} is a system folder; give the service a folder of its own, such as"
+            f" {path.rstrip('/')}/onprem-hub/<service>"
+        )
+    for tree in NO_DATA_UNDER:
+        if path == tree or path.startswith(tree + "/"):
+            return f"data path {path} is inside {tree}, which is not for service data"
+    return None
+
+
 def check_vm_ports(vm: AuxVm) -> None:
-    """Each service on the VM needs its own port and its own data path."""
+    """Each service on the VM needs its own port and its own data path: not a system folder,
+    and neither the same as another service's nor inside it (a purge of one would take the
+    other)."""
     used: dict[int, str] = {vm.ssh.port: "ssh"}
     paths: dict[str, str] = {}
     out: list[Violation] = []
@@ -110,14 +147,19 @@ def check_vm_ports(vm: AuxVm) -> None:
                 )
             )
         used.setdefault(endpoint.port, name)
-        path = endpoint.data_path.rstrip("/")
-        if path in paths:
-            out.append(
-                (
-                    ("services", name, "data_path"),
-                    f"data path {endpoint.data_path} is already used by {paths[path]}",
+        where = ("services", name, "data_path")
+        problem = data_path_problem(endpoint.data_path)
+        if problem is not None:
+            out.append((where, problem))
+            continue
+        path = endpoint.data_path
+        for other, owner in paths.items():
+            if path == other:
+                out.append((where, f"data path {path} is already used by {owner}"))
+            elif path.startswith(other + "/") or other.startswith(path + "/"):
+                out.append(
+                    (where, f"data path {path} and {owner}'s {other} are inside one another")
                 )
-            )
         paths.setdefault(path, name)
     if vm.dns.enabled and vm.dns.port in used:
         out.append((("dns", "port"), f"port {vm.dns.port} is already used by {used[vm.dns.port]}"))

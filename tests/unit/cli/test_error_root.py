@@ -21,6 +21,7 @@ import sys
 from installer.cli.app import app, main
 from installer.cli.state import begin
 from installer.errors import BadInputError, EnvironmentProblem, FailedError
+from installer.redact import REDACTOR
 
 KINDS = {"failed": FailedError, "bad-input": BadInputError, "environment": EnvironmentProblem}
 
@@ -29,6 +30,13 @@ def _raise(kind: str) -> None:
     begin("raise", None)
     if kind == "unexpected":
         raise ZeroDivisionError("the code did not anticipate this")
+    if kind == "secret":
+        # A secret the installer registered, then met again in a library's exception.
+        REDACTOR.register("hunter2-the-hub-password")
+        try:
+            raise ConnectionError("login refused for hunter2-the-hub-password")
+        except ConnectionError as inner:
+            raise RuntimeError("push failed: hunter2-the-hub-password") from inner
     raise KINDS[kind](f"{kind} happened", remedy=f"fix the {kind}")
 
 sys.exit(main(sys.argv[1:]))
@@ -111,6 +119,21 @@ def test_debug_shows_the_traceback_and_logs_to_stderr(tmp_path: Path) -> None:
     assert "Traceback" in proc.stderr
     assert "ZeroDivisionError: the code did not anticipate this" in proc.stderr
     assert "INFO    installer: installer " in proc.stderr  # the log, mirrored to stderr
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["log", "debug"])
+def test_secrets_never_reach_a_traceback(tmp_path: Path, debug: bool) -> None:
+    """The log's traceback and --debug's printed one both have registered secrets masked (the
+    chained cause included)."""
+    proc = probe(*(["--debug"] if debug else []), "raise", "secret", log_dir=tmp_path)
+    assert proc.returncode == 1
+    log = _log(tmp_path)
+    for text in (log, proc.stderr, proc.stdout):
+        assert "hunter2" not in text
+    assert "RuntimeError: push failed: ***" in log
+    assert "ConnectionError: login refused for ***" in log
+    if debug:
+        assert "Traceback" in proc.stderr and "RuntimeError: push failed: ***" in proc.stderr
 
 
 def test_debug_does_not_turn_user_errors_into_tracebacks(tmp_path: Path) -> None:

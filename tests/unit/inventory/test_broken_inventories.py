@@ -344,6 +344,49 @@ CASES = [
         "already used by registry",
     ),
     Broken(
+        "data-path-system-folder",
+        "    known_hosts: known_hosts",
+        "    known_hosts: known_hosts\n  services:\n"
+        "    registry: {port: 5000, data_path: /var/lib}",
+        12,
+        "aux_vm.services.registry.data_path",
+        "data path /var/lib is a system folder",
+    ),
+    Broken(
+        "data-path-root",
+        "    known_hosts: known_hosts",
+        "    known_hosts: known_hosts\n  services:\n    chartmuseum: {port: 8080, data_path: /}",
+        12,
+        "aux_vm.services.chartmuseum.data_path",
+        "data path / is a system folder",
+    ),
+    Broken(
+        "data-path-in-etc",
+        "    known_hosts: known_hosts",
+        "    known_hosts: known_hosts\n  services:\n    devpi: {port: 3141, data_path: /etc/ssh}",
+        12,
+        "aux_vm.services.devpi.data_path",
+        "data path /etc/ssh is inside /etc",
+    ),
+    Broken(
+        "data-path-dot-dot",
+        "    known_hosts: known_hosts",
+        "    known_hosts: known_hosts\n  services:\n"
+        "    devpi: {port: 3141, data_path: /srv/hub/../../etc}",
+        12,
+        "aux_vm.services.devpi.data_path",
+        "has . or .. in it",
+    ),
+    Broken(
+        "data-path-nested",
+        "    known_hosts: known_hosts",
+        "    known_hosts: known_hosts\n  services:\n"
+        "    devpi: {port: 3141, data_path: /var/lib/onprem-hub/registry/devpi}",
+        12,
+        "aux_vm.services.devpi.data_path",
+        "inside one another",
+    ),
+    Broken(
         "tls-provided-without-key",
         "    known_hosts: known_hosts",
         "    known_hosts: known_hosts\n  tls: {ca: provided, ca_cert: ca.pem}",
