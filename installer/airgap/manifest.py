@@ -16,7 +16,7 @@ from typing import Literal
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from installer.errors import BadInputError
 
@@ -59,6 +59,27 @@ class BundleItem(_Model):
     @classmethod
     def _safe(cls, value: str) -> str:
         return check_member_path(value)
+
+    @model_validator(mode="after")
+    def _name_fits(self) -> BundleItem:
+        check_item_name(self)
+        return self
+
+
+def check_item_name(item: BundleItem) -> None:
+    """An item's name is as strict as its path: a blob is named after its own sha256, and every
+    other name (a binary's is the file installed, a chart's and a wheel's go into URLs) is one
+    plain path part; its version likewise. Raises BadInputError naming the member."""
+    if item.kind == "blob":
+        if item.name != f"sha256:{item.sha256}":
+            raise BadInputError(
+                f"bundle: blob {item.path} is named {item.name!r}, not after its sha256"
+                f" ({item.sha256})"
+            )
+        return
+    for what, value in (("name", item.name), ("version", item.version)):
+        if (value or what == "name") and (value in (".", "..") or not _SAFE_PART.match(value)):
+            raise BadInputError(f"bundle: {item.kind} {item.path} has an unsafe {what} {value!r}")
 
 
 class BundleImage(_Model):

@@ -47,7 +47,7 @@ def _stage(tmp_path: Path, files: dict[str, bytes]) -> tuple[Path, BundleManifes
         items.append(
             BundleItem(
                 kind="wheel",
-                name=rel,
+                name=rel.rsplit("/", 1)[-1],
                 path=rel,
                 size=len(data),
                 sha256=hashlib.sha256(data).hexdigest(),

@@ -36,7 +36,8 @@ LOCAL = {"charts/c-1.tgz": b"chart" * 3000, "oci/index.json": b'{"schemaVersion"
 
 def _item(path: str, data: bytes, kind: str = "blob") -> BundleItem:
     digest = hashlib.sha256(data).hexdigest()
-    return BundleItem(kind=kind, name=f"sha256:{digest}", path=path, size=len(data), sha256=digest)
+    name = f"sha256:{digest}" if kind == "blob" else path.rsplit("/", 1)[-1]
+    return BundleItem(kind=kind, name=name, path=path, size=len(data), sha256=digest)
 
 
 RAW = {

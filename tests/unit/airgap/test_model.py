@@ -34,6 +34,40 @@ def test_plain_paths_pass(path: str) -> None:
     assert check_member_path(path) == path
 
 
+@pytest.mark.parametrize(
+    ("kind", "name", "version", "reason"),
+    [
+        ("binary", "../../x", "", "unsafe name '../../x'"),
+        ("binary", "/x", "", "unsafe name '/x'"),
+        ("binary", "bin/x", "", "unsafe name 'bin/x'"),
+        ("binary", "..", "", "unsafe name '..'"),
+        ("wheel", "x", "1/../../2", "unsafe version"),
+        ("chart", "-rf", "1.0", "unsafe name '-rf'"),
+        ("blob", "sha256:" + "1" * 64, "", "not after its sha256"),
+        ("blob", "../x", "", "not after its sha256"),
+    ],
+)
+def test_names_are_checked_as_strictly_as_paths(
+    kind: str, name: str, version: str, reason: str
+) -> None:
+    item = {"kind": kind, "name": name, "version": version, "path": "bin/x", "size": 1,
+            "sha256": "0" * 64}  # fmt: skip
+    data = json.loads(_manifest())
+    data["items"] = [item]
+    with pytest.raises(BadInputError, match=r"bundle: .*bin/x") as refused:
+        parse_manifest(json.dumps(data).encode())
+    assert reason in refused.value.message
+
+
+def test_a_blob_named_after_its_sha256_passes() -> None:
+    data = json.loads(_manifest())
+    digest = "0" * 64
+    blob = {"kind": "blob", "name": f"sha256:{digest}", "version": "",
+            "path": f"oci/blobs/sha256/{digest}", "size": 1, "sha256": digest}  # fmt: skip
+    data["items"] = [blob]
+    assert parse_manifest(json.dumps(data).encode()).items[0].name == "sha256:" + "0" * 64
+
+
 def _manifest() -> bytes:
     item = BundleItem(kind="wheel", name="x", path="wheels/x.whl", size=1, sha256="0" * 64)
     return new_manifest(source={}, platform_version="1", images=[], items=[item]).to_bytes()
