@@ -429,6 +429,11 @@ class Keycloak(Model):
         " Keycloak's (required when external); for in-cluster, where the deployed one answers"
         " from the installer's machine (default `https://keycloak.<cluster domain>`).",
     )
+    allow_insecure_http: bool = Field(
+        default=False,
+        description="Accept an `http://` url (a development site only): the admin password and"
+        " tokens then cross the network in clear. Refused otherwise.",
+    )
     ca_cert: FilePath | None = Field(
         default=None,
         description="CA bundle (PEM) that signed an external Keycloak's certificate, when it is"

@@ -230,8 +230,17 @@ def check_identity_provider(idp: IdentityProvider) -> None:
 
 
 def check_keycloak(kc: Keycloak) -> None:
-    """External Keycloak needs its URL and admin password (in-cluster may name its URL)."""
+    """External Keycloak needs its URL and admin password (in-cluster may name its URL); the
+    admin API is reached over https unless http is allowed in so many words."""
     out: list[Violation] = []
+    if kc.url is not None and kc.url.startswith("http://") and not kc.allow_insecure_http:
+        out.append(
+            (
+                ("url",),
+                f"{kc.url} would send the Keycloak admin password in clear; use https://"
+                " (or, on a development site only, set allow_insecure_http: true)",
+            )
+        )
     if kc.mode == "external":
         if kc.url is None:
             out.append((("url",), "mode: external needs the url of the existing Keycloak"))

@@ -246,6 +246,15 @@ CASES = [
         "needs at least one raw disk",
     ),
     Broken(
+        "keycloak-over-http",
+        "    storage: {engine: localpv-hostpath}",
+        "    storage: {engine: localpv-hostpath}\n"
+        "    keycloak: {mode: external, url: 'http://kc.example', admin_password: env:KC}",
+        29,
+        "clusters[0].keycloak.url",
+        "would send the Keycloak admin password in clear",
+    ),
+    Broken(
         "external-keycloak-no-url",
         "    storage: {engine: localpv-hostpath}",
         "    storage: {engine: localpv-hostpath}\n"
@@ -519,6 +528,20 @@ def test_loader_names_file_line_and_field(tmp_path: Path, case: Broken) -> None:
     assert problem.file == str(path)
     assert problem.line == case.line, str(problem)
     assert problem.column >= 1
+
+
+def test_keycloak_over_http_only_when_allowed_in_so_many_words(tmp_path: Path) -> None:
+    path = tmp_path / "http.yml"
+    path.write_text(
+        BASE.read_text(encoding="utf-8").replace(
+            "    storage: {engine: localpv-hostpath}",
+            "    storage: {engine: localpv-hostpath}\n    keycloak: {mode: external,"
+            " url: 'http://kc.example', allow_insecure_http: true, admin_password: env:KC}",
+            1,
+        ),
+        encoding="utf-8",
+    )
+    assert str(load_inventory(path).clusters[0].keycloak.url) == "http://kc.example"
 
 
 def test_duplicate_cluster_names(tmp_path: Path) -> None:
