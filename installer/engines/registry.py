@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import email.utils
 import hashlib
 import logging
 import re
@@ -25,6 +26,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -55,6 +57,33 @@ class RegistryError(FailedError):
 
 class TransientError(Exception):
     """A failure worth retrying (5xx, reset, timeout); never leaves the module."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        """Seconds the server asked the client to wait (`Retry-After` on 429 and 503)."""
+
+
+MAX_RETRY_AFTER_S = 60.0
+"""The longest wait a `Retry-After` gets; a server asking for more gets this much per try."""
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """The wait a 429 or 503 asks for, in seconds (a number or an HTTP date), capped."""
+    value = response.headers.get("Retry-After", "").strip()
+    if response.status_code not in (429, 503) or not value:
+        return None
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
 
 
 class _StreamSpent(Exception):
@@ -307,11 +336,17 @@ class RegistryClient:
         ]
         query += [("scope", part) for part in scope.split(" ") if part]
         ep = self.endpoint
-        auth = (
-            httpx.BasicAuth(ep.username, ep.password.get_secret_value())
-            if ep.username and ep.password
-            else None
-        )
+        auth = None
+        if ep.username and ep.password:
+            if self._realm_gets_credentials(realm):
+                auth = httpx.BasicAuth(ep.username, ep.password.get_secret_value())
+            else:
+                log.warning(
+                    "%s: the token service %s is not this registry's host over https;"
+                    " asking it without the registry's credentials",
+                    ep.host,
+                    httpx.URL(realm).copy_with(query=None),
+                )
         response = self._http.get(realm, params=query, auth=auth)
         if response.status_code == 401:
             raise EnvironmentProblem(
@@ -328,6 +363,15 @@ class RegistryClient:
             raise RegistryError(f"{ep.host}: token service answered without a token")
         with self._lock:
             self._tokens[scope] = token
+
+    def _realm_gets_credentials(self, realm: str) -> bool:
+        """Whether the registry's login may go to this token realm: only over https, and only
+        to the registry's own host (a challenge can name any URL)."""
+        try:
+            url = httpx.URL(realm)
+        except httpx.InvalidURL:
+            return False
+        return url.scheme == "https" and url.host == httpx.URL(self.endpoint.base_url).host
 
     def _on_401(self, response: httpx.Response, scope: str, sent: str) -> None:
         header = response.headers.get("WWW-Authenticate", "")
@@ -389,7 +433,9 @@ class RegistryClient:
                     continue
                 if response.status_code in _RETRY_STATUS:
                     response.close()
-                    raise TransientError(f"{method} {url}: {response.status_code}")
+                    raise TransientError(
+                        f"{method} {url}: {response.status_code}", _retry_after(response)
+                    )
                 if response.status_code not in ok:
                     response.read()
                     response.close()
@@ -405,8 +451,13 @@ class RegistryClient:
                         remedy="check that the registry is up and reachable",
                     ) from None
                 self.stats.add(retries=1)
-                log.info("retry %d after %s: %s %s", attempt, type(exc).__name__, method, url)
-                time.sleep(min(self.backoff * 2 ** (attempt - 1), 5.0))
+                asked = exc.retry_after if isinstance(exc, TransientError) else None
+                delay = asked if asked is not None else min(self.backoff * 2 ** (attempt - 1), 5.0)
+                log.info(
+                    "retry %d after %s (in %.1f s): %s %s",
+                    attempt, type(exc).__name__, delay, method, url,
+                )  # fmt: skip
+                time.sleep(delay)
 
     def _error(self, method: str, url: str, response: httpx.Response) -> InstallerErrorT:
         detail = response.text[:300].strip()
