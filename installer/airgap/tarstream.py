@@ -175,6 +175,12 @@ class _PartReader:
         os.close(self._fd)
 
 
+ZSTD_FEED = 2048
+"""Input bytes per zstd decompression call. A zstd block holds at most 128 KiB and takes at
+least 4 bytes, so one call yields at most 64 MiB whatever the frame: a bomb (gigabytes from a
+few hundred kilobytes) comes out in bounded pieces, each checked against the declared sizes."""
+
+
 class _Source:
     """Concatenated part files, decompressed frame after frame, with a cap on the output.
 
@@ -342,13 +348,17 @@ class _Source:
         return memoryview(self._obj.decompress(head + (rest or b"")))
 
     def _zstd(self) -> memoryview:
-        """What the next input of the current zstd frame decompresses to."""
+        """What the next input of the current zstd frame decompresses to: at most `ZSTD_FEED`
+        bytes of it per call, so that the output of one call is bounded (the decompressor has
+        no output limit of its own, and a block of 128 KiB can come from 4 bytes)."""
         assert self._obj is not None
         self._more("compressed frame")
-        data, self._in = self._in, memoryview(b"")
+        data, self._in = self._in[:ZSTD_FEED], self._in[ZSTD_FEED:]
         out = self._obj.decompress(data)
         if self._obj.eof:
-            self._in, self._obj = memoryview(self._obj.unused_data), None
+            unused = self._obj.unused_data
+            self._in = memoryview(unused + self._in.tobytes()) if unused else self._in
+            self._obj = None
         return memoryview(out)
 
     def _fill(self) -> bool:

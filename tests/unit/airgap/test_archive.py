@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -298,3 +300,47 @@ def test_shared_passes_hash_only_their_members(
     verify_bundle(bad, key, mine=lambda i: i.path != chart)  # not its share: not hashed
     with pytest.raises(BadInputError, match="sha256 mismatch"):
         verify_bundle(bad, key, mine=lambda i: i.path == chart)
+
+
+BOMB_CHECK = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+from pathlib import Path
+from installer.airgap.archive import verify_bundle
+from installer.airgap.manifest import load_public_key
+from installer.errors import BadInputError
+try:
+    verify_bundle(Path(sys.argv[1]), load_public_key(Path(sys.argv[2])))
+    code = 0
+except BadInputError as exc:
+    print(exc.message)
+    code = 2
+except MemoryError:
+    code = 9
+print("peak_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+sys.exit(code)
+"""
+
+
+def test_a_decompression_bomb_is_refused_in_bounded_memory(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    """A signed head, then one zstd frame of 4 GiB of zeros (about 128 KiB on disk): refused
+    with exit 2, the verifier never above 300 MB, whatever one read of the file holds."""
+    _, manifest = _stage(tmp_path, FILES)
+    path = _craft(tmp_path / "bomb.tar.zst", _signed_head(manifest, keys[0]))
+    zeros = bytes(1 << 24)
+    with (
+        path.open("ab") as out,
+        zstandard.ZstdCompressor(level=1).stream_writer(out, closefd=False) as frame,
+    ):
+        for _ in range(256):
+            frame.write(zeros)
+    assert path.stat().st_size < 1_000_000
+    proc = subprocess.run(
+        [sys.executable, "-c", BOMB_CHECK, str(path), str(keys[1])],
+        capture_output=True, text=True, check=False, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stdout + proc.stderr[-3000:]
+    peak = int(proc.stdout.split("peak_mb")[1])
+    assert peak < 300, proc.stdout
