@@ -78,7 +78,10 @@ def _components(names: list[str] | None) -> list[ComponentName]:
 
 def _engine(inv: Inventory, backend_url: str | None) -> PulumiEngine:
     return PulumiEngine(
-        state=StateDir(inv.site.state_dir), backend_url=backend_url, bin_dir=inv.site.pulumi_bin_dir
+        state=StateDir(inv.site.state_dir),
+        backend_url=backend_url,
+        bin_dir=inv.site.pulumi_bin_dir,
+        guarded=inv.site.airgapped,
     )
 
 

@@ -32,6 +32,7 @@ from ruamel.yaml import YAML
 from installer.engines import pulumi_orphans
 from installer.engines.pulumi_toolchain import offline_environment, write_language_host_launcher
 from installer.errors import EnvironmentProblem, FailedError
+from installer.overrides import env_override
 from installer.redact import REDACTOR
 from installer.stacks import StackInput, program_of
 from installer.stacks.common import ARGS_KEY
@@ -118,6 +119,9 @@ class PulumiEngine:
     backend_url: str | None = None
     bin_dir: Path | None = None
     projects_root: Path | None = None
+    guarded: bool = False
+    """The site's Pulumi comes from its signed bundle (air-gapped): the environment's CLI
+    folders are refused unless the development flag allows them (`installer.overrides`)."""
 
     # --- environment --------------------------------------------------------------------
 
@@ -129,12 +133,12 @@ class PulumiEngine:
     def _cli_dir(self) -> Path:
         # A run's explicit override, then the inventory's `site.pulumi_bin_dir` (bin_dir), then
         # the lab's folder for tests that build inventories of their own.
-        candidates: list[Path | None] = []
-        if os.environ.get("INSTALLER_PULUMI_BIN_DIR"):
-            candidates.append(Path(os.environ["INSTALLER_PULUMI_BIN_DIR"]))
-        candidates.append(self.bin_dir)
-        if os.environ.get("LAB_PULUMI_BIN_DIR"):
-            candidates.append(Path(os.environ["LAB_PULUMI_BIN_DIR"]))
+        replaces = "the Pulumi CLI the bundle loaded"
+        candidates: list[Path | None] = [
+            env_override("INSTALLER_PULUMI_BIN_DIR", guarded=self.guarded, replaces=replaces),
+            self.bin_dir,
+            env_override("LAB_PULUMI_BIN_DIR", guarded=self.guarded, replaces=replaces),
+        ]
         # Where `airgap-load` (and the airgap_load phase) installs the bundle's Pulumi binaries:
         # on an air-gapped site that is the only copy.
         candidates.append(self.state.pulumi / "bin")

@@ -13,7 +13,6 @@ After each successful run the inventory it used is written to
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from installer.engines.ansible import (
 from installer.engines.ssh import SshTarget, pinned_known_hosts_line
 from installer.errors import BadInputError, EnvironmentProblem, FailedError
 from installer.inventory import Inventory
+from installer.overrides import env_override
 from installer.phases.auxvm_tls import HubPki, ensure_pki, plan_pki, server_names
 from installer.phases.base import Change, Event, PhaseContext, PhasePlan, PhaseResult, Status
 from installer.site import cluster_names, hub_hostname
@@ -67,14 +67,20 @@ class HubSources:
     registry_binary: Path | None
 
 
-def hub_sources(bundle_root: Path | None, programs_dir: Path | None = None) -> HubSources:
+def hub_sources(
+    bundle_root: Path | None, programs_dir: Path | None = None, *, guarded: bool = False
+) -> HubSources:
     """Find the hub's programs: environment overrides, then `<bundle_root>/hub/<name>` (the
     bundle's extracted hub items, see `installer.airgap.hubprograms`), then the inventory's
-    `aux_vm.programs_dir` (the same layout), then PATH (ChartMuseum only)."""
+    `aux_vm.programs_dir` (the same layout), then PATH (ChartMuseum only).
+
+    With `guarded` (a bundle given, or an air-gapped site) an override is refused unless the
+    development flag allows it (`installer.overrides`)."""
 
     def pick(env: str, in_bundle: str, on_path: str | None) -> Path | None:
-        if os.environ.get(env):
-            return Path(os.environ[env])
+        given = env_override(env, guarded=guarded, replaces="the signed bundle's hub program")
+        if given is not None:
+            return given
         if bundle_root is not None and (bundle_root / HUB_DIR / in_bundle).exists():
             return bundle_root / HUB_DIR / in_bundle
         if programs_dir is not None and (programs_dir / in_bundle).exists():
@@ -107,7 +113,8 @@ def bundle_hub_root(ctx: PhaseContext) -> Path | None:
 
 def site_hub_sources(ctx: PhaseContext) -> HubSources:
     """The hub's programs for this run; an air-gapped site without them is refused (exit 2)."""
-    sources = hub_sources(bundle_hub_root(ctx), ctx.inventory.aux_vm.programs_dir)
+    guarded = ctx.bundle is not None or ctx.inventory.site.airgapped
+    sources = hub_sources(bundle_hub_root(ctx), ctx.inventory.aux_vm.programs_dir, guarded=guarded)
     if not ctx.inventory.site.airgapped:
         return sources
     missing = [

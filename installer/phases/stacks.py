@@ -42,7 +42,11 @@ class StackPhase:
         self.component: ComponentName = component
 
     def _engine(self, ctx: PhaseContext) -> PulumiEngine:
-        return PulumiEngine(state=ctx.state, bin_dir=ctx.inventory.site.pulumi_bin_dir)
+        return PulumiEngine(
+            state=ctx.state,
+            bin_dir=ctx.inventory.site.pulumi_bin_dir,
+            guarded=ctx.inventory.site.airgapped,
+        )
 
     def _sink(self, ctx: PhaseContext) -> Any:
         def forward(event: StackEvent) -> None:

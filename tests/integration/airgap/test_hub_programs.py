@@ -158,11 +158,17 @@ def test_the_auxvm_phase_takes_the_programs_from_the_bundle(
     assert sources.registry_binary is None  # optional: the VM's package then
 
 
-def test_environment_overrides_win_over_the_bundle(
+def test_environment_overrides_beat_the_bundle_only_with_the_development_flag(
     tmp_path: Path, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bundle, pub = _build(tmp_path, upstream, _hub_folder(tmp_path))
+    monkeypatch.delenv("INSTALLER_ALLOW_DEV_OVERRIDES", raising=False)
     monkeypatch.setenv(ENV_CHARTMUSEUM, "/opt/dev/chartmuseum")
+    with pytest.raises(BadInputError) as refused:
+        site_hub_sources(_context(tmp_path / "site", bundle, pub))
+    assert int(refused.value.exit_code) == 2
+    assert "would replace the signed bundle's hub program" in str(refused.value)
+    monkeypatch.setenv("INSTALLER_ALLOW_DEV_OVERRIDES", "1")
     sources = site_hub_sources(_context(tmp_path / "site", bundle, pub))
     assert sources.chartmuseum_binary == Path("/opt/dev/chartmuseum")
     assert (

@@ -13,9 +13,10 @@ import pytest
 from cryptography import x509
 
 from installer.engines.ansible import PlaybookResult, TaskOutcome
-from installer.errors import EnvironmentProblem, ExitCode, FailedError
+from installer.errors import BadInputError, EnvironmentProblem, ExitCode, FailedError
 from installer.inventory import load_inventory
 from installer.inventory.models import TlsSettings
+from installer.overrides import DEV_OVERRIDES
 from installer.phases.auxvm import (
     ENV_CHARTMUSEUM,
     ENV_DEVPI_WHEELS,
@@ -218,6 +219,29 @@ def test_program_sources_env_then_bundle_then_nothing(
     assert found.registry_binary is None
     monkeypatch.setenv(ENV_CHARTMUSEUM, "/opt/cm")
     assert hub_sources(bundle).chartmuseum_binary == Path("/opt/cm")
+
+
+def test_an_override_of_a_bundles_program_needs_the_development_flag(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Where the programs come from a signed bundle (guarded), a variable does not replace one
+    quietly: refused (exit 2) without INSTALLER_ALLOW_DEV_OVERRIDES=1, a warning with it."""
+    bundle = tmp_path / "bundle"
+    (bundle / "hub").mkdir(parents=True)
+    (bundle / "hub" / "chartmuseum").write_text("")
+    monkeypatch.delenv(DEV_OVERRIDES, raising=False)
+    monkeypatch.setenv(ENV_CHARTMUSEUM, "/opt/cm")
+    with pytest.raises(BadInputError) as refused:
+        hub_sources(bundle, guarded=True)
+    assert refused.value.exit_code == ExitCode.BAD_INPUT
+    assert f"{ENV_CHARTMUSEUM}=/opt/cm would replace the signed bundle's hub program" in str(
+        refused.value
+    )
+    assert DEV_OVERRIDES in (refused.value.remedy or "")
+    monkeypatch.setenv(DEV_OVERRIDES, "1")
+    with caplog.at_level("WARNING"):
+        assert hub_sources(bundle, guarded=True).chartmuseum_binary == Path("/opt/cm")
+    assert "DEVELOPMENT OVERRIDE" in caplog.text and ENV_CHARTMUSEUM in caplog.text
 
 
 def test_hub_passwords_are_created_once_0600_and_reused(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from pydantic import SecretStr
 from ruamel.yaml import YAML
 
 from installer.engines.pulumi import PulumiEngine, ResourceChange, StackSummary, write_stack_args
-from installer.errors import EnvironmentProblem
+from installer.errors import BadInputError, EnvironmentProblem
 from installer.stacks import StackInput
 from installer.stacks.common import KubeTarget
 from installer.stacks.dns import DnsArgs, DnsRecord
@@ -102,6 +102,17 @@ def test_the_cli_loaded_from_a_bundle_into_the_state_folder_is_found(
     (given / "pulumi").write_text("#!/bin/sh\n", encoding="utf-8")
     monkeypatch.setenv("INSTALLER_PULUMI_BIN_DIR", str(given))
     assert engine._cli_dir() == given  # an explicit folder still wins
+
+    # On an air-gapped site the bundle's CLI is the one: a variable needs the development flag.
+    monkeypatch.delenv("INSTALLER_ALLOW_DEV_OVERRIDES", raising=False)
+    guarded = PulumiEngine(StateDir(tmp_path / "state"), guarded=True)
+    with pytest.raises(BadInputError, match=r"INSTALLER_PULUMI_BIN_DIR=.* would replace"):
+        guarded._cli_dir()
+    monkeypatch.setenv("INSTALLER_ALLOW_DEV_OVERRIDES", "1")
+    assert guarded._cli_dir() == given
+    monkeypatch.delenv("INSTALLER_PULUMI_BIN_DIR")
+    monkeypatch.delenv("INSTALLER_ALLOW_DEV_OVERRIDES")
+    assert guarded._cli_dir() == loaded
 
 
 def test_destroying_a_stack_never_created_needs_no_cli(
