@@ -4,6 +4,7 @@ and the errors a failed play becomes."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import shlex
 import stat
 from pathlib import Path
@@ -239,6 +240,8 @@ def test_an_override_of_a_bundles_program_needs_the_development_flag(
     )
     assert DEV_OVERRIDES in (refused.value.remedy or "")
     monkeypatch.setenv(DEV_OVERRIDES, "1")
+    # A run's log set-up (runlog) stops the installer's records at its own logger.
+    monkeypatch.setattr(logging.getLogger("installer"), "propagate", True)
     with caplog.at_level("WARNING"):
         assert hub_sources(bundle, guarded=True).chartmuseum_binary == Path("/opt/cm")
     assert "DEVELOPMENT OVERRIDE" in caplog.text and ENV_CHARTMUSEUM in caplog.text
