@@ -213,7 +213,8 @@ def test_no_sudo_is_an_environment_problem(
 @pytest.fixture
 def small_disk(provisioned_hub: Hub) -> Iterator[str]:
     """A 16 MiB file system mounted on the VM (through the VM's own mount namespace)."""
-    mount = f"/var/tmp/onprem-hub-small-{uuid.uuid4().hex[:8]}"
+    # Under /mnt: an inventory refuses data paths in /tmp and /var/tmp (cleared on reboot).
+    mount = f"/mnt/onprem-hub-small-{uuid.uuid4().hex[:8]}"
     made = _on_vm(provisioned_hub, ["sudo", "-n", "mkdir", "-p", mount])
     assert made.rc == 0, made.stderr
     mounted = _on_vm(
