@@ -175,9 +175,9 @@ class _PartReader:
         os.close(self._fd)
 
 
-ZSTD_FEED = 2048
+ZSTD_FEED = 1024
 """Input bytes per zstd decompression call. A zstd block holds at most 128 KiB and takes at
-least 4 bytes, so one call yields at most 64 MiB whatever the frame: a bomb (gigabytes from a
+least 4 bytes, so one call yields at most 32 MiB whatever the frame: a bomb (gigabytes from a
 few hundred kilobytes) comes out in bounded pieces, each checked against the declared sizes."""
 
 
