@@ -11,7 +11,7 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.fixtures.lab import LAB_DIR, REPO
+from tests.fixtures.lab import LAB_DIR, REPO, read_versions
 
 
 def copy_lab(dest: Path, changes: Mapping[str, str]) -> Path:
@@ -25,6 +25,18 @@ def copy_lab(dest: Path, changes: Mapping[str, str]) -> Path:
         assert count == 1, f"{name} not in versions.env"
     versions.write_text(text)
     return lab_copy
+
+
+KUBE_PORT_PREFIXES = ("LAB_KUBE_", "LAB_ETCD_", "LAB_KWOK_")
+
+
+def shifted_ports(shift: int, prefixes: tuple[str, ...] = KUBE_PORT_PREFIXES) -> dict[str, str]:
+    """`versions.env` changes that move the ports of the named components by `shift`."""
+    return {
+        name: str(int(value) + shift)
+        for name, value in read_versions().items()
+        if name.startswith(prefixes) and name.endswith("_PORT")
+    }
 
 
 def component(

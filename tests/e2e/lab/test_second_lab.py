@@ -19,7 +19,7 @@ import paramiko
 import pytest
 from kubernetes import client, config
 
-from tests.e2e.lab.labcopy import alive, component, copy_lab
+from tests.e2e.lab.labcopy import alive, component, copy_lab, shifted_ports
 from tests.fixtures.lab import Lab, read_env_file, read_versions
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.own_lab]
@@ -51,11 +51,7 @@ def second_lab(
     The parameter is LAB_NODES; tests choose it with indirect parametrization.
     """
     del lab  # needs the toolchain the session lab built
-    shifted = {
-        name: str(int(value) + PORT_SHIFT)
-        for name, value in read_versions().items()
-        if name.startswith(("LAB_KUBE_", "LAB_ETCD_", "LAB_KWOK_")) and name.endswith("_PORT")
-    }
+    shifted = shifted_ports(PORT_SHIFT)
     lab_copy = copy_lab(tmp_path, shifted)
     env = {"LAB_STATE": str(tmp_path / "state"), "LAB_NODES": str(request.param)}
     try:

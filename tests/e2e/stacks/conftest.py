@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
-from tests.e2e.lab.labcopy import component, copy_lab
+from tests.e2e.lab.labcopy import component, copy_lab, shifted_ports
 from tests.fixtures.lab import *  # noqa: F403
-from tests.fixtures.lab import Lab, read_env_file, read_versions
+from tests.fixtures.lab import Lab, read_env_file
 
 REALM = "e2e-stacks"
 
@@ -157,11 +157,7 @@ def stacks_cluster(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     six-node topology): its admin kubeconfig. Taken down at the end of the session."""
     del lab  # the toolchain the session lab built, and its Keycloak
     tmp = tmp_path_factory.mktemp("stacks-cluster")
-    shifted = {
-        name: str(int(value) + STACKS_PORT_SHIFT)
-        for name, value in read_versions().items()
-        if name.startswith(("LAB_KUBE_", "LAB_ETCD_", "LAB_KWOK_")) and name.endswith("_PORT")
-    }
+    shifted = shifted_ports(STACKS_PORT_SHIFT)
     lab_copy = copy_lab(tmp, shifted)
     env = {"LAB_STATE": str(tmp / "state")}
     try:
