@@ -317,7 +317,10 @@ except BadInputError as exc:
     code = 2
 except MemoryError:
     code = 9
-print("peak_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+# VmHWM, not ru_maxrss: at exec Linux folds the parent's peak (a pytest worker's, often
+# above 300 MB) into the child's ru_maxrss; VmHWM belongs to this process's own memory.
+hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+print("peak_mb", int(hwm.split()[1]) // 1024)
 sys.exit(code)
 """
 
