@@ -116,6 +116,8 @@ class PlaybookResult:
     unreachable: list[TaskOutcome]
     artifacts: Path
     check: bool = False
+    facts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per host, the facts its tasks set (`set_fact`), as the run's events carried them."""
 
     @property
     def ok(self) -> bool:
@@ -258,6 +260,7 @@ class AnsibleEngine:
             unreachable=collector.unreachable,
             artifacts=artifacts,
             check=run.check,
+            facts=collector.facts,
         )
         _redact_tree(artifacts)
         log.info(
@@ -343,6 +346,7 @@ class _Collector:
         self.changed: list[TaskOutcome] = []
         self.failures: list[TaskOutcome] = []
         self.unreachable: list[TaskOutcome] = []
+        self.facts: dict[str, dict[str, Any]] = {}
 
     def _emit(self, progress: Progress) -> None:
         if self._sink is not None:
@@ -362,6 +366,9 @@ class _Collector:
             elif kind == "playbook_on_task_start":
                 self._emit(Progress("task", task, role=role))
             elif kind == "runner_on_ok":
+                facts = res.get("ansible_facts")
+                if isinstance(facts, dict):
+                    self.facts.setdefault(host, {}).update(facts)
                 # no_log results are censored to one key; the display line still says changed.
                 censored_change = "censored" in res and str(event.get("stdout", "")).startswith(
                     "changed"

@@ -200,18 +200,30 @@ def _through(jump: paramiko.SSHClient, via: SshTarget, target: SshTarget) -> par
 
 
 def run_command(
-    target: SshTarget, argv: list[str], *, via: SshTarget | None = None
+    target: SshTarget,
+    argv: list[str],
+    *,
+    via: SshTarget | None = None,
+    stdin: bytes | None = None,
+    timeout_s: float | None = None,
 ) -> CommandResult:
     """Run `argv` on the host (quoted by the remote shell rules) with strict host keys.
 
     `via`: a jump host (logged in to with its own pin) through which `target` is reached.
+    `stdin`: bytes written to the command's input, which is closed after them.
+    `timeout_s`: how long a read of the command's output may wait (default: six times the
+    target's connect timeout).
     """
     jump = _login(via) if via is not None else None
     try:
         sock = _through(jump, via, target) if jump is not None and via is not None else None
         client = _login(target, sock)
         try:
-            _, stdout, stderr = client.exec_command(shlex.join(argv), timeout=target.timeout_s * 6)
+            wait = timeout_s if timeout_s is not None else target.timeout_s * 6
+            given, stdout, stderr = client.exec_command(shlex.join(argv), timeout=wait)
+            if stdin is not None:
+                given.write(stdin)
+            given.channel.shutdown_write()
             out = stdout.read().decode("utf-8", "replace")
             err = stderr.read().decode("utf-8", "replace")
             return CommandResult(stdout.channel.recv_exit_status(), out, err)

@@ -13,6 +13,7 @@ After each successful run the inventory it used is written to
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from dataclasses import dataclass
@@ -35,13 +36,25 @@ from installer.engines.ansible import (
     inventory_document,
 )
 from installer.engines.ssh import SshTarget, pinned_known_hosts_line
-from installer.errors import BadInputError, EnvironmentProblem, FailedError
+from installer.errors import BadInputError, EnvironmentProblem, FailedError, InstallerError
 from installer.inventory import Inventory
 from installer.overrides import env_override
+from installer.phases.auxvm_probe import (
+    ProbeRecord,
+    ProbeSpec,
+    forget,
+    inputs_digest,
+    load_record,
+    probe_error,
+    read_vm,
+    save_record,
+)
 from installer.phases.auxvm_tls import HubPki, ensure_pki, plan_pki, server_names
 from installer.phases.base import Change, Event, PhaseContext, PhasePlan, PhaseResult, Status
 from installer.site import cluster_names, hub_hostname
 from installer.state import HUB_USER, StateDir
+
+log = logging.getLogger("installer.phases.auxvm")
 
 NAME = "auxvm"
 PLAYBOOK = Path(__file__).resolve().parents[2] / "playbooks" / "aux-vm.yml"
@@ -56,6 +69,19 @@ HOST = "aux-vm"
 ENV_CHARTMUSEUM = "INSTALLER_HUB_CHARTMUSEUM_BINARY"
 ENV_DEVPI_WHEELS = "INSTALLER_HUB_DEVPI_WHEELHOUSE"
 ENV_REGISTRY = "INSTALLER_HUB_REGISTRY_BINARY"
+
+# The play's variables naming controller-side files it copies or reads: their content is part of
+# the drift probe's inputs digest.
+LOCAL_FILE_VARS = (
+    "hub_password_file",
+    "hub_devpi_root_password_file",
+    "hub_tls_ca_cert_file",
+    "hub_tls_cert_file",
+    "hub_tls_key_file",
+    "hub_registry_binary_src",
+    "hub_chartmuseum_binary_src",
+    "hub_devpi_wheelhouse_src",
+)
 
 
 @dataclass(frozen=True)
@@ -218,6 +244,19 @@ def _host(inv: Inventory, known_hosts_line: str) -> AnsibleHost:
     )
 
 
+@dataclass(frozen=True)
+class Probe:
+    """What the drift probe found: `drift` is None when the VM matches the record."""
+
+    digest: str
+    drift: str | None
+
+    @property
+    def matches(self) -> bool:
+        """True when the play can be skipped."""
+        return self.drift is None
+
+
 _NO_SUDO = ("password is required", "missing sudo password", "not in the sudoers", "incorrect sudo")
 
 
@@ -311,9 +350,9 @@ class AuxVmPhase:
         host, extra = self._inputs(ctx, pki)
         return self._write_inventory(ctx.state, host, extra)
 
-    def _run(self, ctx: PhaseContext, pki: HubPki, check: bool) -> PlaybookResult:
-        host, extra = self._inputs(ctx, pki)
-
+    def _run(
+        self, ctx: PhaseContext, host: AnsibleHost, extra: dict[str, Any], check: bool
+    ) -> PlaybookResult:
         def progress(p: Progress) -> None:
             if p.kind == "task":
                 ctx.emit(Event("step", NAME, p.name, {"role": p.role}))
@@ -335,6 +374,58 @@ class AuxVmPhase:
             # What converged the VM, for operators who run the play by hand.
             self._write_inventory(ctx.state, host, extra)
         return result
+
+    def _digest(self, host: AnsibleHost, extra: dict[str, Any]) -> str:
+        pinned = {
+            "address": host.address,
+            "port": host.port,
+            "user": host.user,
+            "known_hosts_line": host.known_hosts_line,
+            "become": host.become,
+            "python": host.python,
+            "private_key_file": str(host.private_key_file or ""),
+        }
+        local = [Path(extra[k]) for k in LOCAL_FILE_VARS if extra.get(k)]
+        roots = [self._playbook.parent, self._playbook.parents[1] / "templates" / "aux-vm"]
+        return inputs_digest(extra, pinned, local, roots)
+
+    def _probe(self, ctx: PhaseContext, host: AnsibleHost, extra: dict[str, Any]) -> Probe:
+        """Compare the VM with the record of the last converging run (one SSH command)."""
+        digest = self._digest(host, extra)
+        record = load_record(ctx.state.root)
+        if record is None:
+            return Probe(digest, "no record of an earlier converging run")
+        if record.inputs != digest:
+            return Probe(digest, "the play's inputs changed since the last converging run")
+        ctx.step(NAME, "probing the VM for drift")
+        try:
+            items = read_vm(
+                _ssh_target(ctx.inventory), record.spec, become=host.become, python=host.python
+            )
+        except (InstallerError, ValueError, OSError) as exc:
+            log.warning("auxvm: drift probe failed (%s); the play runs", probe_error(exc))
+            return Probe(digest, f"the probe could not read the VM: {probe_error(exc)}")
+        drifted = record.differences(items)
+        if drifted:
+            more = f" and {len(drifted) - 8} more" if len(drifted) > 8 else ""
+            shown = ", ".join(drifted[:8]) + more
+            return Probe(digest, f"drift probe: changed since the last converging run: {shown}")
+        return Probe(digest, None)
+
+    def _record(
+        self, ctx: PhaseContext, result: PlaybookResult, host: AnsibleHost, digest: str
+    ) -> None:
+        """Read what the play manages on the VM and record it; a failure only costs the next
+        run its shortcut."""
+        try:
+            spec = ProbeSpec.from_fact(result.facts.get(HOST, {}).get("hub_probe_spec"))
+            items = read_vm(
+                _ssh_target(ctx.inventory), spec.to_json(), become=host.become, python=host.python
+            )
+        except (InstallerError, ValueError, OSError) as exc:
+            log.warning("auxvm: no drift probe record (%s); the next run plays", probe_error(exc))
+            return
+        save_record(ctx.state.root, ProbeRecord(digest, spec.to_json(), items))
 
     def _write_inventory(self, state: StateDir, host: AnsibleHost, extra: dict[str, Any]) -> Path:
         folder = state.root / "ansible"
@@ -372,7 +463,14 @@ class AuxVmPhase:
             pki, _ = ensure_pki(scratch, inv.aux_vm.tls, inv.site.name, dns, ips)
         else:
             pki, _ = ensure_pki(ctx.state, inv.aux_vm.tls, inv.site.name, dns, ips)
-        result = self._run(ctx, pki, check=True)
+        host, extra = self._inputs(ctx, pki)
+        if not plan.changes:
+            probe = self._probe(ctx, host, extra)
+            if probe.matches:
+                plan.notes.append(_MATCHED)
+                return plan
+            plan.notes.append(f"{probe.drift}: the play runs in check mode")
+        result = self._run(ctx, host, extra, check=True)
         if not result.ok:
             raise _failure_error(result, inv)
         for outcome in result.changed:
@@ -390,9 +488,23 @@ class AuxVmPhase:
             changes.append(Change("installer", "create", "certificate", "site CA"))
         if pki_plan.issue_server_cert:
             changes.append(Change("installer", "create", "certificate", "hub server"))
-        result = self._run(ctx, pki, check=False)
+        host, extra = self._inputs(ctx, pki)
+        probe = self._probe(ctx, host, extra)
+        if probe.matches and not changes:
+            return PhaseResult(
+                NAME,
+                Status.OK,
+                message=f"hub ready on {hub_hostname(inv)} ({inv.aux_vm.address}); changed=0"
+                " (drift probe: the VM is as the last converging run left it)",
+                details={"changed": 0, "probe": "matched", "ca_cert": str(pki.ca_cert)},
+            )
+        ctx.step(NAME, f"running the play: {probe.drift}")
+        # A run stopped half-way must not leave a record that could match a half-done VM.
+        forget(ctx.state.root)
+        result = self._run(ctx, host, extra, check=False)
         if not result.ok:
             raise _failure_error(result, inv)
+        self._record(ctx, result, host, probe.digest)
         changes += [Change("vm", "update", "task", o.task, o.role) for o in result.changed]
         return PhaseResult(
             NAME,
@@ -405,6 +517,7 @@ class AuxVmPhase:
                 "hosts": {h: s.__dict__ for h, s in result.hosts.items()},
                 "artifacts": str(result.artifacts),
                 "ca_cert": str(pki.ca_cert),
+                "probe": "recorded" if load_record(ctx.state.root) else "none",
             },
         )
 
@@ -430,6 +543,7 @@ class AuxVmPhase:
         if not purge:
             return PhaseResult(NAME, Status.OK, message=_KEPT)
         inv = ctx.inventory
+        forget(ctx.state.root)
         ctx.step(NAME, f"checking the host key of {inv.aux_vm.address}")
         host = _host(inv, pinned_known_hosts_line(_ssh_target(inv)))
         run = PlaybookRun(
@@ -451,6 +565,10 @@ class AuxVmPhase:
         )
 
 
+_MATCHED = (
+    "drift probe: the VM is as the last converging run left it (one SSH command); the play did"
+    " not run"
+)
 _KEPT = "the hub stays on the VM with its images, charts and wheels (--purge removes it)"
 
 

@@ -299,13 +299,23 @@ def test_ansible_only_operators_use_the_generated_inventory(
     assert "remedy: grow that file system" in full.stdout
 
 
+SUPERVISORCTL = ["sudo", "-n", "supervisorctl", "-c", "/etc/onprem-hub/supervisord.conf"]
+
+
 def test_plan_shows_drift_and_apply_heals_it(provisioned_hub: Hub, tmp_path: Path) -> None:
-    # A plan of the converged hub shows nothing (test_hub's second run, and the connected e2e
-    # site's `plan --expect-no-changes`); here, one file edited by hand on the VM.
+    """Drift of each kind the probe reads: a file edited, a program stopped, a data folder given
+    to another owner. The probe sees each, the check-mode play names the tasks, the play heals,
+    and the next plan is the probe's alone (the play does not run)."""
     hub = provisioned_hub
     drifted = "/etc/onprem-hub/dns/dnsmasq.conf"
-    edit = _on_vm(hub, ["sudo", "-n", "sed", "-i", "$ a address=/drift.example/10.9.9.9", drifted])
-    assert edit.rc == 0, edit.stderr
+    charts = "/var/lib/onprem-hub/charts"
+    for argv in (
+        ["sudo", "-n", "sed", "-i", "$ a address=/drift.example/10.9.9.9", drifted],
+        [*SUPERVISORCTL, "stop", "onprem-hub-chartmuseum"],
+        ["sudo", "-n", "chown", "root", charts],
+    ):
+        done = _on_vm(hub, argv)
+        assert done.rc == 0, done.stderr
     plan = run_installer(
         ["plan", "-i", str(LAB_INVENTORY), "--only", "auxvm", "-o", "json"],
         tmp_path / "drift-logs",
@@ -313,7 +323,11 @@ def test_plan_shows_drift_and_apply_heals_it(provisioned_hub: Hub, tmp_path: Pat
     )
     assert plan.rc == 0
     (auxvm,) = plan.final()["phases"]
-    assert "Write the zone configuration" in [c["name"] for c in auxvm["changes"]]
+    names = [c["name"] for c in auxvm["changes"]]
+    assert {"Write the zone configuration", "Create the chart folder"} <= set(names), names
+    notes = " ".join(auxvm["notes"])
+    for item in ("tree:/etc/onprem-hub", "program:chartmuseum", f"dir:{charts}"):
+        assert item in notes, notes
     assert "drift.example" in _on_vm(hub, ["sudo", "-n", "cat", drifted]).stdout, "plan changed"
     # `bootstrap --dry-run`: the same check-mode run, reported by bootstrap, changing nothing.
     dry = run_installer(
@@ -328,8 +342,19 @@ def test_plan_shows_drift_and_apply_heals_it(provisioned_hub: Hub, tmp_path: Pat
     assert "drift.example" in _on_vm(hub, ["sudo", "-n", "cat", drifted]).stdout, "dry run changed"
     healed = bootstrap_auxvm(LAB_INVENTORY, tmp_path / "heal-logs", hub.env)
     assert healed.rc == 0
-    assert healed.phase_changes() >= 1
+    assert healed.phase_changes() >= 3
     assert "drift.example" not in _on_vm(hub, ["sudo", "-n", "cat", drifted]).stdout
+    assert "RUNNING" in _on_vm(hub, [*SUPERVISORCTL, "status", "onprem-hub-chartmuseum"]).stdout
+    assert _on_vm(hub, ["sudo", "-n", "stat", "-c", "%U", charts]).stdout.strip() == "onprem-hub"
+    quiet = run_installer(
+        ["plan", "-i", str(LAB_INVENTORY), "--only", "auxvm", "--expect-no-changes", "-o", "json"],
+        tmp_path / "quiet-logs",
+        hub.env,
+    )
+    assert quiet.rc == 0, quiet.stdout[-2000:]
+    (auxvm,) = quiet.final()["phases"]
+    assert any("the play did not run" in n for n in auxvm["notes"]), auxvm["notes"]
+    assert not list((tmp_path / "quiet-logs").rglob("auxvm-check")), "the check-mode play ran"
 
 
 def test_matching_fingerprint_pin_is_accepted(provisioned_hub: Hub, tmp_path: Path) -> None:

@@ -310,7 +310,12 @@ def test_second_run_changes_nothing_and_keeps_secrets_out_of_logs(
     again = bootstrap_auxvm(LAB_INVENTORY, tmp_path / "logs", hub.env)
     assert again.rc == 0, again.stdout[-2000:] + again.stderr[-2000:]
     assert again.phase_changes() == 0
-    assert "changed=0" in again.final()["phases"][0]["message"]
+    message = again.final()["phases"][0]["message"]
+    # The drift probe read the VM as the first run left it: the play did not run again.
+    assert "changed=0" in message and "drift probe" in message, message
+    assert not list((tmp_path / "logs").rglob("artifacts/auxvm")), "the play ran again"
+    record = hub.state / "auxvm" / "probe.json"
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600
     # The generated passwords were re-used, not made again, and stay owner-only.
     for name, value in (
         ("hub-password", hub.password),
@@ -325,7 +330,7 @@ def test_second_run_changes_nothing_and_keeps_secrets_out_of_logs(
         for line in (hub.state / "pki" / "hub.key").read_text().splitlines()
         if not line.startswith("-----")
     ]
-    for folder in (hub.first_run.log_dir, tmp_path / "logs", hub.state / "ansible"):
+    for folder in (hub.first_run.log_dir, tmp_path / "logs", hub.state / "ansible", record.parent):
         files = [p for p in folder.rglob("*") if p.is_file()]
         assert files, folder
         for path in files:
