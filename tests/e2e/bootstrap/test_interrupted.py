@@ -31,6 +31,7 @@ import pytest
 from installer.airgap.load import site_target
 from installer.engines.pulumi import PulumiEngine
 from installer.engines.registry import RegistryClient
+from installer.engines.ssh import SshTarget, run_command
 from installer.inventory import load_inventory
 from installer.journal import Journal
 from installer.release import load_release
@@ -318,6 +319,28 @@ def _forget_mirror(site: Site, phase: str) -> None:
     (site.state.root / "airgap" / "mirror" / "inputs.sha256").unlink(missing_ok=True)
 
 
+DRIFTED = "/etc/onprem-hub/dns/dnsmasq.conf"
+
+
+def _on_hub(argv: list[str]) -> str:
+    vm = load_inventory(LAB_INVENTORY).aux_vm
+    target = SshTarget(
+        address=str(vm.address),
+        port=vm.ssh.port,
+        user=vm.ssh.user,
+        private_key=vm.ssh.private_key.resolve().get_secret_value(),
+        known_hosts=vm.ssh.known_hosts,
+    )
+    done = run_command(target, argv)
+    assert done.rc == 0, done.stderr
+    return done.stdout
+
+
+def _drift_hub(site: Site, phase: str) -> None:
+    # An edit by hand on the VM: the drift probe sees it, so the play runs (and is killed).
+    _on_hub(["sudo", "-n", "sed", "-i", "$ a # edited by hand", DRIFTED])
+
+
 def _nothing(site: Site, phase: str) -> None:
     pass
 
@@ -350,8 +373,9 @@ class Case:
 
 CASES = [
     Case("preflight", _nothing, _step("checking the site"), 0.2, None, ("nodes",)),
-    # Mid-play: the sixth task of the VM's play (packages, TLS files and services follow).
-    Case("auxvm", _nothing, _nth_step(6), 0.0, "auxvm", ("airgap_load",)),
+    # Mid-play: the sixth step of the phase, early in the play (packages, TLS files, services
+    # and the edited zone file follow).
+    Case("auxvm", _drift_hub, _nth_step(6), 0.0, "auxvm", ("airgap_load",)),
     # The pull from the upstream has moved bytes; the push has not begun.
     Case(
         "airgap_load",
@@ -409,9 +433,10 @@ def test_killed_bootstrap_resumes_and_converges(site: Site, case: Case) -> None:
             assert outcomes[name]["status"] == "done", (name, outcomes[name])
     assert outcomes[case.phase]["status"] == "ok"
     if case.phase == "auxvm":
-        # The play converged the VM before the kill; the full re-run finds nothing to change
-        # (what a check-mode plan would say, at half the cost).
-        assert outcomes["auxvm"]["changes"] == 0, outcomes["auxvm"]
+        # The killed play had not reached the edited file; the killed run left no probe record
+        # that could call the VM converged, so the re-run's play put the file back.
+        assert outcomes["auxvm"]["changes"] >= 1, outcomes["auxvm"]
+        assert "edited by hand" not in _on_hub(["sudo", "-n", "cat", DRIFTED])
     started_here = [e["phase"] for e in events if e["event"] == "phase_started"]
     assert case.phase in started_here
     assert not [e for e in events if e["event"] == "error"]
