@@ -11,6 +11,10 @@ In one run, holding the lab-site lock throughout (the lab is shared):
    (`kubectl label/taint --overwrite` of the pool's nodes, second pass), against the no-op
    `nodes` phase.
 
+Also in the no-op part: the `auxvm` phase (its drift probe: one SSH command) against the peer an
+operator would otherwise run, `ansible-playbook -i <generated inventory> playbooks/aux-vm.yml`
+on the converged hub (nothing to change either).
+
 At the end the cluster side is destroyed again and the extra nodes deleted. Prints one line per
 figure (`name: seconds` or `name: ours_s peer_s ratio`), the slowest steps of the slowest phase,
 and the load average before and after.
@@ -186,6 +190,26 @@ def kubectl_by_hand(env: dict[str, str]) -> float:
     return seconds
 
 
+def ansible_playbook_by_hand(env: dict[str, str]) -> float:
+    """The hub's play run by hand on the converged VM, with the inventory the installer wrote
+    (`<state>/ansible/aux-vm.inventory.json`): nothing changes; its seconds."""
+    inventory = LAB_STATE / "installer" / "ansible" / "aux-vm.inventory.json"
+    bin_dir = Path(sys.executable).parent
+    with tempfile.TemporaryDirectory(prefix="onprem-ssh-") as control:
+        started = time.monotonic()
+        done = subprocess.run(
+            [str(bin_dir / "ansible-playbook"), "-i", str(inventory),
+             str(REPO / "playbooks" / "aux-vm.yml")],
+            env={**env, "PATH": f"{bin_dir}{os.pathsep}{env['PATH']}",
+                 "ANSIBLE_SSH_CONTROL_PATH_DIR": control},
+            capture_output=True, text=True, timeout=900, check=False,
+        )  # fmt: skip
+        seconds = time.monotonic() - started
+    if done.returncode != 0 or "changed=0" not in done.stdout:
+        raise SystemExit(f"ansible-playbook by hand did not run clean:\n{done.stdout[-3000:]}")
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=200, help="lab size for the last figure")
@@ -217,6 +241,9 @@ def main() -> None:
             print(f"# slowest phase of the no-op run: {slowest}", file=sys.stderr)
             for secs, what in slowest_steps(events, slowest):
                 print(f"#   {secs:6.1f} s  {what}", file=sys.stderr)
+            by_hand = ansible_playbook_by_hand(env)
+            print(f"noop-auxvm-vs-ansible-playbook: {noop['auxvm']:.1f} {by_hand:.1f}"
+                  f" {noop['auxvm'] / by_hand:.3f}")  # fmt: skip
 
             if extra:
                 added = add_nodes(core, extra)

@@ -499,8 +499,6 @@ class AuxVmPhase:
                 details={"changed": 0, "probe": "matched", "ca_cert": str(pki.ca_cert)},
             )
         ctx.step(NAME, f"running the play: {probe.drift}")
-        # A run stopped half-way must not leave a record that could match a half-done VM.
-        forget(ctx.state.root)
         result = self._run(ctx, host, extra, check=False)
         if not result.ok:
             raise _failure_error(result, inv)

@@ -13,8 +13,11 @@ recorded, nothing the play manages can have drifted and the play is skipped: the
 costs one SSH command instead of about a hundred tasks. Anything else (other inputs, a file
 edited or removed, a program stopped, a package removed, an endpoint answering otherwise, a
 record missing or unreadable) runs the play as before, and `plan` then reports exactly what the
-check-mode play would change. The record is removed before a play runs and written only after
-it succeeded, so a killed or failed run never leaves one behind.
+check-mode play would change. The record is written only after a play succeeded. A play that
+failed or was killed leaves the last record in place: it describes the VM as it was converged,
+and the next probe compares the VM as it is with that, so whatever the stopped play changed in
+what the probe reads is drift (a service it left stopped, a half-written file, an endpoint that
+does not answer) and the play runs again. `destroy --purge` removes the record.
 
 What the probe does not read: the content of the services' data (images, charts, wheels; the
 `airgap_load` phase and `verify` look at those), DevPI users' passwords (the hub login is

@@ -265,8 +265,8 @@ def test_ansible_only_operators_use_the_generated_inventory(
     provisioned_hub: Hub, tmp_path: Path
 ) -> None:
     """`installer auxvm inventory`, then `ansible-playbook -i <that inventory>
-    playbooks/aux-vm.yml` without the installer: a real run and check mode find nothing to
-    change on the converged hub; a data path without room stops the play."""
+    playbooks/aux-vm.yml` without the installer: a real run finds nothing to change on the
+    converged hub; a data path without room stops a check-mode run."""
     written = run_installer(
         ["auxvm", "inventory", "-i", str(LAB_INVENTORY), "-o", "json"],
         tmp_path / "inventory-logs",
@@ -289,9 +289,8 @@ def test_ansible_only_operators_use_the_generated_inventory(
     real = play()
     assert real.returncode == 0, real.stdout[-3000:]
     assert "changed=0" in real.stdout and "failed=0" in real.stdout, real.stdout[-3000:]
-    check = play("--check")
-    assert check.returncode == 0, check.stdout[-3000:]
-    assert "changed=0" in check.stdout and "failed=0" in check.stdout
+    # Check mode by hand: stopped by the free-space check (the installer's own check-mode runs
+    # are its plans, tested with drift above and in the e2e sites).
     full = play("--check", "-e", "hub_registry_min_free=1125899906842624")
     assert full.returncode == 2
     assert "/var/lib/onprem-hub/registry on aux-vm has" in full.stdout
@@ -309,7 +308,7 @@ def test_plan_shows_drift_and_apply_heals_it(provisioned_hub: Hub, tmp_path: Pat
     hub = provisioned_hub
     drifted = "/etc/onprem-hub/dns/dnsmasq.conf"
     charts = "/var/lib/onprem-hub/charts"
-    # Converged first, which leaves a probe record (a failed play of an earlier test removes it).
+    # Converged first (a probe record of the converged VM exists after it).
     first = bootstrap_auxvm(LAB_INVENTORY, tmp_path / "first-logs", hub.env)
     assert first.rc == 0, first.stdout[-2000:] + first.stderr[-2000:]
     try:
@@ -327,20 +326,8 @@ def _drift_plan_heal(hub: Hub, tmp_path: Path, drifted: str, charts: str) -> Non
     ):
         done = _on_vm(hub, argv)
         assert done.rc == 0, done.stderr
-    plan = run_installer(
-        ["plan", "-i", str(LAB_INVENTORY), "--only", "auxvm", "-o", "json"],
-        tmp_path / "drift-logs",
-        hub.env,
-    )
-    assert plan.rc == 0
-    (auxvm,) = plan.final()["phases"]
-    names = [c["name"] for c in auxvm["changes"]]
-    assert {"Write the zone configuration", "Create the chart folder"} <= set(names), names
-    notes = " ".join(auxvm["notes"])
-    for item in ("tree:/etc/onprem-hub", "program:chartmuseum", f"dir:{charts}"):
-        assert item in notes, notes
-    assert "drift.example" in _on_vm(hub, ["sudo", "-n", "cat", drifted]).stdout, "plan changed"
-    # `bootstrap --dry-run`: the same check-mode run, reported by bootstrap, changing nothing.
+    # `bootstrap --dry-run`: the plan's check-mode run, reported by bootstrap, changing nothing
+    # (`plan` itself runs the same code; it ends this test).
     dry = run_installer(
         ["bootstrap", "-i", str(LAB_INVENTORY), "--only", "auxvm", "--restart", "--dry-run",
          "-o", "json"],
@@ -349,7 +336,11 @@ def _drift_plan_heal(hub: Hub, tmp_path: Path, drifted: str, charts: str) -> Non
     assert dry.rc == 0, dry.stdout[-2000:] + dry.stderr[-2000:]
     assert dry.final()["dry_run"] is True
     (auxvm,) = dry.final()["phases"]
-    assert "Write the zone configuration" in [c["name"] for c in auxvm["changes"]]
+    names = [c["name"] for c in auxvm["changes"]]
+    assert {"Write the zone configuration", "Create the chart folder"} <= set(names), names
+    notes = " ".join(auxvm["notes"])
+    for item in ("tree:/etc/onprem-hub", "program:chartmuseum", f"dir:{charts}"):
+        assert item in notes, notes
     assert "drift.example" in _on_vm(hub, ["sudo", "-n", "cat", drifted]).stdout, "dry run changed"
     healed = bootstrap_auxvm(LAB_INVENTORY, tmp_path / "heal-logs", hub.env)
     assert healed.rc == 0
