@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from packaging.version import InvalidVersion, Version
 from pydantic import SecretStr
 
 from installer.airgap.archive import (
@@ -54,6 +55,7 @@ from installer.airgap.manifest import (
     BundleItem,
     BundleManifest,
     load_public_key,
+    parse_manifest,
 )
 from installer.airgap.progress import Progress, Silent
 from installer.engines.registry import (
@@ -104,6 +106,10 @@ class LoadOptions:
     """Passes over the bundle run at once, each hashing and streaming a share of the layers
     (each reads every header, and jumps over the layers of the others): the registry receives
     that many uploads at a time."""
+    site_release: SiteRelease | None = None
+    """The newest release this site has loaded (`site_release()`): a bundle of an older one is
+    refused unless `allow_downgrade`."""
+    allow_downgrade: bool = False
 
 
 @dataclass
@@ -235,6 +241,75 @@ def plan_load(opts: LoadOptions) -> SiteLacks:
         close_services(opts.target)
 
 
+@dataclass(frozen=True)
+class SiteRelease:
+    """The newest platform release among the bundles a site has loaded completely."""
+
+    version: str
+    loaded: str
+    """When that bundle was made (its manifest's `created`), for the refusal's message."""
+
+
+def _version(text: str) -> Version | None:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
+
+
+def site_release(state_root: Path) -> SiteRelease | None:
+    """The newest release of the manifests `record_loaded` kept (bundles loaded and releases
+    mirrored), or None on a site that has loaded none."""
+    newest: tuple[Version, SiteRelease] | None = None
+    for path in sorted((state_root / "airgap" / "loaded").glob("*.json")):
+        try:
+            manifest = parse_manifest(path.read_bytes())
+        except (OSError, BadInputError) as exc:
+            log.warning("airgap: loaded manifest %s unreadable (%s); left out", path, exc)
+            continue
+        version = _version(manifest.platform_version)
+        if version is None:
+            log.warning(
+                "airgap: %s names release %r, not a version", path, manifest.platform_version
+            )
+            continue
+        if newest is None or version > newest[0]:
+            created = manifest.created.isoformat(timespec="seconds")
+            newest = (version, SiteRelease(manifest.platform_version, created))
+    return newest[1] if newest else None
+
+
+def check_release_order(
+    bundle_release: str, site: SiteRelease | None, *, allow_downgrade: bool
+) -> None:
+    """Refuse (exit 2) a bundle of an older release than the site runs: a validly signed old
+    bundle would take the site back to content with known flaws. `--allow-downgrade` allows it
+    on purpose (logged)."""
+    if site is None:
+        return
+    theirs, ours = _version(bundle_release), _version(site.version)
+    if theirs is not None and ours is not None and theirs >= ours:
+        return
+    if allow_downgrade:
+        log.warning(
+            "airgap: loading release %s over %s on purpose (--allow-downgrade)",
+            bundle_release,
+            site.version,
+        )
+        return
+    why = (
+        f"is older than release {site.version}"
+        if theirs is not None and ours is not None
+        else f"cannot be ordered against release {site.version}"
+    )
+    raise BadInputError(
+        f"bundle: release {bundle_release} {why}, which this site has loaded (from a bundle"
+        f" made {site.loaded})",
+        remedy=f"use a bundle of release {site.version} or newer; to go back on purpose, pass"
+        " --allow-downgrade",
+    )
+
+
 def load_bundle(opts: LoadOptions, progress: Progress | None = None) -> LoadResult:
     """Verify, then push; see the module docstring."""
     progress = progress or Silent()
@@ -243,6 +318,10 @@ def load_bundle(opts: LoadOptions, progress: Progress | None = None) -> LoadResu
     started = time.monotonic()
     head = read_head(opts.bundle, key)
     manifest = head.manifest
+    # Before anything is pushed: an older release than the site's is refused.
+    check_release_order(
+        manifest.platform_version, opts.site_release, allow_downgrade=opts.allow_downgrade
+    )
     stats = TransferStats()
     with RegistryClient(
         opts.target.registry, stats=stats, connections=opts.workers * 2, progress=progress.advance

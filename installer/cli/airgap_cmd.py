@@ -28,11 +28,12 @@ from installer.airgap.load import (
     load_bundle,
     make_target,
     record_loaded,
+    site_release,
 )
 from installer.airgap.manifest import load_public_key
 from installer.airgap.progress import Silent
 from installer.cli.render import emit_json, err, is_json, out
-from installer.cli.state import OutputOption, begin
+from installer.cli.state import AllowDowngradeOption, OutputOption, begin
 from installer.engines.registry import RegistryEndpoint
 from installer.errors import BadInputError
 from installer.inventory import load_inventory
@@ -263,6 +264,7 @@ def airgap_load(
         bool, typer.Option(help="Keep the extracted bundle after a complete load.")
     ] = False,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Parallel transfers.")] = 8,
+    allow_downgrade: AllowDowngradeOption = False,
     output: OutputOption = None,
 ) -> None:
     """Verify the bundle, then fill the hub's registry, ChartMuseum and DevPI from it."""
@@ -277,6 +279,8 @@ def airgap_load(
         work_dir=work_dir or (state / "airgap" / "work"),
         workers=workers,
         keep_work=keep_work,
+        site_release=site_release(state),
+        allow_downgrade=allow_downgrade,
     )
     with _progress() as bars:
         result = load_bundle(opts, bars)

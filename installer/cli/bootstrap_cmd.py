@@ -12,7 +12,13 @@ from rich.table import Table
 from installer import bootstrap as runner
 from installer.cli.progress import event_printer, plan_payload, print_plan
 from installer.cli.render import emit_json, is_json, out
-from installer.cli.state import STATE, InventoryOption, OutputOption, begin
+from installer.cli.state import (
+    STATE,
+    AllowDowngradeOption,
+    InventoryOption,
+    OutputOption,
+    begin,
+)
 from installer.errors import BadInputError, ExitCode
 from installer.inventory import Inventory, load_inventory
 from installer.journal import Journal
@@ -51,6 +57,7 @@ def _context(
     dry_run: bool,
     bundle: Path | None = None,
     verify_key: Path | None = None,
+    allow_downgrade: bool = False,
 ) -> PhaseContext:
     assert STATE.run is not None
     return PhaseContext(
@@ -58,6 +65,7 @@ def _context(
         inventory_path=inventory,
         bundle=bundle,
         verify_key=verify_key,
+        allow_downgrade=allow_downgrade,
         state=StateDir(inv.site.state_dir),
         run_dir=STATE.run.folder,
         emit=runner.EventLog(STATE.run.folder, event_printer),
@@ -77,6 +85,7 @@ def bootstrap(
     ] = False,
     bundle: BundleOption = None,
     verify_key: VerifyKeyOption = None,
+    allow_downgrade: AllowDowngradeOption = False,
     output: OutputOption = None,
 ) -> None:
     """Install the site: preflight, VM, bundle, nodes, storage, DNS, Keycloak, platform, verify."""
@@ -84,7 +93,7 @@ def bootstrap(
     inv, names, phases = _selected(inventory, only, start, skip)
     state = StateDir(inv.site.state_dir)
     with site_lock(state.root, f"bootstrap --inventory {inventory}"):
-        ctx = _context(inv, inventory, dry_run, bundle, verify_key)
+        ctx = _context(inv, inventory, dry_run, bundle, verify_key, allow_downgrade)
         if dry_run or not yes:
             plans = runner.plan(ctx, phases, names)
             if not is_json():

@@ -48,6 +48,14 @@ OutputOption = Annotated[
     ),
 ]
 
+AllowDowngradeOption = Annotated[
+    bool,
+    typer.Option(
+        "--allow-downgrade",
+        help="Load a bundle of an older release than the site has loaded (refused otherwise).",
+    ),
+]
+
 InventoryOption = Annotated[
     Path,
     typer.Option(

@@ -32,6 +32,7 @@ from installer.airgap.load import (
     plan_load,
     record_loaded,
     site_lacks,
+    site_release,
     site_target,
 )
 from installer.airgap.manifest import (
@@ -275,6 +276,8 @@ class AirgapLoadPhase:
             verify_key=ctx.verify_key,
             target=target,
             work_dir=state_root / "airgap" / "work",
+            site_release=site_release(state_root),
+            allow_downgrade=ctx.allow_downgrade,
         )
         return opts, state_root
 
@@ -416,6 +419,8 @@ class AirgapLoadPhase:
             target=target,
             work_dir=state_root / "airgap" / "work",
             workers=WORKERS,
+            site_release=site_release(state_root),
+            allow_downgrade=ctx.allow_downgrade,
         )
         result = load_bundle(opts, events)
         manifest_bytes = read_head(mirror.bundle, load_public_key(mirror.verify_key)).manifest_bytes

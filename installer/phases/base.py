@@ -107,6 +107,8 @@ class PhaseContext:
     """The air-gap bundle given to bootstrap (`--bundle`), for the `airgap_load` phase."""
     verify_key: Path | None = None
     """The bundle's ed25519 public key (`--verify-key`)."""
+    allow_downgrade: bool = False
+    """`--allow-downgrade`: load a bundle of an older release than the site has loaded."""
 
     def step(self, phase: str, message: str, **data: Any) -> None:
         """Report a step of `phase`."""

@@ -14,6 +14,7 @@ import pytest
 
 from installer.airgap.build import BuildOptions, build_bundle
 from installer.airgap.bundlefile import STATE_NAME
+from installer.airgap.manifest import new_manifest
 from installer.engines.registry import RegistryClient
 from installer.release import load_release
 from tests.fixtures.registries import PASSWORD, Registry, Upstream
@@ -219,21 +220,19 @@ def test_killed_build_resumes_from_its_bundle_file(tmp_path: Path, upstream: Ups
         proxy.close()
 
 
-def test_load_target_comes_from_the_inventory(
-    tmp_path: Path, upstream: Upstream, empty_registry: Registry, built: tuple[Path, Path, Path]
-) -> None:
-    """`--inventory` alone: the hub's registry, the site CA and the generated password."""
-    bundle, _, pub = built
+def _inventory_site(tmp_path: Path, registry: Registry) -> Path:
+    """A site folder whose inventory's hub registry is `registry`: state with the site CA and
+    the generated password; returns the inventory's path."""
     site = tmp_path / "site"
     (site / "state" / "pki").mkdir(parents=True)
     (site / "state" / "secrets").mkdir(mode=0o700)
-    (site / "state" / "pki" / "ca.crt").write_bytes(empty_registry.pki.ca_cert.read_bytes())
+    (site / "state" / "pki" / "ca.crt").write_bytes(registry.pki.ca_cert.read_bytes())
     secret = site / "state" / "secrets" / "hub-password"
     secret.write_text(PASSWORD + "\n")
     secret.chmod(0o600)
     for name in ("id_ed25519", "known_hosts", "kubeconfig"):
         (site / name).write_text("")
-    port = empty_registry.host.rsplit(":", 1)[1]
+    port = registry.host.rsplit(":", 1)[1]
     base = (Path(__file__).parents[2] / "unit" / "inventory" / "base.yml").read_text()
     inventory = base.replace(
         "  domain: ml.example.com\n", "  domain: ml.example.com\n  state_dir: state\n"
@@ -243,13 +242,23 @@ def test_load_target_comes_from_the_inventory(
         f"    registry: {{port: {port}, data_path: /srv/registry}}\n",
     )
     (site / "onprem.yml").write_text(inventory)
+    return site / "onprem.yml"
+
+
+def test_load_target_comes_from_the_inventory(
+    tmp_path: Path, upstream: Upstream, empty_registry: Registry, built: tuple[Path, Path, Path]
+) -> None:
+    """`--inventory` alone: the hub's registry, the site CA and the generated password."""
+    bundle, _, pub = built
+    inventory = _inventory_site(tmp_path, empty_registry)
+    site = inventory.parent
     done = cli(
         "airgap-load",
         str(bundle),
         "--verify-key",
         str(pub),
         "-i",
-        str(site / "onprem.yml"),
+        str(inventory),
         "-o",
         "json",
         log_dir=tmp_path / "logs",
@@ -259,3 +268,26 @@ def test_load_target_comes_from_the_inventory(
     assert sorted(catalog(empty_registry)) == sorted({n.rsplit(":", 1)[0] for n in upstream.images})
     kept = list((site / "state" / "airgap" / "loaded").glob("*.json"))
     assert len(kept) == 1  # the manifest for the next --since
+
+
+def test_a_bundle_older_than_the_site_release_is_refused(
+    tmp_path: Path, empty_registry: Registry, built: tuple[Path, Path, Path]
+) -> None:
+    """Rollback protection: the site has loaded release 26.1.0; a validly signed bundle of
+    25.12.0 is refused (exit 2) before anything is pushed, unless --allow-downgrade."""
+    bundle, _, pub = built
+    inventory = _inventory_site(tmp_path, empty_registry)
+    newer = new_manifest(source={}, platform_version="26.1.0", images=[], items=[])
+    loaded = inventory.parent / "state" / "airgap" / "loaded"
+    loaded.mkdir(parents=True)
+    (loaded / "newer.json").write_bytes(newer.to_bytes())
+    args = ["airgap-load", str(bundle), "--verify-key", str(pub), "-i", str(inventory)]
+    refused = cli(*args, "-o", "json", log_dir=tmp_path / "logs")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    error = json.loads(refused.stdout.strip().splitlines()[-1])["error"]
+    assert "release 25.12.0 is older than release 26.1.0" in error["message"], error
+    assert "--allow-downgrade" in error["remedy"]
+    assert catalog(empty_registry) == []  # nothing pushed
+    allowed = cli(*args, "--allow-downgrade", "-o", "json", log_dir=tmp_path / "logs")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert catalog(empty_registry)
