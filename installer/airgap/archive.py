@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -319,12 +320,24 @@ def _body(
 
 
 def _target(root: Path, name: str) -> Path:
-    target = root / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # A symlink planted in the work folder must not redirect a write outside it.
-    if not target.parent.resolve().is_relative_to(root):
-        raise BadInputError(f"bundle: {name!r} would be written outside {root}")
-    return target
+    """Where member `name` goes under `root`. Its folders are looked at (never followed) and made
+    one at a time, each only after its parent proved to be a real folder inside `root`: a link
+    planted in the work folder can neither redirect the write nor get folders made outside."""
+    folder = root
+    for part in Path(name).parts[:-1]:
+        folder = folder / part
+        try:
+            found = os.lstat(folder)
+        except FileNotFoundError:
+            folder.mkdir(mode=0o755)
+            continue
+        if not stat.S_ISDIR(found.st_mode):
+            raise BadInputError(
+                f"bundle: {name!r} would be written outside {root}"
+                f" ({folder} is a link or a file, not a folder)",
+                remedy=f"remove {folder}; the work folder is the installer's own",
+            )
+    return root / name
 
 
 class CheckedChunks:

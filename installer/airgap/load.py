@@ -38,6 +38,7 @@ from packaging.version import InvalidVersion, Version
 from pydantic import SecretStr
 
 from installer.airgap.archive import (
+    VERIFIED_MARK,
     CheckedChunks,
     Consumer,
     VerifiedBundle,
@@ -374,10 +375,31 @@ def load_bundle(opts: LoadOptions, progress: Progress | None = None) -> LoadResu
 
 
 def _extracted(work: Path, manifest_sha256: str, items: list[BundleItem]) -> bool:
-    """The work folder holds these items, from a pass that verified the whole bundle."""
-    return already_extracted(work, manifest_sha256) and all(
-        (work / i.path).is_file() for i in items
-    )
+    """The work folder holds these items, from a pass that verified the whole bundle, and each
+    still has its listed size and sha256 (hashed again here: a file changed since that pass, or
+    a link put in its place, would otherwise be pushed or installed as verified). A folder that
+    fails loses its mark, and the bundle is verified and extracted again."""
+    if not already_extracted(work, manifest_sha256):
+        return False
+    for item in items:
+        if not _intact(work / item.path, item):
+            log.warning(
+                "airgap: %s changed in the work folder; verifying the bundle again", item.path
+            )
+            (work / VERIFIED_MARK).unlink(missing_ok=True)
+            return False
+    return True
+
+
+def _intact(path: Path, item: BundleItem) -> bool:
+    """A regular file (not a link) with the item's size and sha256."""
+    try:
+        found = path.lstat()
+    except FileNotFoundError:
+        return False
+    if not path.is_file() or path.is_symlink() or found.st_size != item.size:
+        return False
+    return sha256_file(path) == item.sha256
 
 
 def _same(verified: VerifiedBundle, manifest_sha256: str) -> None:
@@ -428,7 +450,7 @@ class _Streamer:
         self.done = {d: "present" for d, has in zip(large, flags, strict=True) if has}
         small = [i for i in self.manifest.items if not self._is_large(i)]
         if _extracted(self.work, manifest_sha256, small) and all(
-            d in self.done or (self.work / i.path).is_file() for d, i in self.large.items()
+            d in self.done or _intact(self.work / i.path, i) for d, i in self.large.items()
         ):
             return  # an earlier run verified the whole bundle; what it pushed is still there
         progress.phase("verify and push", self.manifest.total_size)

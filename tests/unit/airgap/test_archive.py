@@ -211,6 +211,26 @@ def test_symlink_in_work_folder_cannot_redirect_writes(
     assert list(outside.iterdir()) == []
 
 
+def test_a_planted_link_gets_no_folder_made_outside(
+    tmp_path: Path, keys: tuple[Path, Path]
+) -> None:
+    """A member deeper than the planted link: its folders are not made through the link (the
+    containment check comes before any folder is made)."""
+    stage, manifest = _stage(tmp_path, {"wheels/deep/er/a-1-py3-none-any.whl": b"w" * 100})
+    nested = tmp_path / "nested.tar.zst"
+    write_bundle(stage, manifest, sign(manifest.to_bytes(), load_private_key(keys[0])), nested)
+    dest, outside = tmp_path / "dest", tmp_path / "outside"
+    dest.mkdir()
+    outside.mkdir()
+    (dest / "wheels").symlink_to(outside)
+    _refused(nested, keys[1], "outside", extract=dest)
+    assert list(outside.iterdir()) == []
+    # Without the link the same bundle extracts, its folders made inside.
+    (dest / "wheels").unlink()
+    verify_bundle(nested, load_public_key(keys[1]), extract_to=dest)
+    assert (dest / "wheels" / "deep" / "er" / "a-1-py3-none-any.whl").read_bytes() == b"w" * 100
+
+
 def test_parts_split_and_join(tmp_path: Path, keys: tuple[Path, Path]) -> None:
     import os
 
