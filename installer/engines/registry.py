@@ -46,6 +46,11 @@ MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
 CHUNK = 1024 * 1024
 DIRECT_CHUNK = 1024 * 1024
+BLOB_MIN_RATE = 256 * 1024
+"""Bytes per second a blob's transfer must average, after `BLOB_GRACE_S`: a registry (or a
+proxy) that takes or gives a blob a byte at a time never trips a socket's timeout, and would
+hold a load for days; each blob gets an overall deadline instead."""
+BLOB_GRACE_S = 60.0
 MAX_MANIFEST = 4 * 1024 * 1024
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -84,6 +89,10 @@ def _retry_after(response: httpx.Response) -> float | None:
             when = when.replace(tzinfo=UTC)
         seconds = (when - datetime.now(UTC)).total_seconds()
     return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+class BlobStalled(RegistryError):
+    """A blob did not move at the rate every blob must keep (`RegistryClient.blob_min_rate`)."""
 
 
 class _StreamSpent(Exception):
@@ -232,6 +241,10 @@ class _DirectBody:
     ) -> None:
         self.client, self.sock, self.status = client, sock, status
         self._rest, self._left, self._keep = rest, length, keep
+        self.length = length
+        self.deadline: float | None = None
+        """Set by the reader: past it, the body stops with BlobStalled (checked at every
+        receive, a 1 MiB batch can take forever at a byte per call)."""
 
     def chunks(self) -> Iterator[memoryview]:
         """The body in views of up to 1 MiB, each valid until the next."""
@@ -246,6 +259,8 @@ class _DirectBody:
             filled = 0
             want = min(self._left, DIRECT_CHUNK)
             while filled < want:
+                if self.deadline is not None:
+                    self.client._on_time(self.deadline, "blob body", filled, want)
                 n = self.sock.recv_into(view[filled:want])
                 if not n:
                     raise ConnectionResetError("the registry closed the connection mid-body")
@@ -274,8 +289,11 @@ class RegistryClient:
         connections: int = 16,
         timeout: float = 60.0,
         progress: Callable[[int], None] | None = None,
+        blob_min_rate: float = BLOB_MIN_RATE,
+        blob_grace_s: float = BLOB_GRACE_S,
     ) -> None:
         self.endpoint = endpoint
+        self.blob_min_rate, self.blob_grace_s = blob_min_rate, blob_grace_s
         self.stats = stats or TransferStats()
         self.attempts = attempts
         self.backoff = backoff
@@ -301,6 +319,23 @@ class RegistryClient:
         self._tokens: dict[str, str] = {}
         self._challenge: dict[str, str] = {}
         self._lock = threading.Lock()
+
+    def _deadline(self, size: int) -> float:
+        """When a transfer of `size` bytes that starts now must be done (monotonic clock)."""
+        return time.monotonic() + self.blob_grace_s + size / self.blob_min_rate
+
+    def _on_time(self, deadline: float, what: str, done: int, size: int | None) -> None:
+        """Raise BlobStalled once `deadline` has passed."""
+        if time.monotonic() <= deadline:
+            return
+        of = f" of {size}" if size is not None else ""
+        raise BlobStalled(
+            f"{self.endpoint.host}: {what}: {done}{of} bytes moved by the deadline (every blob"
+            f" must average {self.blob_min_rate / 1024:.0f} KiB/s after {self.blob_grace_s:.0f}"
+            " s): the registry or the network stalls",
+            remedy="check the registry's disk and load and the network in between, then run"
+            " again (what was complete stays)",
+        )
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -577,11 +612,20 @@ class RegistryClient:
                     "GET", path, scope=scope, headers=headers, ok=frozenset({200, 206}), stream=True
                 )
                 response, chunks, status = http, http.iter_bytes(), http.status_code
+            if isinstance(response, _DirectBody):
+                coming = response.length
+            else:
+                length = response.headers.get("Content-Length", "")
+                coming = int(length) if length.isdigit() else max(0, (size or 0) - have)
+            deadline = self._deadline(coming)
+            if isinstance(response, _DirectBody):
+                response.deadline = deadline
             try:
                 if status == 200 and have:  # no range support: start over
                     hasher, have = hashlib.sha256(), 0
                     sink.restart()
                 for chunk in chunks:
+                    self._on_time(deadline, f"blob {digest}", have, size)
                     if size is not None and have + len(chunk) > size:
                         raise BadInputError(f"{repo}@{digest}: blob larger than {size}")
                     sink.write(chunk)
@@ -727,9 +771,11 @@ class RegistryClient:
                         "Content-Type": "application/octet-stream",
                         "Content-Length": str(size),
                     },
-                    body=lambda: self._read_file(path),
+                    body=lambda: self._read_file(path, f"blob {digest}"),
                     ok=frozenset({201}),
                 )
+            except BlobStalled:
+                raise
             except RegistryError:
                 # A session broken by a retried PUT answers 404/400: open a new one.
                 if attempt == self.attempts:
@@ -780,13 +826,20 @@ class RegistryClient:
         location = self._location(response)
         sent = False
 
+        def paced() -> Iterator[bytes]:
+            deadline, moved = self._deadline(size), 0
+            for chunk in chunks:
+                self._on_time(deadline, f"blob {digest}", moved, size)
+                moved += len(chunk)
+                # bytes(): the HTTP layer joins what it sends into bytes anyway (one copy)
+                yield bytes(chunk)
+
         def body() -> Iterator[bytes]:
             nonlocal sent
             if sent:  # an auth round or a retry asks again: the stream is gone
                 raise _StreamSpent
             sent = True
-            # bytes(): the HTTP layer joins what it sends into bytes anyway (one copy either way)
-            return (bytes(chunk) for chunk in chunks)
+            return paced()
 
         try:
             response = self.request(
@@ -798,6 +851,9 @@ class RegistryClient:
                 ok=frozenset({202}),
                 attempts=1,
             )
+        except BlobStalled:
+            self.cancel_upload(repo, location)
+            raise
         except (_StreamSpent, RegistryError, EnvironmentProblem) as exc:
             log.info(
                 "streamed upload of %s to %s failed (%s); will upload again", digest, repo, exc
@@ -873,12 +929,18 @@ class RegistryClient:
             self.request("DELETE", location, scope=scope, ok=frozenset({204, 404}))
         return response.status_code == 201
 
-    def _read_file(self, path: Path) -> Iterator[bytes]:
+    def _read_file(self, path: Path, what: str) -> Iterator[bytes]:
         handle: BinaryIO
+        size = path.stat().st_size
+        deadline, sent = self._deadline(size), 0
         with path.open("rb") as handle:
             for chunk in iter(lambda: handle.read(CHUNK), b""):
+                # Asked for the next chunk only once the last is sent (a socket's write timeout
+                # bounds one chunk; this bounds the blob).
+                self._on_time(deadline, what, sent, size)
                 if self.progress:
                     self.progress(len(chunk))
+                sent += len(chunk)
                 yield chunk
 
 
