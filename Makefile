@@ -46,10 +46,11 @@ typecheck: setup
 unit: setup
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-# One pytest-xdist session over every tier, in lanes (tests/conftest.py): the lab site's tests
-# on one worker from the start, the stacks' e2e tests on a cluster of their own beside them, the
-# unit and integration tests on the other workers (scripts/test).
-test: setup lab-tools lint typecheck
+# The static checks (lint, typecheck) beside lab/up, then one pytest-xdist session over every
+# tier, in lanes (tests/conftest.py): the lab site's tests on one worker from the start, the
+# stacks' e2e tests on a cluster of their own beside them, the unit and integration tests on the
+# other workers (scripts/test).
+test: setup lab-tools
 	PATH="$(abspath $(VENV))/bin:$$PATH" PYTEST_WORKERS=$(PYTEST_WORKERS) scripts/test $(PYTEST_ARGS)
 
 demo: setup lab-tools
