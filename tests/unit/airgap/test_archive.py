@@ -200,13 +200,19 @@ def test_unlisted_member_is_refused(tmp_path: Path, keys: tuple[Path, Path]) -> 
     _refused(path, keys[1], "not listed")
 
 
-def test_symlink_in_work_folder_cannot_redirect_writes(
-    tmp_path: Path, bundle: Path, keys: tuple[Path, Path]
-) -> None:
+def _planted_link(tmp_path: Path) -> tuple[Path, Path]:
+    """A work folder whose `wheels` is a link to a folder outside it: (work, outside)."""
     dest, outside = tmp_path / "dest", tmp_path / "outside"
     dest.mkdir()
     outside.mkdir()
     (dest / "wheels").symlink_to(outside)
+    return dest, outside
+
+
+def test_symlink_in_work_folder_cannot_redirect_writes(
+    tmp_path: Path, bundle: Path, keys: tuple[Path, Path]
+) -> None:
+    dest, outside = _planted_link(tmp_path)
     _refused(bundle, keys[1], "outside", extract=dest)
     assert list(outside.iterdir()) == []
 
@@ -219,10 +225,7 @@ def test_a_planted_link_gets_no_folder_made_outside(
     stage, manifest = _stage(tmp_path, {"wheels/deep/er/a-1-py3-none-any.whl": b"w" * 100})
     nested = tmp_path / "nested.tar.zst"
     write_bundle(stage, manifest, sign(manifest.to_bytes(), load_private_key(keys[0])), nested)
-    dest, outside = tmp_path / "dest", tmp_path / "outside"
-    dest.mkdir()
-    outside.mkdir()
-    (dest / "wheels").symlink_to(outside)
+    dest, outside = _planted_link(tmp_path)
     _refused(nested, keys[1], "outside", extract=dest)
     assert list(outside.iterdir()) == []
     # Without the link the same bundle extracts, its folders made inside.

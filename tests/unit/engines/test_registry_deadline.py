@@ -19,11 +19,16 @@ from installer.engines.registry import BlobStalled, FileSink, RegistryClient, Re
 SIZE = 100_000
 
 
-@pytest.fixture
-def trickling_server() -> Iterator[int]:
-    """A plain HTTP server that answers any request with a 100 kB body, one byte per 20 ms."""
+@contextlib.contextmanager
+def _serving(handle: Callable[[socket.socket, threading.Event], None]) -> Iterator[int]:
+    """A local plain HTTP server calling `handle(conn, stop)` for each connection, in a thread
+    of its own; yields its port."""
     server = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
+
+    def one(conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):  # OSError: the client gave up
+            handle(conn, stop)
 
     def serve() -> None:
         server.settimeout(0.2)
@@ -32,22 +37,31 @@ def trickling_server() -> Iterator[int]:
                 conn, _ = server.accept()
             except TimeoutError:
                 continue
-            with conn:
-                conn.recv(65536)
-                conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n".encode())
-                try:
-                    while not stop.is_set():
-                        conn.sendall(b"x")
-                        time.sleep(0.02)
-                except OSError:
-                    pass  # the client gave up
+            threading.Thread(target=one, args=(conn,), daemon=True).start()
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join(timeout=5)
-    server.close()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        server.close()
+
+
+@pytest.fixture
+def trickling_server() -> Iterator[int]:
+    """A plain HTTP server that answers any request with a 100 kB body, one byte per 20 ms."""
+
+    def trickle(conn: socket.socket, stop: threading.Event) -> None:
+        conn.recv(65536)
+        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {SIZE}\r\n\r\n".encode())
+        while not stop.is_set():
+            conn.sendall(b"x")
+            time.sleep(0.02)
+
+    with _serving(trickle) as port:
+        yield port
 
 
 def test_a_trickled_download_stops_at_its_deadline(trickling_server: int, tmp_path: Path) -> None:
@@ -77,13 +91,12 @@ def test_a_trickled_download_stops_at_its_deadline(trickling_server: int, tmp_pa
 def slow_reading_server() -> Iterator[tuple[int, list[int]]]:
     """A plain HTTP registry stand-in that opens upload sessions at once and reads a PUT's body
     at 64 KiB per 100 ms; yields its port and how many body bytes it read."""
-    server = socket.create_server(("127.0.0.1", 0))
-    stop, read = threading.Event(), [0]
+    read = [0]
 
     def answer(conn: socket.socket, status: str, extra: str = "") -> None:
         conn.sendall(f"HTTP/1.1 {status}\r\nContent-Length: 0\r\n{extra}\r\n".encode())
 
-    def handle(conn: socket.socket) -> None:
+    def handle(conn: socket.socket, stop: threading.Event) -> None:
         pending = b""
         while not stop.is_set():
             while b"\r\n\r\n" not in pending:
@@ -112,26 +125,8 @@ def slow_reading_server() -> Iterator[tuple[int, list[int]]]:
             else:  # HEAD: not there yet
                 answer(conn, "404 Not Found")
 
-    def serve() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=lambda c=conn: _quietly(handle, c), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], read
-    stop.set()
-    thread.join(timeout=5)
-    server.close()
-
-
-def _quietly(handle: Callable[[socket.socket], None], conn: socket.socket) -> None:
-    with conn, contextlib.suppress(OSError):
-        handle(conn)
+    with _serving(handle) as port:
+        yield port, read
 
 
 def test_a_slowly_read_upload_stops_at_its_deadline(
