@@ -385,7 +385,7 @@ class AuxVmPhase:
             "python": host.python,
             "private_key_file": str(host.private_key_file or ""),
         }
-        local = [Path(extra[k]) for k in LOCAL_FILE_VARS if extra.get(k)]
+        local = {k: Path(extra[k]) for k in LOCAL_FILE_VARS if extra.get(k)}
         roots = [self._playbook.parent, self._playbook.parents[1] / "templates" / "aux-vm"]
         return inputs_digest(extra, pinned, local, roots)
 

@@ -343,17 +343,25 @@ def _file_into(path: Path, into: Any) -> None:
 def inputs_digest(
     extra_vars: Mapping[str, Any],
     host: Mapping[str, Any],
-    local_files: Iterable[Path],
+    local_files: Mapping[str, Path],
     play_roots: Iterable[Path],
 ) -> str:
     """A digest of everything that decides what the play does: its variables, the pinned host,
-    the content of each controller-side file or folder it copies from (`local_files`), the
-    playbook and its templates (`play_roots`), and the installer's version."""
+    the content of each controller-side file or folder it copies from (`local_files`, by the
+    variable naming it), the playbook and its templates (`play_roots`), and the installer's
+    version.
+
+    Where a controller-side file or folder lives is not part of it, only what it holds: the same
+    ChartMuseum binary or wheelhouse found elsewhere (a bundle's work folder, the lab's cache, a
+    checkout in another folder) leaves the VM as it is, so it must not make the play run."""
     h = hashlib.sha256()
-    h.update(json.dumps({"vars": extra_vars, "host": host, "installer": __version__},
+    shown = {k: ("<controller file>" if k in local_files else v) for k, v in extra_vars.items()}
+    h.update(json.dumps({"vars": shown, "host": host, "installer": __version__},
                         sort_keys=True, default=str).encode())  # fmt: skip
-    for path in sorted({*local_files, *play_roots}, key=str):
-        h.update(b"\0path\0" + str(path).encode() + b"\0")
+    named = [(f"var:{k}", path) for k, path in sorted(local_files.items())]
+    named += [(f"play:{root.name}", root) for root in sorted(play_roots, key=lambda r: r.name)]
+    for label, path in named:
+        h.update(b"\0path\0" + label.encode() + b"\0")
         if path.exists():
             tree_digest(path, h)
     return "sha256:" + h.hexdigest()

@@ -164,14 +164,43 @@ def test_the_inputs_digest_follows_variables_files_and_the_play(tmp_path: Path) 
     host = {"address": "10.0.0.2", "port": 22}
 
     def digest(extra: dict[str, Any] | None = None, pinned: dict[str, Any] | None = None) -> str:
-        return inputs_digest(extra or {"port": 5000}, pinned or host, [binary], [play])
+        return inputs_digest(
+            extra or {"port": 5000, "binary": str(binary)}, pinned or host, {"binary": binary},
+            [play],
+        )  # fmt: skip
 
     first = digest()
     assert digest() == first
-    assert digest({"port": 5001}) != first
+    assert digest({"port": 5001, "binary": str(binary)}) != first
     assert digest(pinned={**host, "port": 2222}) != first
     binary.write_bytes(b"v2")
     second = digest()
     assert second != first
     (play / "roles" / "main.yml").write_text("- name: b\n")
-    assert digest() != second
+    third = digest()
+    assert third != second
+
+
+def test_the_inputs_digest_does_not_follow_where_a_controller_file_lives(tmp_path: Path) -> None:
+    """The same program found in another folder (the lab's cache, a bundle's work folder, another
+    checkout) changes nothing on the VM: the digest stays; other content changes it."""
+    here, there = tmp_path / "a" / "chartmuseum", tmp_path / "b" / "chartmuseum"
+    for path in (here, there):
+        path.parent.mkdir()
+        path.write_bytes(b"v1")
+    play = tmp_path / "playbooks"
+    play.mkdir()
+    host = {"address": "10.0.0.2", "port": 22}
+
+    def digest(binary: Path) -> str:
+        return inputs_digest(
+            {"hub_chartmuseum_binary_src": str(binary), "port": 5000}, host,
+            {"hub_chartmuseum_binary_src": binary}, [play],
+        )  # fmt: skip
+
+    assert digest(here) == digest(there)
+    there.write_bytes(b"v2")
+    assert digest(here) != digest(there)
+    # Set against unset is a difference (the play installs the program only when it is given).
+    unset = inputs_digest({"hub_chartmuseum_binary_src": "", "port": 5000}, host, {}, [play])
+    assert unset != digest(here)
