@@ -55,6 +55,11 @@ def test_nodes_stack_converges_and_gives_back_exactly_what_it_set(
     up = _stack(site.ok("stacks", "up", "-c", "nodes"))
     up_s = time.monotonic() - started
     assert up["changes"] > 0
+    # The stack's outputs (read from the update's events): the pools and their nodes.
+    assert {pool: sorted(nodes) for pool, nodes in up["outputs"]["pools"].items()} == {
+        pool: sorted(n for n, p in EXPECTED_POOLS.items() if p == pool)
+        for pool in set(EXPECTED_POOLS.values())
+    }
     after = _facts(core)
     for node, pool in EXPECTED_POOLS.items():
         labels, taints = after[node]
