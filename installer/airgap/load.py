@@ -48,7 +48,7 @@ from installer.airgap.archive import (
     verify_bundle,
 )
 from installer.airgap.files import sha256_file
-from installer.airgap.hub import ChartMuseum, DevPi
+from installer.airgap.hub import CHART_REMEDY, WHEEL_REMEDY, ChartMuseum, ContentDiffers, DevPi
 from installer.airgap.images import blob_path, child_descriptors, read_manifest_blob
 from installer.airgap.manifest import (
     LAYOUT_DIR,
@@ -111,6 +111,9 @@ class LoadOptions:
     """The newest release this site has loaded (`site_release()`): a bundle of an older one is
     refused unless `allow_downgrade`."""
     allow_downgrade: bool = False
+    replace_changed: bool = False
+    """Charts the hub serves under the bundle's names with other bytes are taken back and
+    replaced by the bundle's; without it the load stops before it pushes anything."""
 
 
 @dataclass
@@ -164,6 +167,23 @@ def site_target(inv: Inventory) -> tuple[LoadTarget, Path]:
     return target, state.root
 
 
+@dataclass(frozen=True)
+class Differing:
+    """A chart or wheel the hub serves under the bundle's name with other bytes."""
+
+    kind: str
+    """`chart` or `wheel`."""
+    name: str
+    """The archive's file name."""
+    on_hub: str
+    in_bundle: str
+
+    @property
+    def detail(self) -> str:
+        """For a plan: both digests."""
+        return f"other bytes on the hub: sha256 {self.on_hub}; the bundle's: {self.in_bundle}"
+
+
 @dataclass
 class SiteLacks:
     """What of a bundle's manifest the site does not hold, by name."""
@@ -176,11 +196,27 @@ class SiteLacks:
     """Wheel file names DevPI lacks."""
     binaries: list[str] = field(default_factory=list)
     """Binaries missing from the binaries folder, or different there."""
+    differs: list[Differing] = field(default_factory=list)
+    """Charts and wheels the hub serves under the bundle's names with other bytes."""
 
     @property
     def files(self) -> bool:
-        """A chart, wheel or binary is missing."""
-        return bool(self.charts or self.wheels or self.binaries)
+        """A chart, wheel or binary is missing, or a chart or wheel differs."""
+        return bool(self.charts or self.wheels or self.binaries or self.differs)
+
+    def refuse_differing(self, *, replace_changed: bool) -> None:
+        """`ContentDiffers` (naming every one) when the hub serves a chart or wheel with other
+        bytes, unless every one is a chart and the operator asked to replace them."""
+        kept = [d for d in self.differs if d.kind == "wheel" or not replace_changed]
+        if not kept:
+            return
+        first = kept[0]
+        remedy = WHEEL_REMEDY if any(d.kind == "wheel" for d in kept) else CHART_REMEDY
+        error = ContentDiffers(first.kind, first.name, first.on_hub, first.in_bundle, remedy)
+        if len(kept) > 1:
+            others = ", ".join(f"{d.kind} {d.name}" for d in kept[1:])
+            error.message += f"; so do {others}"
+        raise error
 
     @property
     def nothing(self) -> bool:
@@ -213,16 +249,21 @@ def site_lacks(
     )
     for item in manifest.items:
         name = item.path.rsplit("/", 1)[-1]
+        found: str | None = None
         if item.kind == "chart" and target.charts is not None:
-            if not target.charts.has(item.name, item.version):
+            found = target.charts.digest(item.name, item.version)
+            if found is None:
                 lacks.charts.append(name)
         elif item.kind == "wheel" and target.pypi is not None:
-            if not target.pypi.has(name):
+            found = target.pypi.digest(name)
+            if found is None:
                 lacks.wheels.append(name)
         elif item.kind == "binary" and target.binaries_dir is not None:
             installed = target.binaries_dir / item.name
             if not installed.is_file() or sha256_file(installed) != item.sha256:
                 lacks.binaries.append(item.name)
+        if found is not None and found != item.sha256:
+            lacks.differs.append(Differing(item.kind, name, found, item.sha256))
     return lacks
 
 
@@ -328,6 +369,12 @@ def load_bundle(opts: LoadOptions, progress: Progress | None = None) -> LoadResu
         opts.target.registry, stats=stats, connections=opts.workers * 2, progress=progress.advance
     ) as client:
         lacks = site_lacks(manifest, opts.target, workers=opts.workers, client=client)
+        # Before anything is pushed: other bytes under the bundle's names stop the load.
+        try:
+            lacks.refuse_differing(replace_changed=opts.replace_changed)
+        except ContentDiffers:
+            close_services(opts.target)
+            raise
         lacking = set(lacks.images)
         missing_images = [i for i in manifest.images if f"{i.name}:{i.tag}" in lacking]
         result.images_present = len(manifest.images) - len(missing_images)
@@ -363,7 +410,7 @@ def load_bundle(opts: LoadOptions, progress: Progress | None = None) -> LoadResu
         result.seconds["images"] = time.monotonic() - started
     started = time.monotonic()
     try:
-        _push_files(manifest, work, opts.target, result)
+        _push_files(manifest, work, opts.target, result, replace=opts.replace_changed)
     finally:
         close_services(opts.target)
     result.skipped = _skipped(manifest, opts.target)
@@ -686,16 +733,26 @@ def _ensure_present(
 
 
 def _push_files(
-    manifest: BundleManifest, work: Path, target: LoadTarget, result: LoadResult
+    manifest: BundleManifest,
+    work: Path,
+    target: LoadTarget,
+    result: LoadResult,
+    *,
+    replace: bool = False,
 ) -> None:
-    """Charts, wheels and binaries, a few at a time (DevPI takes each upload slowly)."""
+    """Charts, wheels and binaries, a few at a time (DevPI takes each upload slowly); `replace`:
+    a chart served with other bytes is replaced (see `LoadOptions.replace_changed`)."""
 
     def one(item: BundleItem) -> str | None:
         path = work / item.path
         if item.kind == "chart" and target.charts is not None:
-            return "charts" if target.charts.upload(item.name, item.version, path) else None
+            uploaded = target.charts.upload(
+                item.name, item.version, path, item.sha256, replace=replace
+            )
+            return "charts" if uploaded else None
         if item.kind == "wheel" and target.pypi is not None:
-            return "wheels" if target.pypi.upload(path, item.name, item.version) else None
+            uploaded = target.pypi.upload(path, item.name, item.version, item.sha256)
+            return "wheels" if uploaded else None
         if item.kind == "binary" and target.binaries_dir is not None:
             installed = _install_binary(path, target.binaries_dir / item.name, item.sha256)
             return "binaries" if installed else None

@@ -265,6 +265,13 @@ def airgap_load(
     ] = False,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Parallel transfers.")] = 8,
     allow_downgrade: AllowDowngradeOption = False,
+    replace_changed: Annotated[
+        bool,
+        typer.Option(
+            help="Replace the charts the hub serves under the bundle's names with other bytes"
+            " (without it the load stops before pushing anything; wheels are never replaced)."
+        ),
+    ] = False,
     output: OutputOption = None,
 ) -> None:
     """Verify the bundle, then fill the hub's registry, ChartMuseum and DevPI from it."""
@@ -281,6 +288,7 @@ def airgap_load(
         keep_work=keep_work,
         site_release=site_release(state),
         allow_downgrade=allow_downgrade,
+        replace_changed=replace_changed,
     )
     with _progress() as bars:
         result = load_bundle(opts, bars)

@@ -215,13 +215,19 @@ def _hub_target(inv: Inventory) -> tuple[LoadTarget, Path]:
 
 
 def lacks_changes(lacks: SiteLacks) -> list[Change]:
-    """The changes a load would make, one per missing image, chart, wheel or binary."""
+    """The changes a load would make, one per missing image, chart, wheel or binary, and one per
+    chart or wheel the hub serves with other bytes (which the load refuses, or replaces where it
+    may: `airgap-load --replace-changed`)."""
     return [
         *(Change("hub/registry", "create", "image", name) for name in lacks.images),
         *(Change("hub/charts", "create", "chart", name) for name in lacks.charts),
         *(Change("hub/pypi", "create", "wheel", name) for name in lacks.wheels),
         *(Change("state/pulumi", "create", "binary", name) for name in lacks.binaries),
+        *(Change(_SERVICE[d.kind], "replace", d.kind, d.name, d.detail) for d in lacks.differs),
     ]
+
+
+_SERVICE = {"chart": "hub/charts", "wheel": "hub/pypi"}
 
 
 def hub_lacks(manifest: BundleManifest, target: LoadTarget) -> list[Change]:

@@ -3,20 +3,23 @@ binaries folder; the installer-like wheel then installs from DevPI with no other
 
 from __future__ import annotations
 
+import io
 import json
 import ssl
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import httpx
 import pytest
 from pydantic import SecretStr
 
+from installer.airgap.files import sha256_file
 from installer.airgap.hub import ChartMuseum, DevPi
 from tests.fixtures.hubservices import Server, make_chart, make_wheel
 from tests.fixtures.registries import PASSWORD, USER, Registry, Upstream
-from tests.integration.airgap.helpers import PASSWORD_ENV, cli, keypair, load_args
+from tests.integration.airgap.helpers import PASSWORD_ENV, catalog, cli, keypair, load_args
 
 pytestmark = pytest.mark.integration
 
@@ -93,20 +96,19 @@ def _build(
     return bundle, pub
 
 
-def _load(tmp: Path, bundle: Path, pub: Path, reg: Registry, cm: Server, site: str) -> dict:  # type: ignore[type-arg]
-    done = cli(
+def _load_run(
+    tmp: Path, bundle: Path, pub: Path, reg: Registry, cm: Server, site: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    return cli(
         *load_args(bundle, pub, reg, tmp / "work"),
-        "--charts-url",
-        cm.url,
-        "--pypi-url",
-        site,
-        "--binaries-dir",
-        str(tmp / "site-bin"),
-        "-o",
-        "json",
-        log_dir=tmp / "logs",
-        env=PASSWORD_ENV,
-    )
+        "--charts-url", cm.url, "--pypi-url", site, "--binaries-dir", str(tmp / "site-bin"),
+        "-o", "json", *extra,
+        log_dir=tmp / "logs", env=PASSWORD_ENV,
+    )  # fmt: skip
+
+
+def _load(tmp: Path, bundle: Path, pub: Path, reg: Registry, cm: Server, site: str) -> dict:  # type: ignore[type-arg]
+    done = _load_run(tmp, bundle, pub, reg, cm, site)
     assert done.returncode == 0, done.stdout + done.stderr
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
@@ -191,11 +193,12 @@ def test_charts_and_wheels_from_served_repositories(
     ca = empty_registry.pki.ca_cert
     upstream_charts = ChartMuseum(chartmuseum.url, ca, USER, SecretStr(PASSWORD))
     for name, version in CHARTS:
-        assert upstream_charts.upload(name, version, charts / f"{name}-{version}.tgz")
+        archive = charts / f"{name}-{version}.tgz"
+        assert upstream_charts.upload(name, version, archive, sha256_file(archive))
     index = DevPi(upstream_index, None, USER, SecretStr(PASSWORD))
     for wheel in sorted(wheels.glob("*.whl")):
         name, version = wheel.name.split("-")[:2]
-        assert index.upload(wheel, name, version)
+        assert index.upload(wheel, name, version, sha256_file(wheel))
     bundle, pub = _build(
         tmp_path, upstream, chartmuseum.url, f"{upstream_index}/+simple/", binaries
     )
@@ -208,4 +211,84 @@ def test_charts_and_wheels_from_served_repositories(
     report = _load(tmp_path, bundle, pub, empty_registry, chartmuseum, site)
     assert report["charts_uploaded"] == 0  # the same ChartMuseum already holds them
     assert report["wheels_uploaded"] == 2
+    _pip_install_from(site, tmp_path / "site-packages")
+
+
+def _foreign_chart(folder: Path, name: str, version: str) -> Path:
+    """A chart archive with the name and version the bundle uses but other content (someone
+    else's upload)."""
+    path = folder / f"{name}-{version}.tgz"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = f"apiVersion: v2\nname: {name}\nversion: {version}\ndescription: not ours\n".encode()
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo(f"{name}/Chart.yaml")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_a_chart_or_wheel_with_other_bytes_on_the_hub_stops_the_load(
+    tmp_path: Path,
+    upstream: Upstream,
+    empty_registry: Registry,
+    chartmuseum: Server,
+    devpi: tuple[str, str],
+) -> None:
+    """The hub serves a chart and a wheel under the bundle's names with other bytes: the load
+    names both with both digests, exits 1, and pushes nothing (no image, chart or wheel)."""
+    site, _ = devpi
+    charts, wheels, binaries = _sources(tmp_path)
+    bundle, pub = _build(tmp_path, upstream, str(charts), str(wheels), binaries)
+    ca = empty_registry.pki.ca_cert
+    hub_charts = ChartMuseum(chartmuseum.url, ca, USER, SecretStr(PASSWORD))
+    hub_index = DevPi(site, None, USER, SecretStr(PASSWORD))
+    other_chart = _foreign_chart(tmp_path / "theirs", "openebs", "4.3.3")
+    assert hub_charts.upload("openebs", "4.3.3", other_chart, sha256_file(other_chart))
+    other_wheel = make_wheel(tmp_path / "theirs", "tinydep", "2.0", ["somethingelse==9.9"])
+    assert hub_index.upload(other_wheel, "tinydep", "2.0", sha256_file(other_wheel))
+
+    refused = _load_run(tmp_path, bundle, pub, empty_registry, chartmuseum, site)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    said = refused.stdout + refused.stderr
+    theirs, ours = sha256_file(other_chart), sha256_file(charts / "openebs-4.3.3.tgz")
+    assert (
+        f"chart openebs-4.3.3.tgz with other bytes than the bundle's (sha256 {theirs} on the"
+        f" hub, {ours} in the bundle)"
+    ) in said, said
+    assert "wheel tinydep-2.0-py3-none-any.whl" in said, said
+    assert "remove it as DevPI's root" in said, said
+    # Nothing was pushed: no image; the other chart and wheel are still the ones served.
+    assert catalog(empty_registry) == []
+    assert hub_charts.chart_names() == {"openebs": ["4.3.3"]}
+    assert hub_charts.digest("openebs", "4.3.3") == theirs
+    assert hub_index.digest("tinydep-2.0-py3-none-any.whl") == sha256_file(other_wheel)
+    assert hub_index.digest("tinypkg-1.0-py3-none-any.whl") is None
+
+
+def test_replace_changed_puts_the_bundles_chart_in_place(
+    tmp_path: Path,
+    upstream: Upstream,
+    empty_registry: Registry,
+    chartmuseum: Server,
+    devpi: tuple[str, str],
+) -> None:
+    """Only a chart differs: the load stops and says how to replace it; with --replace-changed
+    the chart ChartMuseum serves is the bundle's, and the rest is loaded."""
+    site, _ = devpi
+    charts, wheels, binaries = _sources(tmp_path)
+    bundle, pub = _build(tmp_path, upstream, str(charts), str(wheels), binaries)
+    ca = empty_registry.pki.ca_cert
+    hub_charts = ChartMuseum(chartmuseum.url, ca, USER, SecretStr(PASSWORD))
+    other_chart = _foreign_chart(tmp_path / "theirs", "keycloak", "24.7.4")
+    assert hub_charts.upload("keycloak", "24.7.4", other_chart, sha256_file(other_chart))
+
+    refused = _load_run(tmp_path, bundle, pub, empty_registry, chartmuseum, site)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "--replace-changed" in refused.stdout + refused.stderr
+    assert catalog(empty_registry) == []
+
+    done = _load_run(tmp_path, bundle, pub, empty_registry, chartmuseum, site, "--replace-changed")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["charts_uploaded"] == 2
+    assert hub_charts.digest("keycloak", "24.7.4") == sha256_file(charts / "keycloak-24.7.4.tgz")
     _pip_install_from(site, tmp_path / "site-packages")
