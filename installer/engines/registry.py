@@ -95,6 +95,10 @@ class BlobStalled(RegistryError):
     """A blob did not move at the rate every blob must keep (`RegistryClient.blob_min_rate`)."""
 
 
+PATCH_CHUNK = 64 * 1024 * 1024
+"""The most bytes one request of a streamed upload carries (`stage_blob_stream`)."""
+
+
 class _StreamSpent(Exception):
     """A one-pass request body was asked for a second time."""
 
@@ -276,6 +280,37 @@ class _DirectBody:
             self.client._forget(self.sock)
 
 
+class _StreamEnded(FailedError):
+    """A one-pass stream ended before the bytes it was said to hold, or held more."""
+
+
+class _Pieces:
+    """A one-pass stream of byte pieces, taken `n` bytes at a time."""
+
+    def __init__(self, chunks: Iterable[bytes | memoryview]) -> None:
+        self._chunks = iter(chunks)
+        self._rest = memoryview(b"")
+
+    def take(self, n: int) -> Iterator[memoryview]:
+        """The next `n` bytes, in pieces (each valid until the next is asked for)."""
+        while n > 0:
+            if not self._rest:
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    raise _StreamEnded(f"the stream ended {n} bytes early")
+                self._rest = memoryview(chunk)
+                continue
+            piece, self._rest = self._rest[:n], self._rest[n:]
+            n -= len(piece)
+            yield piece
+
+    def end(self) -> None:
+        """Read the stream to its end (where a reader checks what it read); nothing may be left."""
+        left = len(self._rest) + sum(len(c) for c in self._chunks)
+        if left:
+            raise _StreamEnded(f"the stream held {left} bytes more than it was said to")
+
+
 class RegistryClient:
     """Talks to one registry; safe to share between threads."""
 
@@ -291,9 +326,11 @@ class RegistryClient:
         progress: Callable[[int], None] | None = None,
         blob_min_rate: float = BLOB_MIN_RATE,
         blob_grace_s: float = BLOB_GRACE_S,
+        patch_chunk: int = PATCH_CHUNK,
     ) -> None:
         self.endpoint = endpoint
         self.blob_min_rate, self.blob_grace_s = blob_min_rate, blob_grace_s
+        self.patch_chunk = patch_chunk
         self.stats = stats or TransferStats()
         self.attempts = attempts
         self.backoff = backoff
@@ -815,42 +852,77 @@ class RegistryClient:
         that is not completed: the blob exists in the registry only once `commit_upload` is
         called with the returned session URL, and `cancel_upload` throws the data away.
 
+        The bytes go in requests of at most `patch_chunk` (`Content-Range`), each answered with
+        the session's new state. An exception raised by `chunks` (a digest mismatch or a cut
+        found by the reader) does not cut the request it happens in: that request is finished
+        with zeros, so that the registry answers it with the session's current state, the
+        session is cancelled with that state (a registry refuses any request that carries an
+        older one, and would keep the session's data until it purges old uploads, a week by
+        default), and the exception is passed on.
+
         None tells the caller the upload failed (a stream cannot be sent twice, so it is not
-        retried here): upload it again from a file. An exception raised by `chunks` (a digest
-        mismatch found by the reader) aborts the request mid-body and is passed on.
+        retried here): upload it again from a file.
         """
         scope = f"repository:{repo}:pull,push"
         response = self.request(
             "POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=frozenset({201, 202})
         )
         location = self._location(response)
-        sent = False
+        source = _Pieces(chunks)
+        deadline = self._deadline(size)
+        refused: list[BaseException] = []
+        offset = 0
 
-        def paced() -> Iterator[bytes]:
-            deadline, moved = self._deadline(size), 0
-            for chunk in chunks:
-                self._on_time(deadline, f"blob {digest}", moved, size)
-                moved += len(chunk)
-                # bytes(): the HTTP layer joins what it sends into bytes anyway (one copy)
-                yield bytes(chunk)
+        def request_body(start: int, length: int) -> Callable[[], Iterator[bytes]]:
+            sent = False
 
-        def body() -> Iterator[bytes]:
-            nonlocal sent
-            if sent:  # an auth round or a retry asks again: the stream is gone
-                raise _StreamSpent
-            sent = True
-            return paced()
+            def pieces() -> Iterator[bytes]:
+                moved = 0
+                try:
+                    for piece in source.take(length):
+                        self._on_time(deadline, f"blob {digest}", start + moved, size)
+                        moved += len(piece)
+                        # bytes(): the HTTP layer joins what it sends into bytes anyway
+                        yield bytes(piece)
+                except BlobStalled:
+                    raise
+                except Exception as exc:  # noqa: BLE001  (passed on once the session is gone)
+                    # The reader refused the stream: finish the request with zeros.
+                    refused.append(exc)
+                    while moved < length:
+                        zeros = min(length - moved, 1 << 20)
+                        moved += zeros
+                        yield bytes(zeros)
+
+            def body() -> Iterator[bytes]:
+                nonlocal sent
+                if sent:  # an auth round or a retry asks again: the stream is gone
+                    raise _StreamSpent
+                sent = True
+                return pieces()
+
+            return body
 
         try:
-            response = self.request(
-                "PATCH",
-                location,
-                scope=scope,
-                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-                body=body,
-                ok=frozenset({202}),
-                attempts=1,
-            )
+            while offset < size and not refused:
+                length = min(self.patch_chunk, size - offset)
+                response = self.request(
+                    "PATCH",
+                    location,
+                    scope=scope,
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Length": str(length),
+                        "Content-Range": f"{offset}-{offset + length - 1}",
+                    },
+                    body=request_body(offset, length),
+                    ok=frozenset({202}),
+                    attempts=1,
+                )
+                location = self._location(response)
+                offset += length
+            if not refused:
+                source.end()  # the reader's last word: its digest check comes at the end
         except BlobStalled:
             self.cancel_upload(repo, location)
             raise
@@ -864,8 +936,11 @@ class RegistryClient:
         except BaseException:
             self.cancel_upload(repo, location)
             raise
+        if refused:
+            self.cancel_upload(repo, location)
+            raise refused[0]
         self.stats.add(sent=size)
-        return self._location(response)
+        return location
 
     def push_blob_stream(
         self, repo: str, digest: str, size: int, chunks: Iterable[bytes | memoryview]

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -232,6 +233,24 @@ def tags(reg: Registry) -> dict[str, list[str]]:
             if listed:
                 found[repo] = listed
     return found
+
+
+EMPTY_HASH_STATE = re.compile(r"_uploads/[0-9a-f-]+/hashstates/sha256/0$")
+"""docker-registry 2.8 writes the hash state of zero bytes into the folder of an upload it has
+just cancelled (its `Close` runs after `Cancel`): 108 bytes of nothing, even for a session
+cancelled right after it began."""
+
+
+def stored_files(reg: Registry) -> list[str]:
+    """Every file in the registry's storage (blobs, links, upload sessions' data), by path,
+    but the empty hash states a cancelled upload leaves (`EMPTY_HASH_STATE`)."""
+    root = reg.root / "docker" / "registry" / "v2"
+    found = [p for p in root.rglob("*") if p.is_file()]
+    return sorted(
+        str(p.relative_to(root))
+        for p in found
+        if not (EMPTY_HASH_STATE.search(str(p)) and p.stat().st_size < 256)
+    )
 
 
 def blob_anywhere(reg: Registry, digest: str) -> bool:

@@ -29,6 +29,7 @@ from tests.integration.airgap.helpers import (
     members,
     repack,
     site_digests,
+    stored_files,
     tags,
 )
 from tests.integration.airgap.proxy import FaultyProxy, ProxyHandler
@@ -127,8 +128,9 @@ def test_damaged_bundle_exit_2_nothing_pushed(
     assert tags(empty_registry) == {}
     if fault in REFUSED_BEFORE_ANY_BLOB:
         assert catalog(empty_registry) == []
-    # Otherwise layers streamed before the damage was reached may be there, untagged: the
-    # registry stores a blob only when its bytes match its digest (test_streamed.py).
+    # Nothing of the refused bundle stays in the registry's storage: no blob, and no upload
+    # session's data (layers streamed before the damage was reached were thrown away).
+    assert stored_files(empty_registry) == []
     assert not (tmp_path / "escaped").exists() and not (work.parent / "escaped").exists()
     assert not any(p.is_symlink() for p in work.rglob("*"))
 

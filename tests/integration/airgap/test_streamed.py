@@ -31,6 +31,7 @@ from tests.integration.airgap.helpers import (
     members,
     repack,
     site_digests,
+    stored_files,
     tags,
 )
 from tests.integration.airgap.proxy import FaultyProxy, ProxyHandler
@@ -84,6 +85,8 @@ def test_corrupted_blob_after_a_streamed_one_pushes_nothing_exit_2(
     assert not blob_anywhere(empty_registry, first)
     assert not blob_anywhere(empty_registry, corrupted)
     assert tags(empty_registry) == {}
+    # Nor any upload session's data: the registry's storage holds no file at all.
+    assert stored_files(empty_registry) == []
     with empty_registry.http() as http:
         for name, top in upstream.images.items():
             repo = name.rsplit(":", 1)[0]
