@@ -64,6 +64,12 @@ def bundle_parts(path: Path) -> list[Path]:
     return parts
 
 
+def bundle_size(path: Path) -> int:
+    """The bytes of a bundle on disk: every part of a split one (given by its name or its first
+    part's)."""
+    return sum(part.stat().st_size for part in bundle_parts(path))
+
+
 class _PartWriter(io.RawIOBase):
     """A write-only file that rolls over to a new part every `max_size` bytes."""
 

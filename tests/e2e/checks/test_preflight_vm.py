@@ -230,10 +230,17 @@ def test_disk_probe_over_ssh_raw_then_formatted(
         access.close()
 
 
-def test_bundle_larger_than_the_vm_disk_fails(lab: Lab, site: SiteFactory, tmp_path: Path) -> None:
+@pytest.mark.parametrize("split", [False, True], ids=["one-file", "split-in-parts"])
+def test_bundle_larger_than_the_vm_disk_fails(
+    lab: Lab, site: SiteFactory, tmp_path: Path, split: bool
+) -> None:
+    """1 TiB of bundle (sparse files: nothing written), in one file or in two parts named by the
+    bundle's own name: every part counts."""
     bundle = tmp_path / "site.tar.zst"
-    with bundle.open("wb") as handle:
-        handle.truncate(1024**4)  # sparse: 1 TiB claimed, nothing written
+    files = [tmp_path / f"site.tar.zst.{i:03d}" for i in range(2)] if split else [bundle]
+    for path in files:
+        with path.open("wb") as handle:
+            handle.truncate(1024**4 // len(files))
     proc = subprocess.run(
         [sys.executable, "-m", "installer.cli", "--log-dir", str(tmp_path / "runs"), "-o", "json",
          "preflight", "-i", str(site()), "--bundle", str(bundle)],

@@ -16,6 +16,7 @@ from installer.airgap.archive import (
     CheckedChunks,
     Consumer,
     bundle_parts,
+    bundle_size,
     read_head,
     verify_bundle,
     write_bundle,
@@ -370,3 +371,15 @@ def test_a_decompression_bomb_is_refused_in_bounded_memory(
     assert proc.returncode == 2, proc.stdout + proc.stderr[-3000:]
     peak = int(proc.stdout.split("peak_mb")[1])
     assert peak < 300, proc.stdout
+
+
+def test_the_size_of_a_split_bundle_counts_every_part(tmp_path: Path) -> None:
+    whole = tmp_path / "site.tar.zst"
+    for i, size in enumerate((1000, 1000, 17)):
+        (tmp_path / f"site.tar.zst.{i:03d}").write_bytes(b"x" * size)
+    assert bundle_size(whole) == 2017
+    assert bundle_size(tmp_path / "site.tar.zst.000") == 2017
+    whole.write_bytes(b"y" * 5)  # a bundle in one file wins over stray parts beside it
+    assert bundle_size(whole) == 5
+    with pytest.raises(BadInputError, match="no such bundle"):
+        bundle_size(tmp_path / "other.tar.zst")
