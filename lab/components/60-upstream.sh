@@ -216,7 +216,11 @@ charts_ready() {
 up_nginx() {
   rm -rf "$UP/charts"; cp -r "$(charts_dir)/charts" "$UP/charts"
   mkdir -p "$UP/nginx/tmp"
+  # The worker runs as the lab's own user (root), like the registry and DevPI beside it: the
+  # checkout may sit under a folder only its owner can cross (root's home, a `mktemp -d`), where
+  # the default unprivileged worker could not read the password file or the charts.
   cat >"$UP/nginx/nginx.conf" <<EOF
+user $(id -un);
 worker_processes 1;
 pid $UP/nginx/nginx.pid;
 error_log $(logfile upstream-nginx) info;
