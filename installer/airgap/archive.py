@@ -35,6 +35,7 @@ from installer.airgap.manifest import (
     BundleManifest,
     check_member_path,
     check_signature,
+    load_public_key,
     parse_manifest,
 )
 from installer.airgap.tarstream import Member, TarReader, TarWriter
@@ -181,6 +182,48 @@ class VerifiedBundle:
     manifest_bytes: bytes
     read_bytes: int = 0
     """Bytes read from the part files (a pass with `mine` jumps over what is not its own)."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A bundle opened once (`open_bundle`): its signature checked, its manifest parsed, its
+    parts and size known. The CLI opens it and hands this object to the phases, the load and
+    the hub programs' extraction, which read the content through it: each member is checked
+    against this manifest, and a pass that finds another manifest in the file is refused."""
+
+    path: Path
+    key: Ed25519PublicKey
+    head: VerifiedBundle
+    size: int
+    """Bytes on disk, every part of a split bundle included."""
+
+    @property
+    def manifest(self) -> BundleManifest:
+        """The signed manifest."""
+        return self.head.manifest
+
+    @property
+    def manifest_bytes(self) -> bytes:
+        """The signed manifest as it is in the bundle."""
+        return self.head.manifest_bytes
+
+    @property
+    def manifest_sha256(self) -> str:
+        """The sha256 of the signed manifest: the bundle's identity."""
+        return self.head.manifest_sha256
+
+    @property
+    def parts(self) -> list[Path]:
+        """The files it is made of."""
+        return self.head.parts
+
+
+def open_bundle(path: Path, verify_key: Path) -> Bundle:
+    """Open a bundle: its parts found, its manifest's signature checked with the public key in
+    `verify_key` (BadInputError otherwise), its size added up."""
+    key = load_public_key(verify_key)
+    head = read_head(path, key)
+    return Bundle(path, key, head, sum(part.stat().st_size for part in head.parts))
 
 
 class _Reader:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from installer.airgap.archive import read_head, verify_bundle
+from installer.airgap.archive import Bundle, verify_bundle
 from installer.airgap.files import file_item, sha256_file
-from installer.airgap.manifest import BundleItem, BundleManifest, load_public_key
+from installer.airgap.manifest import BundleItem, BundleManifest
 from installer.errors import BadInputError
 
 HUB_DIR = "hub"
@@ -72,15 +72,16 @@ def hub_items(manifest: BundleManifest) -> list[BundleItem]:
     return [i for i in manifest.items if i.kind == "hub"]
 
 
-def extract_hub(bundle: Path, verify_key: Path, airgap_dir: Path) -> Path | None:
+def extract_hub(bundle: Bundle, airgap_dir: Path) -> Path | None:
     """Verify the bundle and extract its hub items into `airgap_dir/hub/`; that folder, or
     None when the bundle carries no hub programs (built without `--hub-from`).
 
     Only `hub` members are hashed and written (each against the signed manifest before it gets
     its final name); the rest of the bundle is read past, its headers still checked. A bundle
-    that fails leaves the previous folder (or none) in place and nothing of itself.
+    that fails, or whose file now holds another manifest than the one opened, leaves the
+    previous folder (or none) in place and nothing of itself.
     """
-    head = read_head(bundle, load_public_key(verify_key))
+    head = bundle.head
     wanted = hub_items(head.manifest)
     if not wanted:
         return None
@@ -92,12 +93,14 @@ def extract_hub(bundle: Path, verify_key: Path, airgap_dir: Path) -> Path | None
         shutil.rmtree(scratch)
     scratch.mkdir(parents=True, mode=0o700)
     try:
-        verify_bundle(
-            bundle,
-            load_public_key(verify_key),
-            extract_to=scratch,
-            mine=lambda item: item.kind == "hub",
+        verified = verify_bundle(
+            bundle.path, bundle.key, extract_to=scratch, mine=lambda item: item.kind == "hub"
         )
+        if verified.manifest_sha256 != head.manifest_sha256:
+            raise BadInputError(
+                f"bundle {bundle.path} changed while it was in use (its manifest is another)",
+                remedy="leave the bundle alone while the installer runs, then run again",
+            )
         extracted = scratch / HUB_DIR
         for name in PROGRAMS:
             if (extracted / name).is_file():

@@ -39,6 +39,7 @@ from pydantic import SecretStr
 
 from installer.airgap.archive import (
     VERIFIED_MARK,
+    Bundle,
     CheckedChunks,
     Consumer,
     VerifiedBundle,
@@ -55,7 +56,6 @@ from installer.airgap.manifest import (
     BundleImage,
     BundleItem,
     BundleManifest,
-    load_public_key,
     parse_manifest,
 )
 from installer.airgap.progress import Progress, Silent
@@ -91,8 +91,8 @@ class LoadTarget:
 class LoadOptions:
     """Everything `airgap-load` needs."""
 
-    bundle: Path
-    verify_key: Path
+    bundle: Bundle
+    """The bundle, opened once (`open_bundle`): its manifest is the one every pass checks."""
     target: LoadTarget
     work_dir: Path
     workers: int = 8
@@ -276,9 +276,8 @@ def close_services(target: LoadTarget) -> None:
 
 def plan_load(opts: LoadOptions) -> SiteLacks:
     """What loading the bundle would push (HEAD requests only); push nothing."""
-    head = read_head(opts.bundle, load_public_key(opts.verify_key))
     try:
-        return site_lacks(head.manifest, opts.target, workers=opts.workers)
+        return site_lacks(opts.bundle.manifest, opts.target, workers=opts.workers)
     finally:
         close_services(opts.target)
 
@@ -355,10 +354,12 @@ def check_release_order(
 def load_bundle(opts: LoadOptions, progress: Progress | None = None) -> LoadResult:
     """Verify, then push; see the module docstring."""
     progress = progress or Silent()
-    key = load_public_key(opts.verify_key)
+    key = opts.bundle.key
     result = LoadResult()
     started = time.monotonic()
-    head = read_head(opts.bundle, key)
+    head = opts.bundle.head
+    # The file still holds the bundle that was opened (checked again at the end of each pass).
+    _same(read_head(opts.bundle.path, key), head.manifest_sha256)
     manifest = head.manifest
     # Before anything is pushed: an older release than the site's is refused.
     check_release_order(
@@ -394,7 +395,9 @@ def load_bundle(opts: LoadOptions, progress: Progress | None = None) -> LoadResu
             if not _extracted(work, head.manifest_sha256, manifest.items):
                 progress.phase("verify and extract", manifest.total_size)
                 _same(
-                    verify_bundle(opts.bundle, key, extract_to=work, progress=progress.advance),
+                    verify_bundle(
+                        opts.bundle.path, key, extract_to=work, progress=progress.advance
+                    ),
                     head.manifest_sha256,
                 )
         else:
@@ -505,7 +508,7 @@ class _Streamer:
         try:
             if len(shares) == 1:
                 verified = verify_bundle(
-                    self.opts.bundle,
+                    self.opts.bundle.path,
                     key,
                     extract_to=self.work,
                     progress=progress.advance,
@@ -518,7 +521,7 @@ class _Streamer:
             self._cancel_staged()
             raise
         self._commit_staged()
-        bundle = self.opts.bundle
+        bundle = self.opts.bundle.path
         if self.failed:
             # Their uploads broke off mid-stream: take them from the bundle again, into files,
             # and let the retrying upload from files push them.
@@ -580,7 +583,7 @@ class _Streamer:
         def one(index: int) -> VerifiedBundle:
             share = shares[index]
             return verify_bundle(
-                self.opts.bundle,
+                self.opts.bundle.path,
                 key,
                 extract_to=self.work if index == 0 else None,
                 progress=progress.advance,

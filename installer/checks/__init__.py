@@ -1,13 +1,12 @@
 """Preflight (before anything changes) and verify (acceptance, after install) checks.
 
-report = run_preflight(inventory, bundle=None, strict=False)
+report = run_preflight(inventory, bundle_size=None, strict=False)
 report.ok, report.as_dict()
 """
 
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
 from installer.checks import catalog
 from installer.checks.acceptance import ProbeNamespace, scheduling_checks
@@ -51,10 +50,11 @@ def verify_checks(access: SiteAccess, namespaces: ProbeNamespace) -> list[Check]
 
 
 def run_preflight(
-    inventory: Inventory, *, bundle: Path | None = None, strict: bool = False
+    inventory: Inventory, *, bundle_size: int | None = None, strict: bool = False
 ) -> Report:
-    """Run preflight against the live site."""
-    access = SiteAccess(inventory, bundle=bundle)
+    """Run preflight against the live site; `bundle_size`: the bytes of the bundle to load (every
+    part), which the VM must have room for once expanded."""
+    access = SiteAccess(inventory, bundle_size=bundle_size)
     try:
         return run_checks(
             "preflight",

@@ -114,7 +114,8 @@ class SiteAccess:
     """The live site as the checks of one run reach it."""
 
     inventory: Inventory
-    bundle: Path | None = None
+    bundle_size: int | None = None
+    """The bytes of the bundle to load (every part of a split one), when one is given."""
     _vm: SshHost | None = field(default=None, init=False)
     _kube: dict[str, Kube] = field(default_factory=dict, init=False)
     _internal_ips: dict[str, dict[str, str | None]] = field(default_factory=dict, init=False)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from installer.checks.catalog import make
 from installer.checks.context import ServiceKind, SiteAccess, identify_service
@@ -198,16 +198,9 @@ def disk_needs(access: SiteAccess, bundle_size: int | None) -> dict[str, int]:
     return needs
 
 
-def _bundle_size(path: Path) -> int:
-    from installer.airgap.archive import bundle_size  # zstandard and the tar reader: lazily
-
-    return bundle_size(path)
-
-
 def check_disk(access: SiteAccess) -> Finding:
     """`df` on each data path (or its nearest existing parent)."""
-    # Every part of a split bundle counts, not only the one named.
-    bundle_size = _bundle_size(access.bundle) if access.bundle is not None else None
+    bundle_size = access.bundle_size
     needs = disk_needs(access, bundle_size)
     candidates = sorted(
         {str(p) for path in needs for p in (PurePosixPath(path), *PurePosixPath(path).parents)}

@@ -19,7 +19,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from installer.airgap.archive import verify_bundle
+from installer.airgap.archive import open_bundle, verify_bundle
 from installer.airgap.build import BuildOptions, build_bundle
 from installer.airgap.files import Source
 from installer.airgap.load import (
@@ -279,9 +279,9 @@ def airgap_load(
     target, state = _target(
         inventory, registry, charts_url, pypi_url, binaries_dir, ca, user, password_file
     )
+    opened = open_bundle(bundle, verify_key)
     opts = LoadOptions(
-        bundle=bundle,
-        verify_key=verify_key,
+        bundle=opened,
         target=target,
         work_dir=work_dir or (state / "airgap" / "work"),
         workers=workers,
@@ -293,9 +293,7 @@ def airgap_load(
     with _progress() as bars:
         result = load_bundle(opts, bars)
     if not result.nothing_to_do:
-        from installer.airgap.archive import read_head
-
-        record_loaded(state, read_head(bundle, load_public_key(verify_key)).manifest_bytes)
+        record_loaded(state, opened.manifest_bytes)
     payload = {"ok": True, **result.__dict__}
     if is_json():
         emit_json(payload)

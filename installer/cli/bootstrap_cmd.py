@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -26,6 +26,9 @@ from installer.lock import site_lock
 from installer.phases.base import PHASE_ORDER, Phase, PhaseContext
 from installer.phases.catalog import load_phases, select
 from installer.state import StateDir
+
+if TYPE_CHECKING:
+    from installer.airgap.archive import Bundle
 
 OnlyOption = Annotated[
     list[str] | None, typer.Option("--only", help="Run only this phase (repeatable).")
@@ -51,6 +54,20 @@ def _selected(
     return inv, names, load_phases(names)
 
 
+def opened_bundle(bundle: Path | None, verify_key: Path | None) -> Bundle | None:
+    """`--bundle` opened once, its signature checked with `--verify-key`, before any phase."""
+    if bundle is None:
+        return None
+    if verify_key is None:
+        raise BadInputError(
+            "--bundle needs --verify-key (the bundle's ed25519 public key)",
+            remedy="pass --verify-key bundle-verify.pem",
+        )
+    from installer.airgap.archive import open_bundle  # zstandard: only when a bundle is given
+
+    return open_bundle(bundle, verify_key)
+
+
 def _context(
     inv: Inventory,
     inventory: Path,
@@ -63,8 +80,7 @@ def _context(
     return PhaseContext(
         inventory=inv,
         inventory_path=inventory,
-        bundle=bundle,
-        verify_key=verify_key,
+        bundle=opened_bundle(bundle, verify_key),
         allow_downgrade=allow_downgrade,
         state=StateDir(inv.site.state_dir),
         run_dir=STATE.run.folder,

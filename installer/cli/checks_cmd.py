@@ -12,7 +12,7 @@ from rich.text import Text
 from installer.checks import Report, Status, run_preflight, run_verify
 from installer.cli.render import emit_json, is_json, out
 from installer.cli.state import STATE, InventoryOption, OutputOption, begin
-from installer.errors import BadInputError, ExitCode
+from installer.errors import ExitCode
 from installer.inventory import load_inventory
 
 StrictOption = Annotated[bool, typer.Option("--strict", help="Warnings fail the run too (exit 1).")]
@@ -71,9 +71,12 @@ def preflight(
     """Check the site before anything changes. Exit 1 when a check fails."""
     begin("preflight", output)
     inv = load_inventory(inventory)
-    if bundle is not None and not bundle.is_file():
-        raise BadInputError(f"bundle {bundle} does not exist", remedy="pass the bundle's path")
-    _finish(run_preflight(inv, bundle=bundle, strict=strict), inventory)
+    size = None
+    if bundle is not None:
+        from installer.airgap.archive import bundle_size  # zstandard: only with a bundle
+
+        size = bundle_size(bundle)  # every part; BadInputError when there is none
+    _finish(run_preflight(inv, bundle_size=size, strict=strict), inventory)
 
 
 def verify(

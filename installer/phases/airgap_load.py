@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from installer.airgap.archive import bundle_parts, read_head
+from installer.airgap.archive import bundle_parts, open_bundle
 from installer.airgap.build import BuildOptions, build_bundle
 from installer.airgap.files import Source
 from installer.airgap.load import (
@@ -37,7 +37,6 @@ from installer.airgap.load import (
 )
 from installer.airgap.manifest import (
     BundleManifest,
-    load_public_key,
     parse_manifest,
     write_keypair,
 )
@@ -271,15 +270,9 @@ class AirgapLoadPhase:
     def _options(self, ctx: PhaseContext) -> tuple[LoadOptions, Path] | None:
         if ctx.bundle is None:
             return None
-        if ctx.verify_key is None:
-            raise BadInputError(
-                "--bundle needs --verify-key (the bundle's ed25519 public key)",
-                remedy="pass --verify-key bundle-verify.pem",
-            )
         target, state_root = site_target(ctx.inventory)
         opts = LoadOptions(
             bundle=ctx.bundle,
-            verify_key=ctx.verify_key,
             target=target,
             work_dir=state_root / "airgap" / "work",
             site_release=site_release(state_root),
@@ -295,9 +288,8 @@ class AirgapLoadPhase:
 
     def inputs(self, ctx: PhaseContext) -> Any:
         """The bundle's manifest digest, or the release and upstream mirrored from."""
-        if ctx.bundle is not None and ctx.verify_key is not None:
-            head = read_head(ctx.bundle, load_public_key(ctx.verify_key))
-            return {"bundle": head.manifest_sha256}
+        if ctx.bundle is not None:
+            return {"bundle": ctx.bundle.manifest_sha256}
         upstream = self._upstream(ctx)
         release = _release(upstream)
         data: dict[str, Any] = {"bundle": None, "release": release.platform_version}
@@ -381,8 +373,7 @@ class AirgapLoadPhase:
         result = load_bundle(opts, _Events(ctx))
         if result.nothing_to_do:
             return PhaseResult(NAME, Status.OK, message="the hub already holds the bundle")
-        head = read_head(opts.bundle, load_public_key(opts.verify_key))
-        record_loaded(state_root, head.manifest_bytes)
+        record_loaded(state_root, opts.bundle.manifest_bytes)
         return PhaseResult(
             NAME,
             Status.OK,
@@ -420,8 +411,7 @@ class AirgapLoadPhase:
             ) from None
         ctx.step(NAME, f"push into the hub ({built.content_bytes:,} bytes pulled)")
         opts = LoadOptions(
-            bundle=mirror.bundle,
-            verify_key=mirror.verify_key,
+            bundle=open_bundle(mirror.bundle, mirror.verify_key),
             target=target,
             work_dir=state_root / "airgap" / "work",
             workers=WORKERS,
@@ -429,7 +419,7 @@ class AirgapLoadPhase:
             allow_downgrade=ctx.allow_downgrade,
         )
         result = load_bundle(opts, events)
-        manifest_bytes = read_head(mirror.bundle, load_public_key(mirror.verify_key)).manifest_bytes
+        manifest_bytes = opts.bundle.manifest_bytes
         record_loaded(state_root, manifest_bytes)
         mirror.record(manifest_bytes, digest)
         seconds = {**{f"pull_{k}": v for k, v in built.seconds.items()}, **result.seconds}

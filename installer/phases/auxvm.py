@@ -127,14 +127,9 @@ def bundle_hub_root(ctx: PhaseContext) -> Path | None:
     when the bundle has none."""
     if ctx.bundle is None:
         return None
-    if ctx.verify_key is None:
-        raise BadInputError(
-            "--bundle needs --verify-key: the hub's programs are installed only from a verified"
-            " bundle"
-        )
-    ctx.step(NAME, f"extracting the hub's programs from {ctx.bundle}")
+    ctx.step(NAME, f"extracting the hub's programs from {ctx.bundle.path}")
     root = ctx.state.root / "airgap"
-    return root if extract_hub(ctx.bundle, ctx.verify_key, root) is not None else None
+    return root if extract_hub(ctx.bundle, root) is not None else None
 
 
 def site_hub_sources(ctx: PhaseContext) -> HubSources:

@@ -13,10 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from installer.inventory import Inventory
 from installer.state import StateDir
+
+if TYPE_CHECKING:
+    from installer.airgap.archive import Bundle
 
 PHASE_ORDER = (
     "preflight",
@@ -103,10 +106,10 @@ class PhaseContext:
     run_dir: Path
     emit: EventSink
     dry_run: bool = False
-    bundle: Path | None = None
-    """The air-gap bundle given to bootstrap (`--bundle`), for the `airgap_load` phase."""
-    verify_key: Path | None = None
-    """The bundle's ed25519 public key (`--verify-key`)."""
+    bundle: Bundle | None = None
+    """The air-gap bundle given to bootstrap (`--bundle`, `--verify-key`), opened once by the
+    CLI (`open_bundle`): preflight's disk check, the hub's programs and the `airgap_load` phase
+    use it."""
     allow_downgrade: bool = False
     """`--allow-downgrade`: load a bundle of an older release than the site has loaded."""
 

@@ -38,10 +38,10 @@ class PreflightPhase:
         return True
 
     def inputs(self, ctx: PhaseContext) -> Any:
-        """The whole inventory (secret references only) and the bundle's path."""
+        """The whole inventory (secret references only) and the bundle's identity."""
         return {
             "inventory": ctx.inventory.model_dump(mode="json", by_alias=True),
-            "bundle": str(ctx.bundle) if ctx.bundle else None,
+            "bundle": ctx.bundle.manifest_sha256 if ctx.bundle else None,
         }
 
     def plan(self, ctx: PhaseContext) -> PhasePlan:
@@ -51,7 +51,8 @@ class PreflightPhase:
     def apply(self, ctx: PhaseContext) -> PhaseResult:
         """Run the checks."""
         ctx.step(self.name, "checking the site")
-        return report_result(self.name, run_preflight(ctx.inventory, bundle=ctx.bundle), ctx)
+        size = ctx.bundle.size if ctx.bundle is not None else None
+        return report_result(self.name, run_preflight(ctx.inventory, bundle_size=size), ctx)
 
 
 def phase() -> PreflightPhase:

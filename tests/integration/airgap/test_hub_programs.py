@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from installer.airgap.archive import open_bundle
 from installer.airgap.hubprograms import extract_hub
 from installer.errors import BadInputError, ExitCode
 from installer.inventory import load_inventory
@@ -90,8 +91,7 @@ def _context(tmp: Path, bundle: Path | None, pub: Path | None) -> PhaseContext:
         state=StateDir(tmp / "state"),
         run_dir=tmp / "run",
         emit=events.append,
-        bundle=bundle,
-        verify_key=pub,
+        bundle=open_bundle(bundle, pub) if bundle is not None and pub is not None else None,
     )
 
 
@@ -125,7 +125,7 @@ def test_hub_programs_are_signed_items_and_only_they_are_extracted(
     assert "hub    chartmuseum" in text.stdout, text.stdout
 
     airgap = tmp_path / "state" / "airgap"
-    folder = extract_hub(bundle, pub, airgap)
+    folder = extract_hub(open_bundle(bundle, pub), airgap)
     assert folder == airgap / "hub"
     assert (folder / "chartmuseum").read_bytes() == CHARTMUSEUM  # the program, not the link
     assert not (folder / "chartmuseum").is_symlink()
@@ -138,11 +138,11 @@ def test_hub_programs_are_signed_items_and_only_they_are_extracted(
 
     # The same bundle again: the verified folder is re-used, not written again.
     stamp = (folder / "chartmuseum").stat().st_mtime_ns
-    assert extract_hub(bundle, pub, airgap) == folder
+    assert extract_hub(open_bundle(bundle, pub), airgap) == folder
     assert (folder / "chartmuseum").stat().st_mtime_ns == stamp
     # A program changed on disk since: extracted again from the bundle.
     (folder / "chartmuseum").write_bytes(b"#!/bin/sh\necho altered\n")
-    assert extract_hub(bundle, pub, airgap) == folder
+    assert extract_hub(open_bundle(bundle, pub), airgap) == folder
     assert (folder / "chartmuseum").read_bytes() == CHARTMUSEUM
 
 

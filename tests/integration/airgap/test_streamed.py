@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
+from installer.airgap.archive import open_bundle
 from installer.airgap.load import STREAM_MIN, LoadOptions, load_bundle, make_target
 from installer.airgap.manifest import parse_manifest
 from installer.errors import BadInputError
@@ -25,6 +26,7 @@ from tests.integration.airgap.helpers import (
     blob_anywhere,
     broken_tags,
     build_signed,
+    bundle_args,
     catalog,
     cli,
     load_args,
@@ -33,6 +35,7 @@ from tests.integration.airgap.helpers import (
     site_digests,
     stored_files,
     tags,
+    write_release,
 )
 from tests.integration.airgap.proxy import FaultyProxy, ProxyHandler
 
@@ -201,7 +204,7 @@ def test_verify_first_pushes_nothing_from_a_corrupted_bundle(
     bad, _, _ = _large_last(bundle, tmp_path / "bad.tar.zst", corrupt=True)
     reg = empty_registry
     target = make_target(reg.host, None, None, None, reg.pki.ca_cert, USER, SecretStr(PASSWORD))
-    opts = LoadOptions(bad, pub, target, tmp_path / "work", verify_first=True)
+    opts = LoadOptions(open_bundle(bad, pub), target, tmp_path / "work", verify_first=True)
     with pytest.raises(BadInputError, match="sha256 mismatch"):
         load_bundle(opts)
     assert catalog(reg) == []
@@ -235,9 +238,35 @@ def test_any_number_of_passes_loads_the_same(
     bundle, pub = built
     reg = empty_registry
     target = make_target(reg.host, None, None, None, reg.pki.ca_cert, USER, SecretStr(PASSWORD))
-    result = load_bundle(LoadOptions(bundle, pub, target, tmp_path / "work", readers=readers))
+    opts = LoadOptions(open_bundle(bundle, pub), target, tmp_path / "work", readers=readers)
+    result = load_bundle(opts)
     assert result.blobs["uploaded"] >= 2
     assert broken_tags(reg) == []
     assert site_digests(reg, list(upstream.images)) == {
         n: b.digest for n, b in upstream.images.items()
     }
+
+
+def test_a_bundle_swapped_after_it_was_opened_is_refused(
+    tmp_path: Path, upstream: Upstream, built: tuple[Path, Path], empty_registry: Registry
+) -> None:
+    """The bundle is opened once (its signed manifest checked, its size known); another bundle,
+    validly signed with the same key, put in its place before the load reads the content, is
+    refused, and nothing is pushed."""
+    bundle, pub = built
+    in_use = tmp_path / "site.tar.zst"
+    in_use.write_bytes(bundle.read_bytes())
+    opened = open_bundle(in_use, pub)
+    assert opened.parts == [in_use] and opened.size == in_use.stat().st_size
+    one_image = write_release(tmp_path / "one.yml", sorted(upstream.images)[:1])
+    other = tmp_path / "other.tar.zst"
+    key = pub.with_name("sign.pem")
+    made = cli(*bundle_args(upstream, one_image, other, key), log_dir=tmp_path, env=PASSWORD_ENV)
+    assert made.returncode == 0, made.stderr
+    assert open_bundle(other, pub).manifest_sha256 != opened.manifest_sha256
+    in_use.write_bytes(other.read_bytes())
+    reg = empty_registry
+    target = make_target(reg.host, None, None, None, reg.pki.ca_cert, USER, SecretStr(PASSWORD))
+    with pytest.raises(BadInputError, match="changed while it was being loaded"):
+        load_bundle(LoadOptions(opened, target, tmp_path / "work"))
+    assert catalog(reg) == [] and stored_files(reg) == []

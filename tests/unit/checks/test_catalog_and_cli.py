@@ -75,7 +75,7 @@ def test_preflight_missing_bundle_is_bad_input(tmp_path: Path) -> None:
         log_dir=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
-    assert "does not exist" in json.loads(proc.stdout)["error"]["message"]
+    assert "no such bundle" in json.loads(proc.stdout)["error"]["message"]
 
 
 def test_verify_bad_inventory_is_bad_input(tmp_path: Path) -> None:
