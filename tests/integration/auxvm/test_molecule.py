@@ -57,13 +57,15 @@ def test_molecule_scenario(provisioned_hub: Hub, role: str) -> None:
         run = subprocess.run(
             ["molecule", "test"],
             cwd=ROLES_DIR / role,
-            capture_output=True,
+            # One stream, in order: molecule's step lines (its log) around Ansible's output.
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
             text=True,
             timeout=1200,
             env=env,
             check=False,
         )
-    out = run.stdout + run.stderr
+    out = run.stdout
     assert run.returncode == 0, out[-6000:]
     # Every step of the sequence ran (molecule fails the run when the second converge of the
     # idempotence step changes anything).
