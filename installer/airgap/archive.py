@@ -68,7 +68,11 @@ def bundle_parts(path: Path) -> list[Path]:
 def bundle_size(path: Path) -> int:
     """The bytes of a bundle on disk: every part of a split one (given by its name or its first
     part's)."""
-    return sum(part.stat().st_size for part in bundle_parts(path))
+    return _size(bundle_parts(path))
+
+
+def _size(parts: list[Path]) -> int:
+    return sum(part.stat().st_size for part in parts)
 
 
 class _PartWriter(io.RawIOBase):
@@ -223,7 +227,7 @@ def open_bundle(path: Path, verify_key: Path) -> Bundle:
     `verify_key` (BadInputError otherwise), its size added up."""
     key = load_public_key(verify_key)
     head = read_head(path, key)
-    return Bundle(path, key, head, sum(part.stat().st_size for part in head.parts))
+    return Bundle(path, key, head, _size(head.parts))
 
 
 class _Reader:

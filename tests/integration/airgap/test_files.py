@@ -3,12 +3,10 @@ binaries folder; the installer-like wheel then installs from DevPI with no other
 
 from __future__ import annotations
 
-import io
 import json
 import ssl
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import httpx
@@ -145,8 +143,7 @@ def test_charts_wheels_binaries_round_trip_from_folders(
     devpi: tuple[str, str],
 ) -> None:
     site, _ = devpi
-    charts, wheels, binaries = _sources(tmp_path)
-    bundle, pub = _build(tmp_path, upstream, str(charts), str(wheels), binaries)
+    _, _, bundle, pub = _from_folders(tmp_path, upstream)
     listing = cli(
         "airgap-verify",
         str(bundle),
@@ -214,17 +211,12 @@ def test_charts_and_wheels_from_served_repositories(
     _pip_install_from(site, tmp_path / "site-packages")
 
 
-def _foreign_chart(folder: Path, name: str, version: str) -> Path:
-    """A chart archive with the name and version the bundle uses but other content (someone
-    else's upload)."""
-    path = folder / f"{name}-{version}.tgz"
-    folder.mkdir(parents=True, exist_ok=True)
-    data = f"apiVersion: v2\nname: {name}\nversion: {version}\ndescription: not ours\n".encode()
-    with tarfile.open(path, "w:gz") as tar:
-        info = tarfile.TarInfo(f"{name}/Chart.yaml")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return path
+def _from_folders(tmp: Path, upstream: Upstream) -> tuple[Path, Path, Path, Path]:
+    """The test sources and a bundle built from them: (charts folder, wheels folder, bundle,
+    public key)."""
+    charts, wheels, binaries = _sources(tmp)
+    bundle, pub = _build(tmp, upstream, str(charts), str(wheels), binaries)
+    return charts, wheels, bundle, pub
 
 
 def test_a_chart_or_wheel_with_other_bytes_on_the_hub_stops_the_load(
@@ -237,12 +229,11 @@ def test_a_chart_or_wheel_with_other_bytes_on_the_hub_stops_the_load(
     """The hub serves a chart and a wheel under the bundle's names with other bytes: the load
     names both with both digests, exits 1, and pushes nothing (no image, chart or wheel)."""
     site, _ = devpi
-    charts, wheels, binaries = _sources(tmp_path)
-    bundle, pub = _build(tmp_path, upstream, str(charts), str(wheels), binaries)
+    charts, _, bundle, pub = _from_folders(tmp_path, upstream)
     ca = empty_registry.pki.ca_cert
     hub_charts = ChartMuseum(chartmuseum.url, ca, USER, SecretStr(PASSWORD))
     hub_index = DevPi(site, None, USER, SecretStr(PASSWORD))
-    other_chart = _foreign_chart(tmp_path / "theirs", "openebs", "4.3.3")
+    other_chart = make_chart(tmp_path / "theirs", "openebs", "4.3.3", "not ours")
     assert hub_charts.upload("openebs", "4.3.3", other_chart, sha256_file(other_chart))
     other_wheel = make_wheel(tmp_path / "theirs", "tinydep", "2.0", ["somethingelse==9.9"])
     assert hub_index.upload(other_wheel, "tinydep", "2.0", sha256_file(other_wheel))
@@ -275,11 +266,10 @@ def test_replace_changed_puts_the_bundles_chart_in_place(
     """Only a chart differs: the load stops and says how to replace it; with --replace-changed
     the chart ChartMuseum serves is the bundle's, and the rest is loaded."""
     site, _ = devpi
-    charts, wheels, binaries = _sources(tmp_path)
-    bundle, pub = _build(tmp_path, upstream, str(charts), str(wheels), binaries)
+    charts, _, bundle, pub = _from_folders(tmp_path, upstream)
     ca = empty_registry.pki.ca_cert
     hub_charts = ChartMuseum(chartmuseum.url, ca, USER, SecretStr(PASSWORD))
-    other_chart = _foreign_chart(tmp_path / "theirs", "keycloak", "24.7.4")
+    other_chart = make_chart(tmp_path / "theirs", "keycloak", "24.7.4", "not ours")
     assert hub_charts.upload("keycloak", "24.7.4", other_chart, sha256_file(other_chart))
 
     refused = _load_run(tmp_path, bundle, pub, empty_registry, chartmuseum, site)
