@@ -42,6 +42,7 @@ from pathlib import Path
 from installer.airgap.files import sha256_file
 from installer.airgap.manifest import write_keypair
 from installer.engines.registry import OCI_MANIFEST, Manifest, RegistryClient, sha256_digest
+from installer.release import ReleasePins, pins_path
 from tests.fixtures.peakrss import run_measured
 from tests.fixtures.registries import PASSWORD, USER, Registry, make_pki, start_registry
 
@@ -117,8 +118,9 @@ def plan(scale: float, images: int) -> list[list[tuple[str, int]]]:
     return layers
 
 
-def seed(client: RegistryClient, folder: Path, scale: float, count: int) -> list[str]:
-    """Generate (once) and push the synthetic images; returns `name:tag` references."""
+def seed(client: RegistryClient, folder: Path, scale: float, count: int) -> dict[str, str]:
+    """Generate (once) and push the synthetic images; returns `name:tag` -> manifest digest
+    (the release's pins: the bundle pulls by digest, as a real release's does)."""
     folder.mkdir(parents=True, exist_ok=True)
     layout = plan(scale, count)
     wanted = {name: size for img in layout for name, size in img}
@@ -126,7 +128,7 @@ def seed(client: RegistryClient, folder: Path, scale: float, count: int) -> list
         descs = dict(
             zip(wanted, pool.map(lambda kv: make_layer(folder, *kv), wanted.items()), strict=True)
         )
-    refs = []
+    refs: dict[str, str] = {}
     jobs = []
     for n, img in enumerate(layout):
         repo = f"bench.example/airgap/img-{n:02d}"
@@ -161,7 +163,7 @@ def seed(client: RegistryClient, folder: Path, scale: float, count: int) -> list
         }
         raw = json.dumps(manifest).encode()
         jobs.append((repo, cfg_path, sha256_digest(config), [descs[name] for name, _ in img], raw))
-        refs.append(f"{repo}:1.0")
+        refs[f"{repo}:1.0"] = sha256_digest(raw)
 
     def push(job: tuple[str, Path, str, list[dict[str, object]], bytes]) -> None:
         repo, cfg_path, cfg_digest, layers, raw = job
@@ -266,9 +268,10 @@ def main() -> None:
         registries.append(upstream)
         started = time.monotonic()
         with RegistryClient(upstream.endpoint(), connections=8) as client:
-            refs = seed(
+            pins = seed(
                 client, CACHE / f"airgap-{args.scale:g}-{args.images}", args.scale, args.images
             )
+        refs = list(pins)
         print(f"# seeded {len(refs)} images in {time.monotonic() - started:.1f}s", file=sys.stderr)
 
         certs = work / "certs"
@@ -284,6 +287,9 @@ def main() -> None:
                 for r in refs
             )
             + "charts: []\n"
+        )
+        pins_path(release).write_text(
+            ReleasePins(platform_version="bench", images=pins).to_yaml(), encoding="utf-8"
         )
         key, pub = work / "sign.pem", work / "sign.pub"
         write_keypair(key, pub)

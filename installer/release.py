@@ -7,11 +7,14 @@ lab seeding (what the stand-in upstream must hold) and the docs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 RELEASE_MANIFEST = Path(__file__).resolve().parent.parent / "airgap" / "release.yml"
+
+ImageDigest = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 Component = Literal["auxvm", "nodes", "storage", "dns", "keycloak", "platform", "installer"]
 
@@ -82,3 +85,79 @@ def load_release(path: Path = RELEASE_MANIFEST) -> ReleaseManifest:
     from installer.inventory.yamlsrc import load_yaml_model
 
     return load_yaml_model(path, ReleaseManifest)
+
+
+# --- pins -----------------------------------------------------------------------------------
+
+
+class ReleasePins(_Item):
+    """The exact bytes of one release (`airgap/release.pins.yml` beside `release.yml`): every
+    image by manifest digest, every chart archive, wheel (dependencies included) and binary by
+    sha256. Recorded once from a trusted source when the release is cut
+    (`airgap-bundle --allow-unpinned --write-pins`); `airgap-bundle` and a connected bootstrap
+    refuse content that does not match. Tags and versions stay in the release for people."""
+
+    platform_version: str = Field(description="The release these pins belong to.")
+    images: dict[str, ImageDigest] = Field(
+        default_factory=dict,
+        description="`name:tag` -> the manifest (or index) digest the upstream serves for it.",
+    )
+    charts: dict[str, Sha256] = Field(
+        default_factory=dict, description="`name:version` -> sha256 of the chart archive."
+    )
+    wheels: dict[str, Sha256] = Field(
+        default_factory=dict,
+        description="Wheel file name -> its sha256; every wheel the bundle carries.",
+    )
+    binaries: dict[str, Sha256] = Field(
+        default_factory=dict, description="`name:version` -> sha256 of the executable."
+    )
+
+    def unpinned(self, release: ReleaseManifest) -> list[str]:
+        """The release's images, charts and binaries these pins say nothing of."""
+        return [
+            *(f"image {i.name}:{i.tag}" for i in release.images if self.image(i) is None),
+            *(
+                f"chart {c.name}:{c.version}"
+                for c in release.charts
+                if pins_key(c) not in self.charts
+            ),
+            *(
+                f"binary {b.name}:{b.version}"
+                for b in release.binaries
+                if pins_key(b) not in self.binaries
+            ),
+        ]
+
+    def image(self, image: ImageRef) -> str | None:
+        """The pinned digest of an image, if any."""
+        return self.images.get(f"{image.name}:{image.tag}")
+
+    def to_yaml(self) -> str:
+        """The pins file's text (keys sorted, one entry per line)."""
+        lines = [
+            "# Pins of the release: the bytes each entry must have (see installer/release.py).",
+            f'platform_version: "{self.platform_version}"',
+        ]
+        for section in ("images", "charts", "wheels", "binaries"):
+            entries: dict[str, str] = getattr(self, section)
+            lines.append(f"{section}:" + ("" if entries else " {}"))
+            lines += [f'  "{k}": "{v}"' for k, v in sorted(entries.items())]
+        return "\n".join(lines) + "\n"
+
+
+def pins_key(item: ChartRef | BinaryRef) -> str:
+    """How a chart or binary is named in the pins: `name:version`."""
+    return f"{item.name}:{item.version}"
+
+
+def pins_path(release: Path) -> Path:
+    """Where a release's pins live by default: `<release>.pins.yml` beside it."""
+    return release.with_name(f"{release.stem}.pins.yml")
+
+
+def load_pins(path: Path) -> ReleasePins:
+    """Read and validate a pins file (errors name file:line)."""
+    from installer.inventory.yamlsrc import load_yaml_model
+
+    return load_yaml_model(path, ReleasePins)

@@ -8,6 +8,7 @@ must be pushed from them).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import queue
 import threading
@@ -51,6 +52,7 @@ from installer.airgap.manifest import (
     parse_manifest,
     sign,
 )
+from installer.airgap.pins import check_items, pinned_release, record_pins
 from installer.airgap.progress import Progress, Silent
 from installer.engines.registry import (
     BlobSink,
@@ -60,7 +62,7 @@ from installer.engines.registry import (
     TransferStats,
 )
 from installer.errors import BadInputError
-from installer.release import ReleaseManifest
+from installer.release import ReleaseManifest, ReleasePins
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,11 @@ class BuildOptions:
     max_size: int | None = None
     workers: int = 8
     level: int = 1
+    pins: ReleasePins | None = None
+    """What each entry's bytes must be (`installer.airgap.pins`); None is refused unless
+    `allow_unpinned`."""
+    allow_unpinned: bool = False
+    """Development only: build entries the pins do not name (each logged as a warning)."""
 
     @property
     def stage(self) -> Path:
@@ -103,6 +110,8 @@ class BuildResult:
     retries: int
     bytes_received: int
     seconds: dict[str, float]
+    pins: ReleasePins
+    """The pins of what was gathered (`--write-pins` records them)."""
 
 
 def build_bundle(opts: BuildOptions, progress: Progress | None = None) -> BuildResult:
@@ -114,6 +123,8 @@ def build_bundle(opts: BuildOptions, progress: Progress | None = None) -> BuildR
     """
     progress = progress or Silent()
     key = load_private_key(opts.sign_key)  # fail on a bad key before any download
+    release = pinned_release(opts.release, opts.pins, allow_unpinned=opts.allow_unpinned)
+    opts = dataclasses.replace(opts, release=release)
     stage = opts.stage
     stage.mkdir(parents=True, exist_ok=True)
     omit, delta_kind, base_sha = _delta_base(opts)
@@ -172,6 +183,7 @@ def build_bundle(opts: BuildOptions, progress: Progress | None = None) -> BuildR
         retries=stats.retries,
         bytes_received=stats.bytes_received,
         seconds=seconds,
+        pins=record_pins(opts.release, images, items),
     )
 
 
@@ -362,6 +374,7 @@ def _files(opts: BuildOptions, stage: Path) -> list[BundleItem]:
         for binary in rel.binaries:
             rel_path = f"binaries/{binary.name}"
             items.append(file_item(stage, rel_path, "binary", binary.name, binary.version))
+    check_items(items, opts.pins, stage, allow_unpinned=opts.allow_unpinned)
     if opts.hub is not None:
         items += stage_hub(opts.hub, stage)
     return items

@@ -19,6 +19,7 @@ from typing import Any
 
 from installer.airgap.files import file_item
 from installer.airgap.manifest import LAYOUT_DIR, BundleImage, BundleItem
+from installer.airgap.pins import DIFFERS_REMEDY
 from installer.engines.registry import (
     INDEX_TYPES,
     OCI_INDEX,
@@ -26,6 +27,7 @@ from installer.engines.registry import (
     BlobSink,
     Manifest,
     RegistryClient,
+    RegistryError,
     sha256_digest,
 )
 from installer.errors import BadInputError
@@ -113,8 +115,9 @@ def is_compressed(media_type: str) -> bool:
 
 
 def resolve(client: RegistryClient, image: ImageRef, repo: str, platforms: list[str]) -> _Pulled:
-    """Fetch an image's manifests (and the index's children) and list its blobs."""
-    top = client.get_manifest(repo, image.digest or image.tag)
+    """Fetch an image's manifests (and the index's children) and list its blobs. A pinned
+    image is fetched by its digest (content-checked), whatever its tag points at now."""
+    top = _top(client, image, repo)
     pulled = _Pulled(image=image, repo=repo, top=top)
     if top.media_type in INDEX_TYPES:
         if platforms:
@@ -128,6 +131,22 @@ def resolve(client: RegistryClient, image: ImageRef, repo: str, platforms: list[
     else:
         pulled.blobs.update(_layers(top))
     return pulled
+
+
+def _top(client: RegistryClient, image: ImageRef, repo: str) -> Manifest:
+    if image.digest is None:
+        return client.get_manifest(repo, image.tag)
+    try:
+        return client.get_manifest(repo, image.digest)
+    except RegistryError:
+        if client.manifest_digest(repo, image.digest) is not None:
+            raise
+        now = client.manifest_digest(repo, image.tag)
+        raise BadInputError(
+            f"image {image.name}:{image.tag}: the source has no {image.digest} (the release's"
+            f" pin); its tag points at {now or 'nothing'}",
+            remedy=DIFFERS_REMEDY,
+        ) from None
 
 
 Wanted = dict[str, tuple[str, int, str]]

@@ -39,7 +39,13 @@ from installer.errors import BadInputError
 from installer.inventory import load_inventory
 from installer.inventory.types import parse_quantity
 from installer.redact import REDACTOR
-from installer.release import RELEASE_MANIFEST, load_release
+from installer.release import (
+    RELEASE_MANIFEST,
+    ReleasePins,
+    load_pins,
+    load_release,
+    pins_path,
+)
 from installer.site import hub_urls
 from installer.state import HUB_USER, StateDir
 
@@ -83,6 +89,14 @@ def _secret(path: Path | None, env: str) -> SecretStr | None:
         return None
     REDACTOR.register(value)
     return SecretStr(value)
+
+
+def _pins(release: Path, given: Path | None) -> ReleasePins | None:
+    """The pins given, else those beside the release manifest, else None."""
+    path = given or pins_path(release)
+    if given is None and not path.is_file():
+        return None
+    return load_pins(path)
 
 
 def _size(text: str | None) -> int | None:
@@ -143,12 +157,37 @@ def airgap_bundle(
     ] = None,
     work_dir: Annotated[Path | None, typer.Option(help="Resume folder.")] = None,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Parallel transfers.")] = 8,
+    pins: Annotated[
+        Path | None,
+        typer.Option(
+            help="The release's pins (image digests, sha256 of charts, wheels, binaries);"
+            " default: <release>.pins.yml beside the release manifest."
+        ),
+    ] = None,
+    allow_unpinned: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unpinned",
+            help="Development only: build entries without a pin (each logged as a warning).",
+        ),
+    ] = False,
+    write_pins: Annotated[
+        Path | None,
+        typer.Option(help="Record the pins of what was gathered (cutting a release)."),
+    ] = None,
     output: OutputOption = None,
 ) -> None:
     """Pack every image, chart, wheel and binary of the release (and, with `--hub-from`, the
-    hub's own programs) into one signed bundle."""
+    hub's own programs) into one signed bundle, each checked against the release's pins."""
     begin("airgap-bundle", output)
     rel = load_release(release)
+    pinned = _pins(release, pins)
+    if write_pins is not None and platform:
+        raise BadInputError(
+            "--write-pins records the upstream's image digests: it cannot be given with"
+            " --platform (which keeps part of each index)",
+            remedy="cut the pins from a build of every platform",
+        )
     if inventory is not None:
         inv = load_inventory(inventory)
         wanted = {c.platform.version for c in inv.clusters if c.platform.version}
@@ -182,9 +221,17 @@ def airgap_bundle(
         have=have,
         max_size=_size(max_size),
         workers=workers,
+        pins=pinned,
+        allow_unpinned=allow_unpinned,
     )
+    if allow_unpinned:
+        err.print("[yellow]DEVELOPMENT: --allow-unpinned: content without a pin is not checked[/]")
     with _progress() as bars:
         result = build_bundle(opts, bars)
+    if write_pins is not None:
+        tmp = write_pins.with_name(write_pins.name + ".partial")
+        tmp.write_text(result.pins.to_yaml(), encoding="utf-8")
+        tmp.replace(write_pins)
     parts = [str(p) for p in result.parts]
     payload = {
         "ok": True,

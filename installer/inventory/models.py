@@ -112,6 +112,17 @@ class Upstream(Model):
         " CLI and plugins, `--binaries-from`); they are installed into the state folder. Absent:"
         " the Pulumi CLI already on the installer host is used.",
     )
+    pins: FilePath | None = Field(
+        default=None,
+        description="The release's pins (`airgap-bundle --pins`): the digest of every image and"
+        " the sha256 of every chart, wheel and binary the upstream's content must match."
+        " Absent: `airgap/release.pins.yml` of the installer's release.",
+    )
+    allow_unpinned: bool = Field(
+        default=False,
+        description="Development only: mirror content the pins do not name"
+        " (`airgap-bundle --allow-unpinned`), each logged as a warning.",
+    )
 
     @model_validator(mode="after")
     def _login_pair(self) -> Upstream:

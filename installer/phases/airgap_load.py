@@ -47,7 +47,14 @@ from installer.inventory import Inventory
 from installer.inventory.models import Upstream
 from installer.journal import inputs_hash
 from installer.phases.base import Change, Event, PhaseContext, PhasePlan, PhaseResult, Status
-from installer.release import ReleaseManifest, load_release
+from installer.release import (
+    RELEASE_MANIFEST,
+    ReleaseManifest,
+    ReleasePins,
+    load_pins,
+    load_release,
+    pins_path,
+)
 from installer.site import normalize_image
 
 NAME = "airgap_load"
@@ -182,6 +189,13 @@ def _check_registries(upstream: Upstream, release: ReleaseManifest) -> None:
         )
 
 
+def upstream_pins(upstream: Upstream) -> ReleasePins | None:
+    """The pins the upstream's content is held to: the inventory's, else the release's own
+    (`airgap/release.pins.yml`), else None (refused by the build unless `allow_unpinned`)."""
+    path = upstream.pins or pins_path(RELEASE_MANIFEST)
+    return load_pins(path) if path.is_file() else None
+
+
 def _build_options(upstream: Upstream, release: ReleaseManifest, mirror: Mirror) -> BuildOptions:
     password = upstream.password.resolve() if upstream.password is not None else None
     ca, user = upstream.ca_cert, upstream.user
@@ -198,6 +212,8 @@ def _build_options(upstream: Upstream, release: ReleaseManifest, mirror: Mirror)
         binaries=upstream.binaries_dir,
         work_dir=mirror.stage,
         workers=WORKERS,
+        pins=upstream_pins(upstream),
+        allow_unpinned=upstream.allow_unpinned,
     )
 
 
@@ -296,6 +312,8 @@ class AirgapLoadPhase:
         if not ctx.inventory.site.airgapped:
             data["release_sha256"] = inputs_hash(release.model_dump(mode="json"))
             data["upstream"] = upstream.model_dump(mode="json") if upstream else None
+            pins = upstream_pins(upstream) if upstream else None
+            data["pins_sha256"] = inputs_hash(pins.model_dump(mode="json")) if pins else None
         return data
 
     def _mirror(self, ctx: PhaseContext) -> tuple[Mirror, str]:

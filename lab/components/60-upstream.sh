@@ -267,6 +267,16 @@ EOF
   wait_for upstream-nginx 30 charts_ready
 }
 
+# The lab cuts its own release: the pins of the stand-ins as it built them (image digests from
+# the OCI layout, sha256 of the charts, wheels and Pulumi binaries), which `airgap-bundle` and
+# the connected bootstrap (inventories/lab.yml's upstream.pins) hold the upstream's content to.
+write_pins() {
+  seed pins "$(images_dir)/oci" "$(charts_dir)/charts" "$(wheelhouse)" "$LAB_STATE/pulumi/bin" \
+    >"$UP/release.pins.yml.tmp" 2>>"$(logfile upstream-seed)" \
+    || die "upstream: recording the stand-ins' pins failed; see $(logfile upstream-seed)"
+  mv "$UP/release.pins.yml.tmp" "$UP/release.pins.yml"
+}
+
 up() {
   [[ -s "$(images_dir)/oci/index.json" && -s "$(charts_dir)/charts/index.yaml" ]] \
     || die "upstream: content not built; run lab/build"
@@ -282,6 +292,7 @@ up() {
   push_oci_charts
   up_devpi
   up_nginx
+  write_pins
   mkdir -p "$LAB_STATE/env.d"
   {
     printf 'export LAB_UPSTREAM_REGISTRY=%q\n' "$REGISTRY"
@@ -291,6 +302,7 @@ up() {
     # A host name, not the IP: pip's system trust store path refuses IP-address hosts
     # ("check_hostname requires server_hostname"); the certificate names localhost too.
     printf 'export LAB_UPSTREAM_PYPI_URL=%q\n' "https://localhost:$LAB_UPSTREAM_PYPI_PORT/lab/stable/+simple/"
+    printf 'export LAB_UPSTREAM_PINS=%q\n' "$UP/release.pins.yml"
   } >"$LAB_STATE/env.d/60-upstream.env"
   log "upstream: registry $REGISTRY, charts :$LAB_UPSTREAM_CHARTS_PORT, wheels :$LAB_UPSTREAM_PYPI_PORT"
 }

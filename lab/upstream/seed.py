@@ -4,11 +4,14 @@
 the unit tests call the same functions to prove the seeding covers every manifest entry.
 
 Usage: python lab/upstream/seed.py images|charts|key images|key charts
+       python lab/upstream/seed.py pins OCI_LAYOUT CHARTS_DIR WHEELHOUSE BIN_DIR
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +20,16 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 
-from installer.release import ChartRef, ImageRef, ReleaseManifest, load_release  # noqa: E402
+from installer.airgap.files import chart_file, find_binary, sha256_file  # noqa: E402
+from installer.errors import BadInputError  # noqa: E402
+from installer.release import (  # noqa: E402
+    ChartRef,
+    ImageRef,
+    ReleaseManifest,
+    ReleasePins,
+    load_release,
+    pins_key,
+)
 
 CHART_SOURCES = HERE / "charts"
 
@@ -90,6 +102,31 @@ def seed_key(manifest: ReleaseManifest, part: str) -> str:
     return h.hexdigest()[:12]
 
 
+def lab_pins(
+    manifest: ReleaseManifest, layout: Path, charts: Path, wheelhouse: Path, bin_dir: Path
+) -> ReleasePins:
+    """The pins of the stand-ins as the lab built them (the lab cuts its own release): image
+    digests from the OCI layout, sha256 of the packaged charts, the wheelhouse's wheels and the
+    binaries the lab has (one it could not build has no pin, and is left out of the release
+    the tests bundle)."""
+    index = json.loads((layout / "index.json").read_text(encoding="utf-8"))
+    digests = {
+        m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"]
+        for m in index["manifests"]
+    }
+    binaries = {}
+    for binary in manifest.binaries:
+        with contextlib.suppress(BadInputError):  # not built here: no pin
+            binaries[pins_key(binary)] = sha256_file(find_binary(binary, bin_dir))
+    return ReleasePins(
+        platform_version=manifest.platform_version,
+        images={f"{i.name}:{i.tag}": digests[f"{i.name}:{i.tag}"] for i in manifest.images},
+        charts={pins_key(c): sha256_file(charts / chart_file(c)) for c in manifest.charts},
+        wheels={w.name: sha256_file(w) for w in sorted(wheelhouse.glob("*.whl"))},
+        binaries=binaries,
+    )
+
+
 def main(argv: list[str]) -> int:
     """Print what the shell side needs, one tab-separated record per line."""
     manifest = load_release()
@@ -103,6 +140,9 @@ def main(argv: list[str]) -> int:
                 print(f"{c.name}\t{c.version}\t{app}\t{chart_source(c)}\t{c.repository}")
         case ["key", ("images" | "charts") as part]:
             print(seed_key(manifest, part))
+        case ["pins", layout, charts, wheelhouse, bin_dir]:
+            pins = lab_pins(manifest, Path(layout), Path(charts), Path(wheelhouse), Path(bin_dir))
+            print(pins.to_yaml(), end="")
         case _:
             print(__doc__, file=sys.stderr)
             return 2

@@ -72,7 +72,8 @@ def lab_bundle(tmp_path_factory: pytest.TempPathFactory, lab_services: LabServic
          "--sign-key", str(key), "--registry-mirror", lab_services.registry,
          "--upstream-ca", str(lab_services.ca), "--upstream-user", auth.user,
          "--charts-from", lab_services.charts_url, "--wheels-from", lab_services.pypi_url,
-         "--binaries-from", str(lab_services.pulumi_bin_dir), "-o", "json"],
+         "--binaries-from", str(lab_services.pulumi_bin_dir), "--pins", str(lab_services.pins),
+         "-o", "json"],
         capture_output=True, text=True, env=env, check=False, timeout=1800,
     )  # fmt: skip
     assert built.returncode == 0, built.stdout + built.stderr

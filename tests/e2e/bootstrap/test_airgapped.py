@@ -149,6 +149,7 @@ def airgapped_site(
             "--upstream-user", auth.user, "--charts-from", lab_services.charts_url,
             "--wheels-from", lab_services.pypi_url,
             "--binaries-from", str(lab_services.pulumi_bin_dir), "--hub-from", str(hub_from),
+            "--pins", str(lab_services.pins),
             log_dir=tmp / "logs", timeout=1800,
             env={**os.environ, "INSTALLER_UPSTREAM_PASSWORD": auth.password},
         )  # fmt: skip

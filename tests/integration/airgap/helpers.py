@@ -18,8 +18,10 @@ from pathlib import Path
 import httpx
 import zstandard
 
+from installer.airgap.files import chart_file, find_binary, sha256_file
 from installer.airgap.load import STREAM_MIN
 from installer.airgap.manifest import write_keypair
+from installer.release import ReleasePins, load_release, pins_key, pins_path
 from tests.fixtures.registries import (
     PASSWORD,
     USER,
@@ -57,6 +59,36 @@ def write_release(path: Path, names: list[str], extra: str = "") -> Path:
     return path
 
 
+def pin_release(
+    release: Path,
+    upstream: Upstream,
+    *,
+    charts: Path | None = None,
+    wheels: Path | None = None,
+    binaries: Path | None = None,
+) -> Path:
+    """Cut the release's pins (`<release>.pins.yml` beside it, where `airgap-bundle` looks by
+    default) from what the test made, as a release is cut from its build: image digests the
+    upstream was seeded with (an image it lacks gets no pin), sha256 of the chart, wheel and
+    binary source folders' files."""
+    rel = load_release(release)
+    refs = [f"{i.name}:{i.tag}" for i in rel.images]
+    pins = ReleasePins(
+        platform_version=rel.platform_version,
+        images={r: upstream.images[r].digest for r in refs if r in upstream.images},
+        charts={pins_key(c): sha256_file(charts / chart_file(c)) for c in rel.charts}
+        if charts
+        else {},
+        wheels={w.name: sha256_file(w) for w in sorted(wheels.glob("*.whl"))} if wheels else {},
+        binaries={pins_key(b): sha256_file(find_binary(b, binaries)) for b in rel.binaries}
+        if binaries
+        else {},
+    )
+    path = pins_path(release)
+    path.write_text(pins.to_yaml(), encoding="utf-8")
+    return path
+
+
 def keypair(folder: Path, name: str = "sign") -> tuple[Path, Path]:
     """A fresh ed25519 key pair."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -75,7 +107,9 @@ def cli(
 
 
 def bundle_args(upstream: Upstream, release: Path, output: Path, key: Path) -> list[str]:
-    """`airgap-bundle` arguments pulling from the test upstream."""
+    """`airgap-bundle` arguments pulling from the test upstream, the release pinned to what
+    the upstream was seeded with (`pin_release`)."""
+    pin_release(release, upstream)
     reg = upstream.registry
     return [
         "airgap-bundle",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from installer.airgap.build import BuildOptions, build_bundle, have_list
-from installer.release import load_release
+from installer.release import load_pins, load_release
 from tests.fixtures.registries import Registry, Upstream, image, layer, push_image
 from tests.integration.airgap.helpers import (
     PASSWORD_ENV,
@@ -18,6 +18,7 @@ from tests.integration.airgap.helpers import (
     cli,
     keypair,
     load_args,
+    pin_release,
     site_digests,
     write_release,
 )
@@ -41,13 +42,14 @@ def newer(upstream: Upstream) -> tuple[str, str]:
 
 
 def _build(tmp: Path, upstream: Upstream, names: list[str], key: Path, name: str, **kw: object):  # type: ignore[no-untyped-def]
-    release = load_release(write_release(tmp / f"{name}.yml", names))
+    path = write_release(tmp / f"{name}.yml", names)
     return build_bundle(
         BuildOptions(
-            release=release,
+            release=load_release(path),
             output=tmp / f"{name}.tar.zst",
             sign_key=key,
             upstream=upstream.registry.endpoint(),
+            pins=load_pins(pin_release(path, upstream)),
             **kw,  # type: ignore[arg-type]
         )
     )
@@ -107,6 +109,7 @@ def test_max_size_parts_verify_and_load(
 ) -> None:
     key, pub = keypair(tmp_path / "keys")
     release = write_release(tmp_path / "r.yml", list(upstream.images))
+    pin_release(release, upstream)
     out = tmp_path / "parts.tar.zst"
     reg = upstream.registry
     done = cli(

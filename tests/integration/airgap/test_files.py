@@ -17,7 +17,14 @@ from installer.airgap.files import sha256_file
 from installer.airgap.hub import ChartMuseum, DevPi
 from tests.fixtures.hubservices import Server, make_chart, make_wheel
 from tests.fixtures.registries import PASSWORD, USER, Registry, Upstream
-from tests.integration.airgap.helpers import PASSWORD_ENV, catalog, cli, keypair, load_args
+from tests.integration.airgap.helpers import (
+    PASSWORD_ENV,
+    catalog,
+    cli,
+    keypair,
+    load_args,
+    pin_release,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -67,10 +74,14 @@ def _build(
     key, pub = keypair(tmp / "keys")
     bundle = tmp / "b.tar.zst"
     reg = upstream.registry
+    release = _release(tmp / "r.yml")
+    pin_release(
+        release, upstream, charts=tmp / "charts-src", wheels=tmp / "wheels-src", binaries=binaries
+    )
     done = cli(
         "airgap-bundle",
         "--release",
-        str(_release(tmp / "r.yml")),
+        str(release),
         "-f",
         str(bundle),
         "--sign-key",

@@ -13,7 +13,7 @@ import pytest
 
 from installer.engines.registry import OCI_MANIFEST, Manifest, RegistryClient, sha256_digest
 from tests.fixtures.peakrss import run_measured
-from tests.fixtures.registries import Registry, Upstream
+from tests.fixtures.registries import Blob, Registry, Upstream
 from tests.integration.airgap.helpers import (
     PASSWORD_ENV,
     bundle_args,
@@ -30,7 +30,7 @@ LAYER = 384 * 1024 * 1024
 LIMIT = 300 * 1000 * 1000
 
 
-def _big_image(reg: Registry, folder: Path) -> str:
+def _big_image(reg: Registry, folder: Path) -> tuple[str, Blob]:
     layer = folder / "layer"
     hasher = hashlib.sha256()
     with layer.open("wb") as out:
@@ -60,20 +60,20 @@ def _big_image(reg: Registry, folder: Path) -> str:
         client.push_blob("example.org/big", digest, layer)
         client.put_manifest("example.org/big", "1", Manifest(raw, OCI_MANIFEST, sha256_digest(raw)))
     layer.unlink()
-    return "example.org/big:1"
+    return "example.org/big:1", Blob(raw, OCI_MANIFEST)
 
 
 def test_large_layer_keeps_memory_flat(
     tmp_path: Path, empty_registry: Registry, token_registry: Registry
 ) -> None:
-    ref = _big_image(empty_registry, tmp_path)
+    ref, top = _big_image(empty_registry, tmp_path)
     key, pub = keypair(tmp_path / "keys")
     release = write_release(tmp_path / "r.yml", [ref])
     bundle = tmp_path / "big.tar.zst"
     cli = [sys.executable, "-m", "installer.cli", "--log-dir", str(tmp_path / "logs")]
     env = {**os.environ, **PASSWORD_ENV}
 
-    upstream = Upstream(empty_registry, {})
+    upstream = Upstream(empty_registry, {ref: top})
     run = run_measured([*cli, *bundle_args(upstream, release, bundle, key)], env=env)
     assert run.returncode == 0, run.output()
     assert bundle.stat().st_size > LAYER

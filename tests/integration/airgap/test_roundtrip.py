@@ -16,7 +16,7 @@ from installer.airgap.build import BuildOptions, build_bundle
 from installer.airgap.bundlefile import STATE_NAME
 from installer.airgap.manifest import new_manifest
 from installer.engines.registry import RegistryClient
-from installer.release import load_release
+from installer.release import load_pins, load_release, pins_path
 from tests.fixtures.registries import PASSWORD, Registry, Upstream
 from tests.integration.airgap.helpers import (
     PASSWORD_ENV,
@@ -26,6 +26,7 @@ from tests.integration.airgap.helpers import (
     cli,
     keypair,
     load_args,
+    pin_release,
     skopeo_digest,
     write_release,
 )
@@ -96,14 +97,15 @@ def test_platform_filter_keeps_only_the_asked_architecture(
     tmp_path: Path, upstream: Upstream
 ) -> None:
     key, _ = keypair(tmp_path / "keys")
-    release = load_release(write_release(tmp_path / "r.yml", ["docker.io/library/busybox:1.37.0"]))
+    path = write_release(tmp_path / "r.yml", ["docker.io/library/busybox:1.37.0"])
     result = build_bundle(
         BuildOptions(
-            release=release,
+            release=load_release(path),
             output=tmp_path / "b.tar.zst",
             sign_key=key,
             upstream=upstream.registry.endpoint(),
             platforms=["linux/arm64"],
+            pins=load_pins(pin_release(path, upstream)),
         )
     )
     (img,) = result.manifest.images
@@ -127,13 +129,14 @@ def test_token_auth_registry_push_and_pull(
     assert loaded.returncode == 0, loaded.stderr
     assert token_registry.token is not None and token_registry.token.issued > 0
     # Pull back through token auth: a bundle built from the token registry holds the same images.
-    release = load_release(write_release(tmp_path / "r.yml", list(upstream.images)))
+    path = write_release(tmp_path / "r.yml", list(upstream.images))
     again = build_bundle(
         BuildOptions(
-            release=release,
+            release=load_release(path),
             output=tmp_path / "again.tar.zst",
             sign_key=key,
             upstream=token_registry.endpoint(),
+            pins=load_pins(pin_release(path, upstream)),
         )
     )
     assert {f"{i.name}:{i.tag}": i.digest for i in again.manifest.images} == {
@@ -201,6 +204,7 @@ def test_killed_build_resumes_from_its_bundle_file(tmp_path: Path, upstream: Ups
             output=output,
             sign_key=key,
             upstream=replace(upstream.registry.endpoint(), host=proxy.host),
+            pins=load_pins(pins_path(release_path)),  # written by bundle_args
         )
         second = build_bundle(opts)
         blobs = sum(i.size for i in second.manifest.items if i.kind == "blob")

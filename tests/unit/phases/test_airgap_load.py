@@ -146,8 +146,20 @@ def test_signing_key_is_made_once_and_private(tmp_path: Path) -> None:
     assert mirror.verify_key.read_bytes().startswith(b"-----BEGIN PUBLIC KEY-----")
 
 
-def test_unreachable_upstream_is_an_environment_problem_naming_it(tmp_path: Path) -> None:
+def test_a_connected_site_without_pins_is_refused_before_any_pull(tmp_path: Path) -> None:
     ctx = _context(tmp_path)
+    ctx.state.pki.mkdir(parents=True)
+    ctx.state.ca_cert.write_text("not read: refused first\n")
+    with pytest.raises(BadInputError) as info:
+        AirgapLoadPhase().apply(ctx)
+    assert info.value.exit_code is ExitCode.BAD_INPUT
+    assert "release 25.12.0 has no pins" in info.value.message
+    assert "upstream.pins" in (info.value.remedy or "")
+    assert not (tmp_path / "state" / "airgap" / "mirror" / "work").exists()
+
+
+def test_unreachable_upstream_is_an_environment_problem_naming_it(tmp_path: Path) -> None:
+    ctx = _context(tmp_path, UPSTREAM + "  allow_unpinned: true\n")
     # The hub is set up (auxvm made its CA); the pull fails before anything is pushed to it.
     ctx.state.pki.mkdir(parents=True)
     ctx.state.ca_cert.write_text("not read: the pull stops first\n")
