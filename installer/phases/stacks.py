@@ -65,7 +65,9 @@ class StackPhase:
                 action=_ACTIONS.get(step.op, "update"),
                 kind=step.type,
                 name=step.name,
-                detail=", ".join(step.diffs),
+                # An update with no changed input: the provider found the live object
+                # drifted (the Keycloak realm compares what Keycloak holds).
+                detail=", ".join(step.diffs) or ("drifted" if step.op == "update" else ""),
             )
             for step in summary.changed
         ]

@@ -101,18 +101,7 @@ class KeycloakAdmin:
 
     def ensure_client(self, spec: RealmSpec) -> bool:
         """Create or correct the platform's confidential OIDC client; True when it changed."""
-        wanted = {
-            "clientId": spec.client_id,
-            "protocol": "openid-connect",
-            "enabled": True,
-            "publicClient": False,
-            "standardFlowEnabled": True,
-            "directAccessGrantsEnabled": False,
-            "clientAuthenticatorType": "client-secret",
-            "secret": spec.client_secret,
-            "redirectUris": sorted(spec.redirect_uris),
-            "webOrigins": sorted(spec.web_origins),
-        }
+        wanted = _client_rep(spec)
         current = self.find_client(spec.realm, spec.client_id)
         if current is None:
             _check(
@@ -120,12 +109,7 @@ class KeycloakAdmin:
                 f"create client {spec.client_id}",
             )
             return True
-        secret = self.http.get(self._admin(f"/{spec.realm}/clients/{current['id']}/client-secret"))
-        _check(secret, f"read the secret of client {spec.client_id}")
-        have = {**current, "secret": secret.json().get("value")}
-        for key in ("redirectUris", "webOrigins"):
-            have[key] = sorted(have.get(key) or [])
-        if all(have.get(k) == v for k, v in wanted.items()):
+        if not self._client_drift(spec, current):
             return False
         _check(
             self.http.put(
@@ -135,29 +119,83 @@ class KeycloakAdmin:
         )
         return True
 
-    def ensure_identity_provider(self, realm: str, idp: dict[str, Any], from_url: str) -> bool:
+    def _client_drift(self, spec: RealmSpec, current: dict[str, Any]) -> list[str]:
+        """The client's fields Keycloak holds otherwise than `spec` says."""
+        secret = self.http.get(self._admin(f"/{spec.realm}/clients/{current['id']}/client-secret"))
+        _check(secret, f"read the secret of client {spec.client_id}")
+        have = {**current, "secret": secret.json().get("value")}
+        for key in ("redirectUris", "webOrigins"):
+            have[key] = sorted(have.get(key) or [])
+        return [k for k, v in _client_rep(spec).items() if have.get(k) != v]
+
+    def drift(
+        self, spec: RealmSpec, idp: dict[str, Any] | None = None, idp_secret_changed: bool = False
+    ) -> list[str]:
+        """What Keycloak holds otherwise than the spec and the provider representation say:
+        `realm`, `client`, the client's drifted fields (`client.redirectUris`, ...),
+        `identity_provider` or its drifted fields; empty when nothing drifted. Read only."""
+        if not self.realm_exists(spec.realm):
+            return ["realm"]
+        current = self.find_client(spec.realm, spec.client_id)
+        if current is None:
+            found = ["client"]
+        else:
+            found = [f"client.{k}" for k in self._client_drift(spec, current)]
+        if idp is not None:
+            found += self._idp_drift(spec.realm, idp)
+        return found
+
+    def _idp_drift(self, realm: str, idp: dict[str, Any]) -> list[str]:
+        """The provider's fields the installer sets that Keycloak holds otherwise. The client
+        secret is left out: Keycloak never shows it (it answers a mask), so it is put only when
+        the inventory's secret changes (`ensure_identity_provider(put_secret=True)`)."""
+        alias = idp["alias"]
+        reply = self.http.get(self._admin(f"/{realm}/identity-provider/instances/{alias}"))
+        if reply.status_code == 404:
+            return ["identity_provider"]
+        _check(reply, f"read identity provider {alias}")
+        current = reply.json()
+        found = [
+            f"identity_provider.{k}"
+            for k, v in idp.items()
+            if k != "config" and current.get(k) != v
+        ]
+        have = current.get("config") or {}
+        found += [
+            f"identity_provider.config.{k}"
+            for k, v in idp["config"].items()
+            if k != _IDP_SECRET and have.get(k) != v
+        ]
+        return found
+
+    def ensure_identity_provider(
+        self, realm: str, idp: dict[str, Any], from_url: str, *, put_secret: bool = False
+    ) -> bool:
         """Create or correct the upstream identity provider; True when it changed.
 
         Endpoints come from the provider's discovery document or SAML metadata, which Keycloak
-        itself reads (`import-config`), so they are what Keycloak will use.
+        itself reads (`import-config`), so they are what Keycloak will use. The client secret
+        is written on create, with any other correction, and when `put_secret` (the
+        inventory's secret changed); never compared, since Keycloak does not show it.
         """
         alias = idp["alias"]
+        path = self._admin(f"/{realm}/identity-provider/instances")
+        reply = self.http.get(f"{path}/{alias}")
+        if reply.status_code != 404:
+            _check(reply, f"read identity provider {alias}")
+            if not put_secret and not self._idp_drift(realm, idp):
+                return False
         imported = self.http.post(
             self._admin(f"/{realm}/identity-provider/import-config"),
             json={"providerId": idp["providerId"], "fromUrl": from_url},
         )
         _check(imported, f"read the metadata of identity provider {alias} from {from_url}")
         idp = {**idp, "config": {**imported.json(), **idp["config"]}}
-        path = self._admin(f"/{realm}/identity-provider/instances")
-        reply = self.http.get(f"{path}/{alias}")
         if reply.status_code == 404:
             _check(self.http.post(path, json=idp), f"create identity provider {alias}")
             return True
-        _check(reply, f"read identity provider {alias}")
         current = reply.json()
         merged = {**current, **idp, "config": {**current.get("config", {}), **idp["config"]}}
-        if merged == current:
-            return False
         _check(self.http.put(f"{path}/{alias}", json=merged), f"update identity provider {alias}")
         return True
 
@@ -190,6 +228,24 @@ def _check(reply: httpx.Response, what: str) -> None:
     raise FailedError(f"Keycloak: {what} failed: {reply.status_code} {detail}")
 
 
+_IDP_SECRET = "clientSecret"  # noqa: S105 - a key, not a value
+
+
+def _client_rep(spec: RealmSpec) -> dict[str, Any]:
+    return {
+        "clientId": spec.client_id,
+        "protocol": "openid-connect",
+        "enabled": True,
+        "publicClient": False,
+        "standardFlowEnabled": True,
+        "directAccessGrantsEnabled": False,
+        "clientAuthenticatorType": "client-secret",
+        "secret": spec.client_secret,
+        "redirectUris": sorted(spec.redirect_uris),
+        "webOrigins": sorted(spec.web_origins),
+    }
+
+
 def identity_provider_rep(idp: dict[str, Any], client_secret: str | None) -> dict[str, Any]:
     """Keycloak's representation of an upstream provider from the inventory's fields (the
     endpoints are added from its metadata by `ensure_identity_provider`)."""
@@ -204,7 +260,7 @@ def identity_provider_rep(idp: dict[str, Any], client_secret: str | None) -> dic
             }
         )
         if client_secret:
-            config["clientSecret"] = client_secret
+            config[_IDP_SECRET] = client_secret
     else:
         config.update({"validateSignature": "true"})
     return {

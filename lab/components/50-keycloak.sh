@@ -75,6 +75,7 @@ up() {
         --http-enabled=false --https-port="$LAB_KEYCLOAK_PORT" --hostname-strict=false \
         --https-certificate-file="$LAB_CA_DIR/keycloak.crt" \
         --https-certificate-key-file="$LAB_CA_DIR/keycloak.key" \
+        --truststore-paths="$LAB_CA_DIR/ca.crt" \
         --http-management-port="$LAB_KEYCLOAK_MGMT_PORT" --health-enabled=true \
         --http-host=127.0.0.1 --http-port="$LAB_KEYCLOAK_HTTP_PORT"
   fi

@@ -29,6 +29,10 @@ def _available(apps: client.AppsV1Api, namespace: str, name: str, timeout: float
 
 
 def _kc_admin_get(site: Site, path: str) -> httpx.Response:
+    return _kc_admin(site, "GET", path)
+
+
+def _kc_admin(site: Site, method: str, path: str, **kw: object) -> httpx.Response:
     env = site.lab.env
     password = Path(env["LAB_KEYCLOAK_PASSWORD_FILE"]).read_text(encoding="utf-8").strip()
     with httpx.Client(verify=env["LAB_KEYCLOAK_CA"], timeout=30) as http:
@@ -41,9 +45,11 @@ def _kc_admin_get(site: Site, path: str) -> httpx.Response:
                 "password": password,
             },
         ).json()["access_token"]
-        return http.get(
+        return http.request(
+            method,
             f"{env['LAB_KEYCLOAK_URL']}/admin/realms{path}",
             headers={"Authorization": f"Bearer {token}"},
+            **kw,  # type: ignore[arg-type]
         )
 
 
@@ -78,6 +84,16 @@ def test_platform_comes_up_and_one_preset_change_is_one_change(
 
         again = site.ok("stacks", "preview", *STACKS)
         assert [s["changes"] for s in again["stacks"]] == [0, 0, 0, 0], again
+
+        # Drift made in Keycloak itself: a preview shows it, an up puts the client back.
+        edited = {**clients[0], "redirectUris": ["https://attacker.example/*"]}
+        path = f"/{REALM}/clients/{clients[0]['id']}"
+        assert _kc_admin(site, "PUT", path, json=edited).status_code == 204
+        drifted = site.ok("stacks", "preview", "-c", "keycloak")["stacks"][0]
+        assert [(st["op"], st["name"]) for st in drifted["steps"]] == [("update", "realm")], drifted
+        site.ok("stacks", "up", "-c", "keycloak")
+        assert _kc_admin_get(site, path).json()["redirectUris"] == clients[0]["redirectUris"]
+        assert site.ok("stacks", "preview", "-c", "keycloak")["stacks"][0]["changes"] == 0
 
         site.write(cpu_small_price="0.75")
         changed = site.ok("stacks", "preview", *STACKS)
