@@ -66,16 +66,18 @@ def pin_release(
     charts: Path | None = None,
     wheels: Path | None = None,
     binaries: Path | None = None,
+    extra: dict[str, str] | None = None,
 ) -> Path:
     """Cut the release's pins (`<release>.pins.yml` beside it, where `airgap-bundle` looks by
     default) from what the test made, as a release is cut from its build: image digests the
     upstream was seeded with (an image it lacks gets no pin), sha256 of the chart, wheel and
-    binary source folders' files."""
+    binary source folders' files; `extra`: digests of images a test pushed itself."""
     rel = load_release(release)
+    known = {ref: blob.digest for ref, blob in upstream.images.items()} | (extra or {})
     refs = [f"{i.name}:{i.tag}" for i in rel.images]
     pins = ReleasePins(
         platform_version=rel.platform_version,
-        images={r: upstream.images[r].digest for r in refs if r in upstream.images},
+        images={r: known[r] for r in refs if r in known},
         charts={pins_key(c): sha256_file(charts / chart_file(c)) for c in rel.charts}
         if charts
         else {},

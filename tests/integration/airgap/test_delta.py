@@ -41,7 +41,15 @@ def newer(upstream: Upstream) -> tuple[str, str]:
     return "ghcr.io/test/app:1.1", img.manifest.digest
 
 
-def _build(tmp: Path, upstream: Upstream, names: list[str], key: Path, name: str, **kw: object):  # type: ignore[no-untyped-def]
+def _build(  # type: ignore[no-untyped-def]
+    tmp: Path,
+    upstream: Upstream,
+    names: list[str],
+    key: Path,
+    name: str,
+    pushed: dict[str, str] | None = None,
+    **kw: object,
+):
     path = write_release(tmp / f"{name}.yml", names)
     return build_bundle(
         BuildOptions(
@@ -49,7 +57,7 @@ def _build(tmp: Path, upstream: Upstream, names: list[str], key: Path, name: str
             output=tmp / f"{name}.tar.zst",
             sign_key=key,
             upstream=upstream.registry.endpoint(),
-            pins=load_pins(pin_release(path, upstream)),
+            pins=load_pins(pin_release(path, upstream, extra=pushed)),
             **kw,  # type: ignore[arg-type]
         )
     )
@@ -65,12 +73,19 @@ def test_since_and_have_deltas_load_on_top_of_the_base(
     new_name, new_digest = newer
     key, pub = keypair(tmp_path / "keys")
     base = _build(tmp_path, upstream, OLD, key, "base")
+    pushed = {new_name: new_digest}
     delta = _build(
-        tmp_path, upstream, [*OLD, new_name], key, "delta", since=tmp_path / "base.tar.zst"
+        tmp_path,
+        upstream,
+        [*OLD, new_name],
+        key,
+        "delta",
+        pushed,
+        since=tmp_path / "base.tar.zst",
     )
     have_file = tmp_path / "have.txt"
     have_file.write_text(have_list(base.manifest))
-    by_have = _build(tmp_path, upstream, [*OLD, new_name], key, "byhave", have=have_file)
+    by_have = _build(tmp_path, upstream, [*OLD, new_name], key, "byhave", pushed, have=have_file)
 
     base_blobs = {i.name for i in base.manifest.items if i.kind == "blob"}
     delta_blobs = {i.name for i in delta.manifest.items if i.kind == "blob"}
