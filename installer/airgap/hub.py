@@ -41,8 +41,8 @@ class ContentDiffers(FailedError):
 
 
 CHART_REMEDY = (
-    "find out who uploaded it; to put the bundle's chart in its place, run airgap-load again"
-    " with --replace-changed"
+    "find out who uploaded it; to put the release's chart in its place, run the same command"
+    " (airgap-load or bootstrap) again with --replace-changed"
 )
 WHEEL_REMEDY = (
     "the hub's index keeps every file it was given (it is not volatile), so the installer never"

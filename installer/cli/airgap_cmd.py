@@ -33,7 +33,7 @@ from installer.airgap.load import (
 from installer.airgap.manifest import load_public_key
 from installer.airgap.progress import Silent
 from installer.cli.render import emit_json, err, is_json, out
-from installer.cli.state import AllowDowngradeOption, OutputOption, begin
+from installer.cli.state import AllowDowngradeOption, OutputOption, ReplaceChangedOption, begin
 from installer.engines.registry import RegistryEndpoint
 from installer.errors import BadInputError
 from installer.inventory import load_inventory
@@ -312,13 +312,7 @@ def airgap_load(
     ] = False,
     workers: Annotated[int, typer.Option(min=1, max=64, help="Parallel transfers.")] = 8,
     allow_downgrade: AllowDowngradeOption = False,
-    replace_changed: Annotated[
-        bool,
-        typer.Option(
-            help="Replace the charts the hub serves under the bundle's names with other bytes"
-            " (without it the load stops before pushing anything; wheels are never replaced)."
-        ),
-    ] = False,
+    replace_changed: ReplaceChangedOption = False,
     output: OutputOption = None,
 ) -> None:
     """Verify the bundle, then fill the hub's registry, ChartMuseum and DevPI from it."""

@@ -17,6 +17,7 @@ from installer.cli.state import (
     AllowDowngradeOption,
     InventoryOption,
     OutputOption,
+    ReplaceChangedOption,
     begin,
 )
 from installer.errors import BadInputError, ExitCode
@@ -75,6 +76,7 @@ def _context(
     bundle: Path | None = None,
     verify_key: Path | None = None,
     allow_downgrade: bool = False,
+    replace_changed: bool = False,
 ) -> PhaseContext:
     assert STATE.run is not None
     return PhaseContext(
@@ -82,6 +84,7 @@ def _context(
         inventory_path=inventory,
         bundle=opened_bundle(bundle, verify_key),
         allow_downgrade=allow_downgrade,
+        replace_changed=replace_changed,
         state=StateDir(inv.site.state_dir),
         run_dir=STATE.run.folder,
         emit=runner.EventLog(STATE.run.folder, event_printer),
@@ -102,6 +105,7 @@ def bootstrap(
     bundle: BundleOption = None,
     verify_key: VerifyKeyOption = None,
     allow_downgrade: AllowDowngradeOption = False,
+    replace_changed: ReplaceChangedOption = False,
     output: OutputOption = None,
 ) -> None:
     """Install the site: preflight, VM, bundle, nodes, storage, DNS, Keycloak, platform, verify."""
@@ -109,7 +113,9 @@ def bootstrap(
     inv, names, phases = _selected(inventory, only, start, skip)
     state = StateDir(inv.site.state_dir)
     with site_lock(state.root, f"bootstrap --inventory {inventory}"):
-        ctx = _context(inv, inventory, dry_run, bundle, verify_key, allow_downgrade)
+        ctx = _context(
+            inv, inventory, dry_run, bundle, verify_key, allow_downgrade, replace_changed
+        )
         if dry_run or not yes:
             plans = runner.plan(ctx, phases, names)
             if not is_json():

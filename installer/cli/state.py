@@ -48,6 +48,14 @@ OutputOption = Annotated[
     ),
 ]
 
+ReplaceChangedOption = Annotated[
+    bool,
+    typer.Option(
+        "--replace-changed",
+        help="Replace the charts the hub serves under the release's names with other bytes"
+        " (without it the load stops before pushing anything; wheels are never replaced).",
+    ),
+]
 AllowDowngradeOption = Annotated[
     bool,
     typer.Option(

@@ -293,6 +293,7 @@ class AirgapLoadPhase:
             work_dir=state_root / "airgap" / "work",
             site_release=site_release(state_root),
             allow_downgrade=ctx.allow_downgrade,
+            replace_changed=ctx.replace_changed,
         )
         return opts, state_root
 
@@ -435,6 +436,7 @@ class AirgapLoadPhase:
             workers=WORKERS,
             site_release=site_release(state_root),
             allow_downgrade=ctx.allow_downgrade,
+            replace_changed=ctx.replace_changed,
         )
         result = load_bundle(opts, events)
         manifest_bytes = opts.bundle.manifest_bytes

@@ -112,6 +112,8 @@ class PhaseContext:
     use it."""
     allow_downgrade: bool = False
     """`--allow-downgrade`: load a bundle of an older release than the site has loaded."""
+    replace_changed: bool = False
+    """`--replace-changed`: charts the hub serves with other bytes are replaced."""
 
     def step(self, phase: str, message: str, **data: Any) -> None:
         """Report a step of `phase`."""

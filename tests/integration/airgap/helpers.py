@@ -110,8 +110,9 @@ def cli(
 
 def bundle_args(upstream: Upstream, release: Path, output: Path, key: Path) -> list[str]:
     """`airgap-bundle` arguments pulling from the test upstream, the release pinned to what
-    the upstream was seeded with (`pin_release`)."""
-    pin_release(release, upstream)
+    the upstream was seeded with (`pin_release`) unless the test cut its pins itself."""
+    if not pins_path(release).exists():
+        pin_release(release, upstream)
     reg = upstream.registry
     return [
         "airgap-bundle",

@@ -9,15 +9,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
+from installer.airgap.archive import open_bundle
+from installer.airgap.files import sha256_file
+from installer.airgap.hub import ChartMuseum, ContentDiffers
 from installer.errors import BadInputError
 from installer.inventory import load_inventory
 from installer.phases.airgap_load import AirgapLoadPhase
 from installer.phases.base import Event, PhaseContext
 from installer.release import load_release
 from installer.state import StateDir
-from tests.fixtures.hubservices import Server, start_chartmuseum
-from tests.fixtures.registries import PASSWORD, Pki, Registry, start_registry
+from tests.fixtures.hubservices import Server, make_chart, start_chartmuseum
+from tests.fixtures.registries import PASSWORD, USER, Pki, Registry, Upstream, start_registry
+from tests.integration.airgap.helpers import (
+    PASSWORD_ENV,
+    bundle_args,
+    cli,
+    keypair,
+    pin_release,
+    write_release,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +94,46 @@ def test_connected_site_without_upstream_names_what_the_hub_lacks(
         f"the inventory names no upstream and the hub lacks {total} item(s) of the release"
     )
     assert "upstream:" in (error.remedy or "") and "airgap-load" in (error.remedy or "")
+
+
+def test_bootstrap_replaces_a_changed_chart_only_when_asked(
+    tmp_path: Path,
+    empty_hub: tuple[Registry, Server],
+    registry_pki: Pki,
+    upstream: Upstream,
+) -> None:
+    """`bootstrap --replace-changed` reaches the load: a chart the hub serves under the
+    release's name with other bytes stops the phase (its remedy names the flag), and with the
+    flag the release's chart takes its place."""
+    registry, charts = empty_hub
+    src = tmp_path / "charts-src"
+    ours = make_chart(src, "app", "1.0.0")
+    theirs = make_chart(tmp_path / "hand", "app", "1.0.0", description="uploaded by hand")
+    release = write_release(
+        tmp_path / "release.yml",
+        ["ghcr.io/test/app:1.0"],
+        "charts:\n"
+        '  - {name: app, version: "1.0.0", repository: "https://x", component: platform}\n',
+    )
+    pin_release(release, upstream, charts=src)
+    key, pub = keypair(tmp_path / "keys")
+    bundle = tmp_path / "site.tar.zst"
+    built = cli(
+        *bundle_args(upstream, release, bundle, key), "--charts-from", str(src),
+        log_dir=tmp_path / "logs", env=PASSWORD_ENV,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    hub = ChartMuseum(charts.url, registry_pki.ca_cert, USER, SecretStr(PASSWORD))
+    assert hub.upload("app", "1.0.0", theirs, sha256_file(theirs)) is True
+
+    ctx = _context(tmp_path, registry, charts, registry_pki)
+    ctx.bundle = open_bundle(bundle, pub)
+    with pytest.raises(ContentDiffers) as refused:
+        AirgapLoadPhase().apply(ctx)
+    assert "--replace-changed" in (refused.value.remedy or "")
+    assert "bootstrap" in (refused.value.remedy or "")
+    assert hub.digest("app", "1.0.0") == sha256_file(theirs)
+
+    ctx.replace_changed = True
+    AirgapLoadPhase().apply(ctx)
+    assert hub.digest("app", "1.0.0") == sha256_file(ours)
