@@ -91,6 +91,11 @@ def test_platform_comes_up_and_one_preset_change_is_one_change(
         assert _kc_admin(site, "PUT", path, json=edited).status_code == 204
         drifted = site.ok("stacks", "preview", "-c", "keycloak")["stacks"][0]
         assert [(st["op"], st["name"]) for st in drifted["steps"]] == [("update", "realm")], drifted
+        # A refresh reads the realm too (and changes nothing in Keycloak); the drift stays seen.
+        site.ok("stacks", "refresh", "-c", "keycloak")
+        assert _kc_admin_get(site, path).json()["redirectUris"] == ["https://attacker.example/*"]
+        drifted = site.ok("stacks", "preview", "-c", "keycloak")["stacks"][0]
+        assert [(st["op"], st["name"]) for st in drifted["steps"]] == [("update", "realm")], drifted
         site.ok("stacks", "up", "-c", "keycloak")
         assert _kc_admin_get(site, path).json()["redirectUris"] == clients[0]["redirectUris"]
         assert site.ok("stacks", "preview", "-c", "keycloak")["stacks"][0]["changes"] == 0
