@@ -23,7 +23,15 @@ from installer.errors import EnvironmentProblem
 from installer.redact import REDACTOR
 
 HUB_USER = "installer"
-"""Login the installer creates on each hub service (registry, ChartMuseum, DevPI)."""
+"""Login the installer creates on each hub service (registry, ChartMuseum, DevPI): it pushes and
+deletes, on the services' push ports."""
+HUB_PASSWORD_SECRET = "hub-password"  # noqa: S105 - the name of a secret file, not a value
+"""The state folder's secret holding `HUB_USER`'s password."""
+HUB_PULL_USER = "cluster-pull"
+"""The read-only login the clusters use (image pull secrets, chart reads): the registry and
+ChartMuseum know it only on their read-only endpoints, which refuse every write."""
+HUB_PULL_PASSWORD_SECRET = "hub-pull-password"  # noqa: S105 - a secret file's name
+"""The state folder's secret holding `HUB_PULL_USER`'s password."""
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ from installer.engines.registry import (
 from installer.errors import BadInputError, FailedError
 from installer.inventory import Inventory
 from installer.site import hub_urls
-from installer.state import HUB_USER, StateDir
+from installer.state import HUB_PASSWORD_SECRET, HUB_USER, StateDir
 
 log = logging.getLogger("installer.airgap")
 
@@ -156,13 +156,13 @@ def site_target(inv: Inventory) -> tuple[LoadTarget, Path]:
     state = StateDir(Path(inv.site.state_dir))
     urls = hub_urls(inv)
     target = make_target(
-        urls.registry,
-        urls.charts,
+        urls.registry_push,
+        urls.charts_push,
         urls.pypi.removesuffix("+simple/"),
         state.pulumi / "bin",
         state.ca_cert,
         HUB_USER,
-        state.secret("hub-password"),
+        state.secret(HUB_PASSWORD_SECRET),
     )
     return target, state.root
 

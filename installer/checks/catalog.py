@@ -106,8 +106,12 @@ SPECS: tuple[CheckSpec, ...] = (
               "Re-run the nodes phase: the pool's job taint is missing."),
     CheckSpec("hub.registry_image", _V, "site registry serves platform images", _F,
               "The job controller's image resolves in the site registry over TLS verified by"
-              " the site CA, with the installer's login.",
+              " the site CA, with the clusters' pull login on the read-only endpoint.",
               "Run airgap-load (air-gapped) or the auxvm phase; check the registry's CA."),
+    CheckSpec("hub.pull_read_only", _V, "the clusters' pull login cannot write", _F,
+              "The pull login (pull secrets, chart reads) reads the registry; its blob upload"
+              " and chart upload are refused, and the push endpoints do not take it.",
+              "Re-run the auxvm phase: it writes the read-only endpoints and their logins."),
     CheckSpec("oidc.discovery", _V, "OIDC discovery answers", _F,
               "`<issuer>/.well-known/openid-configuration` answers with the same issuer.",
               "Run the keycloak phase; check the realm and Keycloak's CA."),

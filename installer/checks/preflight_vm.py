@@ -298,7 +298,9 @@ def vm_checks(access: SiteAccess) -> list[Check]:
     services = access.inventory.aux_vm.services
     ports: list[tuple[ServiceKind, int]] = [
         ("registry", services.registry.port),
+        ("registry", services.registry.push_port),
         ("chartmuseum", services.chartmuseum.port),
+        ("chartmuseum", services.chartmuseum.push_port),
         ("devpi", services.devpi.port),
     ]
     ss = _Listening(access)

@@ -110,12 +110,14 @@ def dns_checks(access: SiteAccess, stage: Stage) -> list[Check]:
 def hub_checks(access: SiteAccess) -> list[Check]:
     """hub.service for each service of the VM."""
     services = access.inventory.aux_vm.services
-    kinds: list[tuple[ServiceKind, int]] = [
-        ("registry", services.registry.port),
-        ("chartmuseum", services.chartmuseum.port),
-        ("devpi", services.devpi.port),
+    kinds: list[tuple[str, ServiceKind, int]] = [
+        ("registry", "registry", services.registry.port),
+        ("registry-push", "registry", services.registry.push_port),
+        ("chartmuseum", "chartmuseum", services.chartmuseum.port),
+        ("chartmuseum-push", "chartmuseum", services.chartmuseum.push_port),
+        ("devpi", "devpi", services.devpi.port),
     ]
     return [
-        make("hub.service", f"hub/{kind}", partial(check_hub_service, access, kind, port))
-        for kind, port in kinds
+        make("hub.service", f"hub/{name}", partial(check_hub_service, access, kind, port))
+        for name, kind, port in kinds
     ]

@@ -25,9 +25,8 @@ from installer.errors import FailedError
 from installer.inventory.models import Cluster
 from installer.release import load_release
 from installer.site import cluster_names, normalize_image
-from installer.state import HUB_USER
+from installer.state import HUB_PULL_PASSWORD_SECRET, HUB_PULL_USER
 
-HUB_PASSWORD_SECRET = "hub-password"  # noqa: S105 - the state-folder name airgap-load reads
 CONTROLLERS = ("job-controller", "app-controller")
 KWOK_ANNOTATION = "kwok.x-k8s.io/node"
 PROVISION_WAIT_S = 120.0
@@ -50,22 +49,26 @@ def controller_image() -> str:
     return f"{image.name}:{image.tag}"
 
 
-def _hub_password(access: SiteAccess) -> str | None:
-    path = access.state.secrets / HUB_PASSWORD_SECRET
+def _pull_password(access: SiteAccess) -> str | None:
+    path = access.state.secrets / HUB_PULL_PASSWORD_SECRET
     try:
         return path.read_text(encoding="utf-8").strip()
     except OSError:
         return None
 
 
+def _no_ca() -> Finding:
+    return problem(
+        "there is no site CA: the auxvm phase has not run", "run `installer bootstrap --only auxvm`"
+    )
+
+
 def check_registry_image(access: SiteAccess) -> Finding:
-    """The job controller's image resolves in the site registry, TLS verified by the site CA."""
+    """The job controller's image resolves in the site registry, TLS verified by the site CA,
+    with the clusters' pull login on the read-only endpoint (what a node does)."""
     ca = access.site_ca()
     if ca is None:
-        return problem(
-            "there is no site CA: the auxvm phase has not run",
-            "run `installer bootstrap --only auxvm`",
-        )
+        return _no_ca()
     ref = normalize_image(controller_image())
     repository, _, tag = ref.rpartition(":")
     port = access.inventory.aux_vm.services.registry.port
@@ -76,13 +79,13 @@ def check_registry_image(access: SiteAccess) -> Finding:
         with httpx.Client(verify=context, timeout=HTTP_TIMEOUT_S) as http:
             response = http.head(url, headers=headers)
             if response.status_code == 401:
-                password = _hub_password(access)
+                password = _pull_password(access)
                 if password is None:
                     return problem(
-                        f"{url} wants a login and the hub password is not in the state folder",
+                        f"{url} wants a login and the pull password is not in the state folder",
                         "run the auxvm phase from this state folder",
                     )
-                response = http.head(url, headers=headers, auth=(HUB_USER, password))
+                response = http.head(url, headers=headers, auth=(HUB_PULL_USER, password))
     except httpx.HTTPError as exc:
         return problem(
             f"the site registry at {access.vm_address}:{port} does not answer over TLS: {exc}",
@@ -97,6 +100,61 @@ def check_registry_image(access: SiteAccess) -> Finding:
             "run airgap-load (air-gapped sites) or the platform phase's image sync",
         )
     return problem(f"{url} answered HTTP {response.status_code}")
+
+
+_WRITE_REFUSED = (401, 403, 404, 405)
+"""Answers that refuse a write: a login unknown there (401), forbidden (403), an API that is off
+(404, ChartMuseum's `--disable-api`), a read-only registry (405)."""
+
+
+def check_pull_login_read_only(access: SiteAccess) -> Finding:
+    """The clusters' pull login reads and cannot write: the registry's read-only endpoint
+    refuses its blob upload, ChartMuseum's refuses its chart upload, and neither push endpoint
+    takes the login at all. On a hub that is right, every request is refused before anything is
+    stored (an upload one wrongly opens is cancelled at once)."""
+    ca = access.site_ca()
+    if ca is None:
+        return _no_ca()
+    password = _pull_password(access)
+    if password is None:
+        return problem(
+            "the pull password is not in the state folder", "run the auxvm phase from this folder"
+        )
+    svc = access.inventory.aux_vm.services
+    base = f"https://{access.vm_address}"
+    probe = "onprem-installer/verify-pull-login"
+    attempts = [
+        ("POST", f"{base}:{svc.registry.port}/v2/{probe}/blobs/uploads/"),
+        ("GET", f"{base}:{svc.registry.push_port}/v2/"),
+        ("POST", f"{base}:{svc.chartmuseum.port}/api/charts"),
+        ("GET", f"{base}:{svc.chartmuseum.push_port}/api/charts"),
+    ]
+    context = ssl.create_default_context(cafile=str(ca))
+    wrong: list[str] = []
+    try:
+        with httpx.Client(verify=context, timeout=HTTP_TIMEOUT_S) as http:
+            read = http.get(f"{base}:{svc.registry.port}/v2/", auth=(HUB_PULL_USER, password))
+            if read.status_code != 200:
+                return problem(
+                    f"the registry at {access.vm_address}:{svc.registry.port} refuses the pull"
+                    f" login (HTTP {read.status_code})",
+                    "re-run the auxvm phase from this state folder",
+                )
+            for method, url in attempts:
+                answer = http.request(method, url, auth=(HUB_PULL_USER, password), content=b"")
+                if answer.status_code not in _WRITE_REFUSED:
+                    wrong.append(f"{method} {url} answered HTTP {answer.status_code}")
+                    session = answer.headers.get("Location")
+                    if answer.status_code == 202 and session:  # an upload opened: take it back
+                        http.delete(httpx.URL(url).join(session), auth=(HUB_PULL_USER, password))
+    except httpx.HTTPError as exc:
+        return problem(f"a hub endpoint does not answer over TLS: {exc}", "run the auxvm phase")
+    if wrong:
+        return problem(
+            f"the pull login {HUB_PULL_USER} can do more than read: {'; '.join(wrong)}",
+            "re-run the auxvm phase: the read-only endpoints or their logins are not the hub's",
+        )
+    return passed(f"{HUB_PULL_USER} reads the registry; uploads and both push endpoints refuse it")
 
 
 def oidc_issuer(access: SiteAccess, cluster: Cluster) -> tuple[str, Path | None]:
@@ -252,7 +310,10 @@ def check_controller(access: SiteAccess, cluster: Cluster, name: str) -> Finding
 def site_checks(access: SiteAccess, namespaces: ProbeNamespace) -> list[Check]:
     """The non-scheduling acceptance checks."""
     api = ("kube.api",)
-    checks = [make("hub.registry_image", "hub/registry", partial(check_registry_image, access))]
+    checks = [
+        make("hub.registry_image", "hub/registry", partial(check_registry_image, access)),
+        make("hub.pull_read_only", "hub/pull-login", partial(check_pull_login_read_only, access)),
+    ]
     for cluster in access.inventory.clusters:
         target = f"cluster/{cluster.name}"
         checks += [

@@ -47,7 +47,7 @@ from installer.release import (
     pins_path,
 )
 from installer.site import hub_urls
-from installer.state import HUB_USER, StateDir
+from installer.state import HUB_PASSWORD_SECRET, HUB_USER, StateDir
 
 
 class _Bars:
@@ -369,13 +369,13 @@ def _target(
         state = StateDir(Path(inv.site.state_dir))
         state_root = state.root
         urls = hub_urls(inv)
-        registry = registry or urls.registry
-        charts_url = charts_url or urls.charts
+        registry = registry or urls.registry_push
+        charts_url = charts_url or urls.charts_push
         pypi_url = pypi_url or urls.pypi.removesuffix("+simple/")
         binaries_dir = binaries_dir or (state.pulumi / "bin")
         ca = ca or state.ca_cert
         user = user or HUB_USER
-        password = password or state.secret("hub-password")
+        password = password or state.secret(HUB_PASSWORD_SECRET)
     if registry is None:
         raise BadInputError("give --inventory (or --registry for a registry of your own)")
 

@@ -46,7 +46,13 @@ def derived(inv: Inventory) -> dict[str, Any]:
     release = load_release()
     urls = hub_urls(inv)
     return {
-        "hub": {"registry": urls.registry, "charts": urls.charts, "pypi": urls.pypi},
+        "hub": {
+            "registry": urls.registry,
+            "registry_push": urls.registry_push,
+            "charts": urls.charts,
+            "charts_push": urls.charts_push,
+            "pypi": urls.pypi,
+        },
         "images": {i.reference: site_image(inv, i.reference) for i in release.images},
         "clusters": [
             {
@@ -87,7 +93,10 @@ def show(inventory: InventoryOption, output: OutputOption = None) -> None:
         emit_json({"ok": True, **data})
         return
     hub = data["hub"]
-    out.print(f"hub: registry {hub['registry']}  charts {hub['charts']}  pypi {hub['pypi']}")
+    out.print(
+        f"hub: registry {hub['registry']} (pushes {hub['registry_push']})"
+        f"  charts {hub['charts']} (uploads {hub['charts_push']})  pypi {hub['pypi']}"
+    )
     for cluster in data["clusters"]:
         out.print(
             f"\n[bold]cluster {cluster['name']}[/]  DNS -> {', '.join(cluster['ingress_ips'])}"

@@ -8,7 +8,7 @@ validators here, so the loader can point at the exact field that breaks a rule.
 from __future__ import annotations
 
 from ipaddress import IPv4Address
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -196,12 +196,46 @@ class ServiceEndpoint(Model):
     )
 
 
-def _registry() -> ServiceEndpoint:
-    return ServiceEndpoint(port=5000, data_path="/var/lib/onprem-hub/registry")
+def _push_port_optional(schema: dict[str, Any]) -> None:
+    """`push_port` may be left out (it follows `port`), which the schema says too."""
+    schema["required"] = [name for name in schema.get("required", []) if name != "push_port"]
 
 
-def _chartmuseum() -> ServiceEndpoint:
-    return ServiceEndpoint(port=8080, data_path="/var/lib/onprem-hub/charts")
+class SplitServiceEndpoint(ServiceEndpoint):
+    """A service with two endpoints over the same data: `port` is read-only, for the clusters'
+    pull login (pull secrets, chart reads); `push_port` takes the installer's login, which
+    pushes and deletes. The service's own htpasswd or basic auth has no per-user rights, so each
+    right is a listener of its own."""
+
+    model_config = ConfigDict(json_schema_extra=_push_port_optional)
+
+    push_port: int = Field(
+        ge=1,
+        le=65535,
+        description=(
+            "TCP port of the installer's read-write endpoint (TLS); `port` + 1 when not given."
+            " Only the installer's machine needs to reach it; nodes and clusters use `port`."
+        ),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _push_port_follows_port(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "push_port" in data:
+            return data
+        try:
+            port = int(data["port"])
+        except (KeyError, TypeError, ValueError):
+            return data  # the port's own error says what is wrong
+        return {**data, "push_port": port + 1}
+
+
+def _registry() -> SplitServiceEndpoint:
+    return SplitServiceEndpoint(port=5000, push_port=5001, data_path="/var/lib/onprem-hub/registry")
+
+
+def _chartmuseum() -> SplitServiceEndpoint:
+    return SplitServiceEndpoint(port=8080, push_port=8081, data_path="/var/lib/onprem-hub/charts")
 
 
 def _devpi() -> ServiceEndpoint:
@@ -211,11 +245,13 @@ def _devpi() -> ServiceEndpoint:
 class AuxServices(Model):
     """The artifact hub services on the VM (ports are the upstream defaults)."""
 
-    registry: ServiceEndpoint = Field(
-        default_factory=_registry, description="Docker registry (distribution v2)."
+    registry: SplitServiceEndpoint = Field(
+        default_factory=_registry,
+        description="Docker registry (distribution v2): pulls on `port`, pushes on `push_port`.",
     )
-    chartmuseum: ServiceEndpoint = Field(
-        default_factory=_chartmuseum, description="ChartMuseum Helm chart repository."
+    chartmuseum: SplitServiceEndpoint = Field(
+        default_factory=_chartmuseum,
+        description="ChartMuseum Helm chart repository: reads on `port`, uploads on `push_port`.",
     )
     devpi: ServiceEndpoint = Field(default_factory=_devpi, description="DevPI Python index.")
 

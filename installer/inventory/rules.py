@@ -139,14 +139,16 @@ def check_vm_ports(vm: AuxVm) -> None:
     out: list[Violation] = []
     for name in ("registry", "chartmuseum", "devpi"):
         endpoint = getattr(vm.services, name)
-        if endpoint.port in used:
-            out.append(
-                (
-                    ("services", name, "port"),
-                    f"port {endpoint.port} is already used by {used[endpoint.port]}",
+        listeners = [("port", endpoint.port, name)]
+        push_port = getattr(endpoint, "push_port", None)
+        if push_port is not None:
+            listeners.append(("push_port", push_port, f"{name}'s push endpoint"))
+        for field, port, owner in listeners:
+            if port in used:
+                out.append(
+                    (("services", name, field), f"port {port} is already used by {used[port]}")
                 )
-            )
-        used.setdefault(endpoint.port, name)
+            used.setdefault(port, owner)
         where = ("services", name, "data_path")
         problem = data_path_problem(endpoint.data_path)
         if problem is not None:

@@ -52,15 +52,20 @@ from installer.phases.auxvm_probe import (
 from installer.phases.auxvm_tls import HubPki, ensure_pki, plan_pki, server_names
 from installer.phases.base import Change, Event, PhaseContext, PhasePlan, PhaseResult, Status
 from installer.site import cluster_names, hub_hostname
-from installer.state import HUB_USER, StateDir
+from installer.state import (
+    HUB_PASSWORD_SECRET,
+    HUB_PULL_PASSWORD_SECRET,
+    HUB_PULL_USER,
+    HUB_USER,
+    StateDir,
+)
 
 log = logging.getLogger("installer.phases.auxvm")
 
 NAME = "auxvm"
 PLAYBOOK = Path(__file__).resolve().parents[2] / "playbooks" / "aux-vm.yml"
 REMOVE_PLAYBOOK = PLAYBOOK.with_name("aux-vm-remove.yml")
-HUB_PASSWORD = "hub-password"  # noqa: S105 - names of secret files, not values
-DEVPI_ROOT_PASSWORD = "devpi-root-password"  # noqa: S105
+DEVPI_ROOT_PASSWORD = "devpi-root-password"  # noqa: S105 - the name of a secret file
 HOST = "aux-vm"
 
 # Controller-side sources of the hub's programs. An air-gapped site gets them from the bundle
@@ -74,6 +79,7 @@ ENV_REGISTRY = "INSTALLER_HUB_REGISTRY_BINARY"
 # the drift probe's inputs digest.
 LOCAL_FILE_VARS = (
     "hub_password_file",
+    "hub_pull_password_file",
     "hub_devpi_root_password_file",
     "hub_tls_ca_cert_file",
     "hub_tls_cert_file",
@@ -190,14 +196,18 @@ def hub_vars(inv: Inventory, state: StateDir, pki: HubPki, sources: HubSources) 
         "hub_hostname": hub_hostname(inv),
         "hub_address": str(vm.address),
         "hub_login": HUB_USER,
-        "hub_password_file": str(state.secrets / HUB_PASSWORD),
+        "hub_password_file": str(state.secrets / HUB_PASSWORD_SECRET),
+        "hub_pull_login": HUB_PULL_USER,
+        "hub_pull_password_file": str(state.secrets / HUB_PULL_PASSWORD_SECRET),
         "hub_tls_ca_cert_file": str(pki.ca_cert),
         "hub_tls_cert_file": str(pki.server_cert),
         "hub_tls_key_file": str(pki.server_key),
         "hub_registry_port": svc.registry.port,
+        "hub_registry_push_port": svc.registry.push_port,
         "hub_registry_data": svc.registry.data_path,
         "hub_registry_binary_src": src(sources.registry_binary),
         "hub_chartmuseum_port": svc.chartmuseum.port,
+        "hub_chartmuseum_push_port": svc.chartmuseum.push_port,
         "hub_chartmuseum_data": svc.chartmuseum.data_path,
         "hub_chartmuseum_binary_src": src(sources.chartmuseum_binary),
         "hub_devpi_port": svc.devpi.port,
@@ -332,7 +342,7 @@ class AuxVmPhase:
         sources = site_hub_sources(ctx)
         ctx.step(NAME, f"checking the host key of {inv.aux_vm.address}")
         line = pinned_known_hosts_line(_ssh_target(inv))
-        for secret in (HUB_PASSWORD, DEVPI_ROOT_PASSWORD):
+        for secret in (HUB_PASSWORD_SECRET, HUB_PULL_PASSWORD_SECRET, DEVPI_ROOT_PASSWORD):
             ctx.state.secret(secret)
         return _host(inv, line), hub_vars(inv, ctx.state, pki, sources)
 

@@ -134,7 +134,14 @@ class HubUrls:
     """Where the artifact hub's services answer."""
 
     registry: str
+    """The registry's read-only endpoint (`host:port`): what nodes pull from, with the pull
+    login."""
+    registry_push: str
+    """The registry's read-write endpoint: the installer's pushes and deletes."""
     charts: str
+    """ChartMuseum's read-only endpoint, for chart reads with the pull login."""
+    charts_push: str
+    """ChartMuseum's endpoint with its API: the installer's uploads."""
     pypi: str
 
 
@@ -144,7 +151,9 @@ def hub_urls(inv: Inventory) -> HubUrls:
     svc = inv.aux_vm.services
     return HubUrls(
         registry=f"{host}:{svc.registry.port}",
+        registry_push=f"{host}:{svc.registry.push_port}",
         charts=f"https://{host}:{svc.chartmuseum.port}",
+        charts_push=f"https://{host}:{svc.chartmuseum.push_port}",
         pypi=f"https://{host}:{svc.devpi.port}/root/platform/+simple/",
     )
 

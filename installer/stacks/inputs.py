@@ -43,9 +43,7 @@ from installer.stacks.storage_cstor import (
     CStorPools,
     cstor_values,
 )
-from installer.state import HUB_USER, StateDir
-
-HUB_PASSWORD_SECRET = "hub-password"  # noqa: S105 - a state-folder name (airgap-load uses it)
+from installer.state import HUB_PULL_PASSWORD_SECRET, HUB_PULL_USER, StateDir
 
 NodeReader = Callable[[KubeTarget], list[LiveNode]]
 
@@ -84,7 +82,7 @@ def platform_input(
         jobs_namespace=cluster.platform.jobs_namespace,
         apps_namespace=cluster.platform.apps_namespace,
         registry=hub_urls(inv).registry,
-        registry_user=HUB_USER,
+        registry_user=HUB_PULL_USER,
         images=controller_images(inv, release or load_release()),
         domain=cluster_names(inv, cluster).domain,
         config=controller_config(inv, cluster, sizes),
@@ -92,7 +90,7 @@ def platform_input(
         oidc=Oidc(issuer=oidc_issuer(inv, cluster), client_id=cluster.keycloak.client_id),
     )
     secrets = {
-        REGISTRY_PASSWORD_KEY: state.secret(HUB_PASSWORD_SECRET),
+        REGISTRY_PASSWORD_KEY: state.secret(HUB_PULL_PASSWORD_SECRET),
         OIDC_SECRET_KEY: state.secret(oidc_client_secret_name(cluster)),
     }
     return StackInput(component="platform", args=args, secrets=secrets)
@@ -242,7 +240,7 @@ def storage_input(
             repo=hub_urls(inv).charts,
             chart=chart.name,
             version=chart.version,
-            username=HUB_USER,
+            username=HUB_PULL_USER,
             ca_file=str(state.ca_cert.resolve()),
         ),
         values=values,
@@ -252,7 +250,7 @@ def storage_input(
     return StackInput(
         component="storage",
         args=args,
-        secrets={CHART_PASSWORD_KEY: state.secret(HUB_PASSWORD_SECRET)},
+        secrets={CHART_PASSWORD_KEY: state.secret(HUB_PULL_PASSWORD_SECRET)},
     )
 
 
@@ -298,7 +296,7 @@ def keycloak_input(
             else state.secret(f"keycloak-admin-{cluster.name}")
         )
         secrets[DB_PASSWORD_KEY] = state.secret(f"keycloak-db-{cluster.name}")
-        secrets[CHART_PASSWORD_KEY] = state.secret(HUB_PASSWORD_SECRET)
+        secrets[CHART_PASSWORD_KEY] = state.secret(HUB_PULL_PASSWORD_SECRET)
         manifest = release or load_release()
         chart = next((c for c in manifest.charts if c.name == "keycloak"), None)
         if chart is None:
@@ -308,7 +306,7 @@ def keycloak_input(
                 repo=hub_urls(inv).charts,
                 chart=chart.name,
                 version=chart.version,
-                username=HUB_USER,
+                username=HUB_PULL_USER,
                 ca_file=str(state.ca_cert.resolve()),
             ),
             hostname=hostname,

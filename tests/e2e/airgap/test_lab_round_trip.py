@@ -141,7 +141,7 @@ def test_lab_bundle_loads_into_the_vm_hub(
     run = [
         *CLI, "--log-dir", str(tmp_path / "logs"), "airgap-load", str(lab_bundle.path),
         "--verify-key", str(lab_bundle.pub), "--inventory", str(inventory),
-        "--registry", f"{hub.address}:5000", "--charts-url", f"https://{hub.address}:8080",
+        "--registry", f"{hub.address}:5001", "--charts-url", f"https://{hub.address}:8081",
         "--pypi-url", f"https://{hub.address}:3141/root/platform",
         "--binaries-dir", str(tmp_path / "bin"), "--work-dir", str(tmp_path / "work"),
         "-o", "json",
@@ -160,7 +160,7 @@ def test_lab_bundle_loads_into_the_vm_hub(
         )  # fmt: skip
         assert "sha256:" + hashlib.sha256(raw.stdout).hexdigest() == img["digest"]
     charts = ChartMuseum(
-        f"https://{hub.address}:8080", hub.ca_cert, USER, SecretStr(hub.password)
+        f"https://{hub.address}:8081", hub.ca_cert, USER, SecretStr(hub.password)
     ).chart_names()
     for chart in lab_bundle.release.charts:
         assert chart.version in charts.get(chart.name, [])

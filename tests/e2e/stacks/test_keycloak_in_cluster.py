@@ -20,7 +20,7 @@ import pytest
 from kubernetes import client
 
 from installer.stacks.keycloak_admin import KeycloakAdmin
-from installer.state import HUB_USER, StateDir
+from installer.state import HUB_PULL_PASSWORD_SECRET, HUB_PULL_USER, StateDir
 from tests.e2e.bootstrap.cli import site_lock
 from tests.e2e.stacks.chartrepo import site_chart_repo
 from tests.e2e.stacks.conftest import Site
@@ -94,12 +94,12 @@ def test_in_cluster_keycloak_release_and_realm(
         f'      admin_password: "file:{env["LAB_KEYCLOAK_PASSWORD_FILE"]}"\n'
         f"      realm: {realm}\n"
     )
-    password = StateDir(site.state).secret("hub-password").get_secret_value()
+    password = StateDir(site.state).secret(HUB_PULL_PASSWORD_SECRET).get_secret_value()
     charts = site.lab.state / "upstream" / "charts"
     core.create_persistent_volume(_pg_volume(pv, _default_class(storage)))
     admin = KeycloakAdmin(env["LAB_KEYCLOAK_URL"], "admin", admin_password, env["LAB_KEYCLOAK_CA"])
     try:
-        with site_chart_repo(charts, site.state, HUB_USER, password) as port:
+        with site_chart_repo(charts, site.state, HUB_PULL_USER, password) as port:
             text = original[:start] + in_cluster + original[end:]
             site.inventory.write_text(
                 text.replace(

@@ -7,7 +7,7 @@ import time
 import pytest
 from kubernetes import client
 
-from installer.state import HUB_USER, StateDir
+from installer.state import HUB_PULL_PASSWORD_SECRET, HUB_PULL_USER, StateDir
 from tests.e2e.stacks.chartrepo import site_chart_repo
 from tests.e2e.stacks.conftest import Site
 
@@ -17,10 +17,10 @@ pytestmark = pytest.mark.e2e
 def test_openebs_release_and_default_class(site: Site, core: client.CoreV1Api) -> None:
     storage = client.StorageV1Api(core.api_client)
     apps = client.AppsV1Api(core.api_client)
-    password = StateDir(site.state).secret("hub-password").get_secret_value()
+    password = StateDir(site.state).secret(HUB_PULL_PASSWORD_SECRET).get_secret_value()
     charts = site.lab.state / "upstream" / "charts"
     text = site.inventory.read_text(encoding="utf-8")
-    with site_chart_repo(charts, site.state, HUB_USER, password) as port:
+    with site_chart_repo(charts, site.state, HUB_PULL_USER, password) as port:
         # The site's hub, as far as charts go, is this repository.
         site.inventory.write_text(
             text.replace(

@@ -19,7 +19,7 @@ from kubernetes import client
 
 from installer.inventory import load_inventory
 from installer.site import hub_urls
-from installer.state import HUB_USER, StateDir
+from installer.state import HUB_PULL_PASSWORD_SECRET, HUB_PULL_USER, StateDir
 from tests.e2e.bootstrap.cli import installer, site_lock, tool_env
 from tests.e2e.stacks.chartrepo import site_chart_repo
 from tests.e2e.stacks.conftest import Site
@@ -178,12 +178,12 @@ def test_cstor_pools_on_ndm_block_devices(
     api = core.api_client
     apps, storage = client.AppsV1Api(api), client.StorageV1Api(api)
     custom = client.CustomObjectsApi(api)
-    password = StateDir(site.state).secret("hub-password").get_secret_value()
+    password = StateDir(site.state).secret(HUB_PULL_PASSWORD_SECRET).get_secret_value()
     charts = site.lab.state / "upstream" / "charts"
     original = site.inventory.read_text(encoding="utf-8")
     localpv = "    storage: {engine: localpv-hostpath}\n"
     assert localpv in original
-    with site_chart_repo(charts, site.state, HUB_USER, password) as port:
+    with site_chart_repo(charts, site.state, HUB_PULL_USER, password) as port:
         base = original.replace(
             "  ssh: {",
             f"  hostname: 127.0.0.1\n  services: {{chartmuseum: {{port: {port},"

@@ -28,8 +28,11 @@ from tests.integration.auxvm.artifacts import chart_archive, oci_layout, wheel
 
 pytestmark = pytest.mark.e2e
 
-USER = "installer"
+USER, PULL_USER = "installer", "cluster-pull"
 REGISTRY_PORT, CHARTS_PORT, DEVPI_PORT = 5000, 8080, 3141
+"""The clusters' read-only endpoints (and DevPI)."""
+REGISTRY_PUSH_PORT, CHARTS_PUSH_PORT = 5001, 8081
+"""The installer's read-write endpoints."""
 SUPERVISORCTL = ["sudo", "-n", "supervisorctl", "-c", "/etc/onprem-hub/supervisord.conf"]
 
 
@@ -79,20 +82,23 @@ def test_registry_push_and_pull_with_the_site_ca(provisioned_hub: Hub, tmp_path:
     certs = _cert_dir(hub, tmp_path)
     tag = uuid.uuid4().hex[:12]
     digest = oci_layout(tmp_path / "src", tag, payload=tag.encode())
-    ref = f"docker://{hub.address}:{REGISTRY_PORT}/hubtest/hello:{tag}"
+    ref = f"docker://{hub.address}:{REGISTRY_PUSH_PORT}/hubtest/hello:{tag}"
     creds = f"{USER}:{hub.password}"
+    # What a node pulls: the read-only endpoint, the pull login.
+    node_ref = f"docker://{hub.address}:{REGISTRY_PORT}/hubtest/hello:{tag}"
+    pull_creds = f"{PULL_USER}:{hub.pull_password}"
 
     pushed = _skopeo("copy", "--dest-cert-dir", str(certs), "--dest-creds", creds,
                      f"oci:{tmp_path / 'src'}:{tag}", ref)  # fmt: skip
     assert pushed.returncode == 0, pushed.stderr
-    pulled = _skopeo("copy", "--src-cert-dir", str(certs), "--src-creds", creds,
-                     ref, f"oci:{tmp_path / 'back'}:{tag}")  # fmt: skip
+    pulled = _skopeo("copy", "--src-cert-dir", str(certs), "--src-creds", pull_creds,
+                     node_ref, f"oci:{tmp_path / 'back'}:{tag}")  # fmt: skip
     assert pulled.returncode == 0, pulled.stderr
     back = json.loads((tmp_path / "back" / "index.json").read_text())
     assert back["manifests"][0]["digest"] == digest
 
     endpoint = RegistryEndpoint(
-        host=f"{hub.address}:{REGISTRY_PORT}",
+        host=f"{hub.address}:{REGISTRY_PUSH_PORT}",
         ca_file=hub.ca_cert,
         username=USER,
         password=SecretStr(hub.password),
@@ -114,7 +120,7 @@ def test_registry_push_and_pull_with_the_site_ca(provisioned_hub: Hub, tmp_path:
         assert pushed_layer == "uploaded"  # the layer holds this run's tag
         client.put_manifest("hubtest/own", tag, manifest)
     own = f"docker://{hub.address}:{REGISTRY_PORT}/hubtest/own:{tag}"
-    copied = _skopeo("copy", "--src-cert-dir", str(certs), "--src-creds", creds,
+    copied = _skopeo("copy", "--src-cert-dir", str(certs), "--src-creds", pull_creds,
                      own, f"oci:{tmp_path / 'own'}:{tag}")  # fmt: skip
     assert copied.returncode == 0, copied.stderr
     own_index = json.loads((tmp_path / "own" / "index.json").read_text())
@@ -126,10 +132,58 @@ def test_registry_push_and_pull_with_the_site_ca(provisioned_hub: Hub, tmp_path:
     # The data is on the persistent path; deletion is enabled (to replace a bad tag).
     stored = "/var/lib/onprem-hub/registry/docker/registry/v2/repositories/hubtest/own"
     assert run_command(_ssh(hub), ["sudo", "-n", "test", "-d", stored]).rc == 0, stored
-    manifest_url = f"https://{hub.address}:{REGISTRY_PORT}/v2/hubtest/own/manifests/{digest}"
+    manifest_url = f"https://{hub.address}:{REGISTRY_PUSH_PORT}/v2/hubtest/own/manifests/{digest}"
     with httpx.Client(verify=_tls(hub), auth=(USER, hub.password)) as http:
         assert http.delete(manifest_url).status_code == 202
         assert http.get(manifest_url).status_code == 404
+    # The read-only endpoint serves the same storage: the deletion shows there too.
+    node_url = manifest_url.replace(f":{REGISTRY_PUSH_PORT}/", f":{REGISTRY_PORT}/")
+    gone = httpx.get(node_url, verify=_tls(hub), auth=(PULL_USER, hub.pull_password))
+    assert gone.status_code == 404
+
+
+def test_the_pull_login_reads_and_cannot_write(provisioned_hub: Hub, tmp_path: Path) -> None:
+    """Least privilege: the clusters' login pulls, and no endpoint lets it (or anyone on the
+    clusters' port) push, delete or upload; the installer's login writes on the push ports."""
+    hub = provisioned_hub
+    certs = _cert_dir(hub, tmp_path)
+    tag = uuid.uuid4().hex[:12]
+    oci_layout(tmp_path / "src", tag, payload=tag.encode())
+    source = f"oci:{tmp_path / 'src'}:{tag}"
+    pull_creds = f"{PULL_USER}:{hub.pull_password}"
+    for port, creds in (
+        (REGISTRY_PORT, pull_creds),  # read-only endpoint: 405
+        (REGISTRY_PORT, f"{USER}:{hub.password}"),  # read-only for the installer too
+        (REGISTRY_PUSH_PORT, pull_creds),  # the push endpoint does not know the pull login
+    ):
+        ref = f"docker://{hub.address}:{port}/hubtest/denied:{tag}"
+        pushed = _skopeo("copy", "--dest-cert-dir", str(certs), "--dest-creds", creds,
+                         source, ref)  # fmt: skip
+        assert pushed.returncode != 0, (port, creds.split(":")[0])
+    denied = run_command(
+        _ssh(hub),
+        ["sudo", "-n", "test", "-e",
+         "/var/lib/onprem-hub/registry/docker/registry/v2/repositories/hubtest/denied"],
+    )  # fmt: skip
+    assert denied.rc != 0, "a refused push left a repository behind"
+    with httpx.Client(verify=_tls(hub), auth=(PULL_USER, hub.pull_password)) as http:
+        base = f"https://{hub.address}:{REGISTRY_PORT}/v2"
+        assert http.get(f"{base}/").status_code == 200
+        upload = http.post(f"{base}/hubtest/denied/blobs/uploads/")
+        assert upload.status_code == 405, upload.text
+        assert http.delete(f"{base}/hubtest/hello/manifests/sha256:{'0' * 64}").status_code == 405
+        assert http.get(f"https://{hub.address}:{REGISTRY_PUSH_PORT}/v2/").status_code == 401
+        charts = f"https://{hub.address}:{CHARTS_PORT}"
+        assert http.get(f"{charts}/index.yaml").status_code == 200
+        assert http.post(f"{charts}/api/charts", content=b"x").status_code == 404
+        assert http.get(f"https://{hub.address}:{CHARTS_PUSH_PORT}/index.yaml").status_code == 401
+    # ChartMuseum's read-only endpoint knows the pull login only.
+    installer_there = httpx.get(
+        f"https://{hub.address}:{CHARTS_PORT}/index.yaml",
+        verify=_tls(hub),
+        auth=(USER, hub.password),
+    )
+    assert installer_there.status_code == 401
 
 
 def test_registry_refuses_wrong_password_and_untrusted_tls(
@@ -137,7 +191,7 @@ def test_registry_refuses_wrong_password_and_untrusted_tls(
 ) -> None:
     hub = provisioned_hub
     certs = _cert_dir(hub, tmp_path)
-    ref = f"docker://{hub.address}:{REGISTRY_PORT}/hubtest/hello:absent"
+    ref = f"docker://{hub.address}:{REGISTRY_PUSH_PORT}/hubtest/hello:absent"
     wrong = _skopeo("inspect", "--cert-dir", str(certs), "--creds", f"{USER}:wrong-{uuid.uuid4()}",
                     ref)  # fmt: skip
     assert wrong.returncode != 0
@@ -145,15 +199,16 @@ def test_registry_refuses_wrong_password_and_untrusted_tls(
     untrusted = _skopeo("inspect", "--creds", f"{USER}:{hub.password}", ref)
     assert untrusted.returncode != 0
     assert "certificate" in untrusted.stderr.lower()
-    anonymous = httpx.get(f"https://{hub.address}:{REGISTRY_PORT}/v2/", verify=_tls(hub))
-    assert anonymous.status_code == 401
+    for port in (REGISTRY_PORT, REGISTRY_PUSH_PORT):
+        anonymous = httpx.get(f"https://{hub.address}:{port}/v2/", verify=_tls(hub))
+        assert anonymous.status_code == 401
 
 
 def test_chartmuseum_upload_and_fetch(provisioned_hub: Hub) -> None:
     hub = provisioned_hub
     version = f"0.1.{int(time.time())}"
     archive = chart_archive("hubtest", version)
-    base = f"https://{hub.address}:{CHARTS_PORT}"
+    base = f"https://{hub.address}:{CHARTS_PUSH_PORT}"
     with httpx.Client(base_url=base, verify=_tls(hub), auth=(USER, hub.password)) as http:
         saved = http.post("/api/charts", content=archive)
         assert saved.status_code == 201, saved.text
@@ -167,9 +222,17 @@ def test_chartmuseum_upload_and_fetch(provisioned_hub: Hub) -> None:
         assert http.get(f"/api/charts/hubtest/{version}").json()["version"] == version
     stored = f"/var/lib/onprem-hub/charts/hubtest-{version}.tgz"
     assert run_command(_ssh(hub), ["sudo", "-n", "test", "-s", stored]).rc == 0, stored
-    for auth in (None, (USER, f"wrong-{uuid.uuid4()}")):
-        refused = httpx.get(f"{base}/index.yaml", verify=_tls(hub), auth=auth)
-        assert refused.status_code == 401
+    # The clusters' read-only endpoint serves the upload at once, to the pull login.
+    pull = f"https://{hub.address}:{CHARTS_PORT}"
+    with httpx.Client(base_url=pull, verify=_tls(hub), auth=(PULL_USER, hub.pull_password)) as http:
+        index = http.get("/index.yaml")
+        assert index.status_code == 200
+        assert f"{pull}/charts/hubtest-{version}.tgz" in index.text
+        assert http.get(f"/charts/hubtest-{version}.tgz").content == archive
+    for url in (base, pull):
+        for auth in (None, (USER, f"wrong-{uuid.uuid4()}"), (PULL_USER, f"wrong-{uuid.uuid4()}")):
+            refused = httpx.get(f"{url}/index.yaml", verify=_tls(hub), auth=auth)
+            assert refused.status_code == 401
 
 
 def test_pip_installs_a_wheel_from_devpi(provisioned_hub: Hub, tmp_path: Path) -> None:
@@ -255,8 +318,10 @@ def _answers(hub: Hub, program: str) -> bool:
     if program == "dns":
         return query("x.jobs.lab.org.ml.lab.test", hub.address).addresses == ("10.213.0.1",)
     url, status = {
-        "registry": (f"https://{hub.address}:{REGISTRY_PORT}/v2/", 401),
-        "chartmuseum": (f"https://{hub.address}:{CHARTS_PORT}/index.yaml", 401),
+        "registry": (f"https://{hub.address}:{REGISTRY_PUSH_PORT}/v2/", 401),
+        "registry-pull": (f"https://{hub.address}:{REGISTRY_PORT}/v2/", 401),
+        "chartmuseum": (f"https://{hub.address}:{CHARTS_PUSH_PORT}/index.yaml", 401),
+        "chartmuseum-pull": (f"https://{hub.address}:{CHARTS_PORT}/index.yaml", 401),
         # Through the TLS proxy to devpi-server: both must run for a 200.
         "devpi": (f"https://{hub.address}:{DEVPI_PORT}/+api", 200),
         "devpi-proxy": (f"https://{hub.address}:{DEVPI_PORT}/+api", 200),
@@ -264,7 +329,10 @@ def _answers(hub: Hub, program: str) -> bool:
     return httpx.get(url, verify=_tls(hub), timeout=5).status_code == status
 
 
-@pytest.mark.parametrize("program", ["registry", "chartmuseum", "devpi", "devpi-proxy", "dns"])
+@pytest.mark.parametrize(
+    "program",
+    ["registry", "registry-pull", "chartmuseum", "chartmuseum-pull", "devpi", "devpi-proxy", "dns"],
+)
 def test_killed_service_comes_back(provisioned_hub: Hub, program: str) -> None:
     hub = provisioned_hub
     before = _pid(hub, program)
@@ -290,8 +358,10 @@ def test_killed_service_comes_back(provisioned_hub: Hub, program: str) -> None:
     assert up[0] == after
     assert _answers(hub, program)
     port, proto = {
-        "registry": (REGISTRY_PORT, "t"),
-        "chartmuseum": (CHARTS_PORT, "t"),
+        "registry": (REGISTRY_PUSH_PORT, "t"),
+        "registry-pull": (REGISTRY_PORT, "t"),
+        "chartmuseum": (CHARTS_PUSH_PORT, "t"),
+        "chartmuseum-pull": (CHARTS_PORT, "t"),
         "devpi": (3142, "t"),
         "devpi-proxy": (DEVPI_PORT, "t"),
         "dns": (53, "u"),
@@ -319,12 +389,13 @@ def test_second_run_changes_nothing_and_keeps_secrets_out_of_logs(
     # The generated passwords were re-used, not made again, and stay owner-only.
     for name, value in (
         ("hub-password", hub.password),
+        ("hub-pull-password", hub.pull_password),
         ("devpi-root-password", hub.devpi_root_password),
     ):
         path = hub.state / "secrets" / name
         assert path.read_text().strip() == value
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    secrets = [hub.password, hub.devpi_root_password]
+    secrets = [hub.password, hub.pull_password, hub.devpi_root_password]
     key_body = [
         line
         for line in (hub.state / "pki" / "hub.key").read_text().splitlines()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import jinja2
 import pytest
+import yaml
 from cryptography import x509
 
 from installer.engines.ansible import PlaybookResult, TaskOutcome
@@ -35,6 +36,7 @@ from installer.state import StateDir
 REPO = Path(__file__).resolve().parents[3]
 TEMPLATES = REPO / "templates" / "aux-vm"
 GOLDEN = Path(__file__).parent / "golden"
+ROLES = REPO / "playbooks" / "roles" / "hub"
 LAB = REPO / "inventories" / "lab.yml"
 TRUE = {"true", "yes", "on", "1"}
 
@@ -137,13 +139,51 @@ def lab_vars(tmp_path: Path) -> dict[str, object]:
     }
 
 
-@pytest.mark.parametrize(
-    "template", ["dnsmasq.conf.j2", "registry-config.yml.j2", "devpi-nginx.conf.j2"]
-)
+@pytest.mark.parametrize("template", ["dnsmasq.conf.j2", "devpi-nginx.conf.j2"])
 def test_service_configs_match_golden_files(template: str, lab_vars: dict[str, object]) -> None:
     rendered = _render(template, lab_vars)
     golden = GOLDEN / template.removesuffix(".j2")
     assert rendered == golden.read_text(), f"regenerate {golden} if the change is intended"
+
+
+def _registry_endpoints(variables: dict[str, object]) -> list[dict[str, object]]:
+    """The role's hub_registry_endpoints, rendered with the site's variables."""
+    defaults = yaml.safe_load((ROLES / "registry" / "defaults" / "main.yml").read_text())
+    endpoints = []
+    for raw in defaults["hub_registry_endpoints"]:
+        port = jinja2.Template(raw["port"]).render(**variables)
+        endpoints.append({**raw, "port": int(port)})
+    return endpoints
+
+
+@pytest.mark.parametrize("program", ["registry", "registry-pull"])
+def test_registry_configs_match_golden_files(program: str, lab_vars: dict[str, object]) -> None:
+    endpoint = next(e for e in _registry_endpoints(lab_vars) if e["program"] == program)
+    rendered = _render("registry-config.yml.j2", {**lab_vars, "hub_registry_endpoint": endpoint})
+    golden = GOLDEN / f"{program}-config.yml"
+    assert rendered == golden.read_text(), f"regenerate {golden} if the change is intended"
+
+
+def test_registry_pull_endpoint_is_read_only_on_the_inventory_port(
+    lab_vars: dict[str, object],
+) -> None:
+    """The clusters' port runs the read-only registry; the installer's port is the other one."""
+    inv = load_inventory(LAB)
+    by_program = {e["program"]: e for e in _registry_endpoints(lab_vars)}
+    pull, push = by_program["registry-pull"], by_program["registry"]
+    assert pull["port"] == inv.aux_vm.services.registry.port
+    assert push["port"] == inv.aux_vm.services.registry.push_port
+    pull_config = yaml.safe_load(
+        _render("registry-config.yml.j2", {**lab_vars, "hub_registry_endpoint": pull})
+    )
+    push_config = yaml.safe_load(
+        _render("registry-config.yml.j2", {**lab_vars, "hub_registry_endpoint": push})
+    )
+    assert pull_config["storage"]["maintenance"]["readonly"] == {"enabled": True}
+    assert pull_config["storage"]["delete"] == {"enabled": False}
+    assert pull_config["storage"]["maintenance"]["uploadpurging"]["enabled"] is False
+    assert "readonly" not in push_config["storage"]["maintenance"]
+    assert pull_config["auth"]["htpasswd"]["path"] != push_config["auth"]["htpasswd"]["path"]
 
 
 def test_vars_hold_paths_not_secrets(tmp_path: Path, lab_vars: dict[str, object]) -> None:

@@ -238,6 +238,25 @@ CASES = [
         "already used by registry",
     ),
     Broken(
+        "push-port-collision",
+        "    known_hosts: known_hosts",
+        "    known_hosts: known_hosts\n  services:\n"
+        "    registry: {port: 5000, push_port: 3141, data_path: /srv/hub/registry}",
+        11,
+        "aux_vm.services.devpi.port",
+        "already used by registry's push endpoint",
+    ),
+    Broken(
+        # The push port follows the port (8079 + 1) onto ChartMuseum's.
+        "default-push-port-collision",
+        "    known_hosts: known_hosts",
+        "    known_hosts: known_hosts\n  services:\n"
+        "    registry: {port: 8079, data_path: /srv/hub/registry}",
+        11,
+        "aux_vm.services.chartmuseum.port",
+        "port 8080 is already used by registry's push endpoint",
+    ),
+    Broken(
         "cstor-without-disks",
         "storage: {engine: localpv-hostpath}",
         "storage: {engine: cstor}",

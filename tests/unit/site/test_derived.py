@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from installer.airgap.load import site_target
 from installer.inventory import load_inventory
 from installer.inventory.types import format_bytes, parse_quantity
 from installer.site import (
@@ -19,6 +20,7 @@ from installer.site import (
     preset_tolerations,
     site_image,
 )
+from installer.state import HUB_USER
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -96,6 +98,20 @@ def test_dns_names_and_hub(inv) -> None:  # type: ignore[no-untyped-def]
     urls = hub_urls(inv)
     assert urls.registry == "hub.ml.acme.internal:5000"
     assert urls.charts == "https://hub.ml.acme.internal:8080"
+    # The installer's read-write endpoints follow the ports (the example sets none of its own).
+    assert urls.registry_push == "hub.ml.acme.internal:5001"
+    assert urls.charts_push == "https://hub.ml.acme.internal:8081"
+
+
+def test_airgap_load_targets_the_push_endpoints_with_the_installers_login(  # type: ignore[no-untyped-def]
+    inv, tmp_path: Path
+) -> None:
+    """Pushes go where the installer's login may write; the clusters' port refuses them."""
+    site = inv.model_copy(update={"site": inv.site.model_copy(update={"state_dir": str(tmp_path)})})
+    target, _ = site_target(site)
+    assert target.registry.host == hub_urls(site).registry_push
+    assert target.registry.username == HUB_USER
+    assert target.charts is not None and target.charts.url == hub_urls(site).charts_push
 
 
 @pytest.mark.parametrize(

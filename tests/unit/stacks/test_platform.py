@@ -15,7 +15,13 @@ from installer.release import load_release
 from installer.site import JOB_LABEL, JOB_TAINT, POOL_LABEL, PREEMPTIBLE_LABEL, hub_urls
 from installer.stacks.inputs import platform_input
 from installer.stacks.platform import PlatformArgs, PlatformControllers
-from installer.state import StateDir
+from installer.state import (
+    HUB_PASSWORD_SECRET,
+    HUB_PULL_PASSWORD_SECRET,
+    HUB_PULL_USER,
+    HUB_USER,
+    StateDir,
+)
 from tests.unit.stacks.conftest import lab_nodes
 from tests.unit.stacks.mocks import run_program, unwrap
 
@@ -147,7 +153,22 @@ def test_pull_and_oidc_secrets_are_pulumi_secrets(args: PlatformArgs) -> None:
     assert secret
     pull = json.loads(data[".dockerconfigjson"])
     login = pull["auths"][args.registry]
-    assert (login["username"], login["password"]) == ("installer", "hub-pass-123")
+    assert (login["username"], login["password"]) == ("cluster-pull", "hub-pass-123")
+
+
+def test_pull_secrets_hold_the_read_only_login_not_the_installers(
+    site: Inventory, tmp_path: Path
+) -> None:
+    """Least privilege: the clusters get the pull login, whose endpoints refuse every write;
+    the installer's own password (it pushes and deletes) never reaches a cluster."""
+    state = StateDir(tmp_path / "state")
+    si = platform_input(site, site.clusters[0], state, read=lambda _t: lab_nodes())
+    assert isinstance(si.args, PlatformArgs)
+    assert si.args.registry_user == HUB_PULL_USER != HUB_USER
+    given = si.secrets["registry_password"].get_secret_value()
+    assert given == state.secret(HUB_PULL_PASSWORD_SECRET).get_secret_value()
+    assert given != state.secret(HUB_PASSWORD_SECRET).get_secret_value()
+    assert si.args.registry == hub_urls(site).registry != hub_urls(site).registry_push
 
 
 def test_changing_one_preset_changes_only_the_config_map(

@@ -31,7 +31,7 @@ def test_openebs_comes_from_the_site_chart_repo_with_the_chart_keys(
     opts, secret = unwrap(release["repositoryOpts"])
     assert secret  # it carries the repository password
     assert opts["repo"] == hub_urls(site).charts
-    assert opts["username"] == "installer"
+    assert opts["username"] == "cluster-pull"
     assert opts["password"] == "pw-123456"
     assert opts["caFile"].endswith("/state/pki/ca.crt")
     values = release["values"]
