@@ -7,7 +7,7 @@ lab seeding (what the stand-in upstream must hold) and the docs.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -146,8 +146,16 @@ class ReleasePins(_Item):
         return "\n".join(lines) + "\n"
 
 
-def pins_key(item: ChartRef | BinaryRef) -> str:
-    """How a chart or binary is named in the pins: `name:version`."""
+class _Versioned(Protocol):
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+
+
+def pins_key(item: _Versioned) -> str:
+    """How a chart or binary (of a release, or a bundle's item) is named in the pins:
+    `name:version`."""
     return f"{item.name}:{item.version}"
 
 

@@ -11,10 +11,12 @@ A release without pins, or an entry without one, is refused unless the developme
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from installer.airgap.files import chart_file, find_binary, sha256_file
 from installer.airgap.manifest import BundleImage, BundleItem
 from installer.errors import BadInputError
 from installer.release import ReleaseManifest, ReleasePins, pins_key
@@ -74,11 +76,42 @@ def pinned_release(
     return release.model_copy(update={"images": images})
 
 
+def cut_pins(
+    release: ReleaseManifest,
+    images: Mapping[str, str],
+    *,
+    charts: Path | None = None,
+    wheels: Path | None = None,
+    binaries: Path | None = None,
+) -> ReleasePins:
+    """A release's pins cut from what its build made: `images` maps `name:tag` to the digest
+    built or seeded (an image it lacks gets no pin); the chart archives in `charts`
+    (`chart_file` names), every wheel in `wheels` and the binaries found in `binaries` are
+    hashed (a binary not there gets no pin). A folder not given pins nothing of its kind."""
+    refs = [f"{i.name}:{i.tag}" for i in release.images]
+    found: dict[str, str] = {}
+    if binaries is not None:
+        for binary in release.binaries:
+            with contextlib.suppress(BadInputError):  # not built: no pin
+                found[pins_key(binary)] = sha256_file(find_binary(binary, binaries))
+    return ReleasePins(
+        platform_version=release.platform_version,
+        images={ref: images[ref] for ref in refs if ref in images},
+        charts={pins_key(c): sha256_file(charts / chart_file(c)) for c in release.charts}
+        if charts is not None
+        else {},
+        wheels={w.name: sha256_file(w) for w in sorted(wheels.glob("*.whl"))}
+        if wheels is not None
+        else {},
+        binaries=found,
+    )
+
+
 def item_key(item: BundleItem) -> str | None:
     """How the pins name a bundle item: `name:version` for charts and binaries, the file name
     for wheels; None for items pins do not cover (the chart index, the hub's programs)."""
     if item.kind in ("chart", "binary"):
-        return f"{item.name}:{item.version}"
+        return pins_key(item)
     if item.kind == "wheel":
         return item.path.rsplit("/", 1)[-1]
     return None

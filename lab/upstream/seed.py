@@ -9,7 +9,6 @@ Usage: python lab/upstream/seed.py images|charts|key images|key charts
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import sys
@@ -20,15 +19,13 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 
-from installer.airgap.files import chart_file, find_binary, sha256_file  # noqa: E402
-from installer.errors import BadInputError  # noqa: E402
+from installer.airgap.pins import cut_pins  # noqa: E402
 from installer.release import (  # noqa: E402
     ChartRef,
     ImageRef,
     ReleaseManifest,
     ReleasePins,
     load_release,
-    pins_key,
 )
 
 CHART_SOURCES = HERE / "charts"
@@ -114,17 +111,7 @@ def lab_pins(
         m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"]
         for m in index["manifests"]
     }
-    binaries = {}
-    for binary in manifest.binaries:
-        with contextlib.suppress(BadInputError):  # not built here: no pin
-            binaries[pins_key(binary)] = sha256_file(find_binary(binary, bin_dir))
-    return ReleasePins(
-        platform_version=manifest.platform_version,
-        images={f"{i.name}:{i.tag}": digests[f"{i.name}:{i.tag}"] for i in manifest.images},
-        charts={pins_key(c): sha256_file(charts / chart_file(c)) for c in manifest.charts},
-        wheels={w.name: sha256_file(w) for w in sorted(wheelhouse.glob("*.whl"))},
-        binaries=binaries,
-    )
+    return cut_pins(manifest, digests, charts=charts, wheels=wheelhouse, binaries=bin_dir)
 
 
 def main(argv: list[str]) -> int:

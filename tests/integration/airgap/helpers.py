@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 import zstandard
 
-from installer.airgap.files import chart_file, find_binary, sha256_file
 from installer.airgap.load import STREAM_MIN
 from installer.airgap.manifest import write_keypair
-from installer.release import ReleasePins, load_release, pins_key, pins_path
+from installer.airgap.pins import cut_pins
+from installer.release import load_release, pins_path
 from tests.fixtures.registries import (
     PASSWORD,
     USER,
@@ -72,20 +72,8 @@ def pin_release(
     default) from what the test made, as a release is cut from its build: image digests the
     upstream was seeded with (an image it lacks gets no pin), sha256 of the chart, wheel and
     binary source folders' files; `extra`: digests of images a test pushed itself."""
-    rel = load_release(release)
     known = {ref: blob.digest for ref, blob in upstream.images.items()} | (extra or {})
-    refs = [f"{i.name}:{i.tag}" for i in rel.images]
-    pins = ReleasePins(
-        platform_version=rel.platform_version,
-        images={r: known[r] for r in refs if r in known},
-        charts={pins_key(c): sha256_file(charts / chart_file(c)) for c in rel.charts}
-        if charts
-        else {},
-        wheels={w.name: sha256_file(w) for w in sorted(wheels.glob("*.whl"))} if wheels else {},
-        binaries={pins_key(b): sha256_file(find_binary(b, binaries)) for b in rel.binaries}
-        if binaries
-        else {},
-    )
+    pins = cut_pins(load_release(release), known, charts=charts, wheels=wheels, binaries=binaries)
     path = pins_path(release)
     path.write_text(pins.to_yaml(), encoding="utf-8")
     return path

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
 
 from installer.airgap.manifest import BundleImage, BundleItem
-from installer.airgap.pins import check_items, pinned_release, record_pins
+from installer.airgap.pins import check_items, cut_pins, item_key, pinned_release, record_pins
 from installer.errors import BadInputError
 from installer.release import (
     ReleaseManifest,
     ReleasePins,
     load_pins,
+    pins_key,
     pins_path,
 )
 
@@ -149,3 +151,40 @@ def test_a_bad_pins_file_names_its_line(tmp_path: Path) -> None:
     path.write_text('platform_version: "1"\nimages:\n  "a/b:1": "sha256:short"\n')
     with pytest.raises(BadInputError, match=r"release.pins.yml:3"):
         load_pins(path)
+
+
+def test_pins_are_cut_from_what_a_build_made(tmp_path: Path) -> None:
+    """`cut_pins` (the lab's seed and the tests cut their releases with it): images from the
+    digests given, files hashed; what the build lacks gets no pin, so a bundle of it is refused
+    naming that entry."""
+    charts, wheels, binaries = (tmp_path / n for n in ("charts", "wheels", "bin"))
+    for folder in (charts, wheels, binaries / "pulumi-3.0.0"):
+        folder.mkdir(parents=True)
+    (charts / "app-1.0.0.tgz").write_bytes(b"chart")
+    (wheels / "tool-1.0-py3-none-any.whl").write_bytes(b"wheel")
+    (wheels / "notes.txt").write_bytes(b"not a wheel")
+    program = binaries / "pulumi-3.0.0" / "pulumi"
+    program.write_bytes(b"binary")
+    program.chmod(0o755)
+    release = _release()
+    pins = cut_pins(
+        release,
+        {"ghcr.io/org/app:1.0": D2, "other/image:9": D1},
+        charts=charts,
+        wheels=wheels,
+        binaries=binaries,
+    )
+    assert pins.images == {"ghcr.io/org/app:1.0": D2}
+    assert pins.charts == {"app:1.0.0": sha256(b"chart").hexdigest()}
+    assert pins.wheels == {"tool-1.0-py3-none-any.whl": sha256(b"wheel").hexdigest()}
+    assert pins.binaries == {"pulumi:3.0.0": sha256(b"binary").hexdigest()}
+    assert pins.unpinned(release) == ["image docker.io/library/busybox:latest"]
+    program.unlink()
+    bare = cut_pins(release, {}, charts=None, wheels=None, binaries=binaries)
+    assert (bare.charts, bare.wheels, bare.binaries) == ({}, {}, {})
+
+
+def test_a_bundle_item_is_named_as_the_release_names_it() -> None:
+    item = BundleItem(kind="binary", name="pulumi", version="3.0.0", path="bin/pulumi", size=1,
+                      sha256=H1)  # fmt: skip
+    assert item_key(item) == pins_key(_release().binaries[0]) == "pulumi:3.0.0"
