@@ -9,7 +9,8 @@ with basic auth on every request (reads included):
   GET /api/charts, GET|HEAD|DELETE /api/charts/<name>/<version>,
   POST /api/charts (the archive as the body, or multipart field `chart`).
 Flags (ChartMuseum's): --port, --storage=local, --storage-local-rootdir, --tls-cert, --tls-key,
---chart-url, --allow-overwrite / --disable-force-overwrite, --disable-statefiles.
+--chart-url, --allow-overwrite / --disable-force-overwrite, --disable-statefiles, --disable-api
+(every /api route answers 404, as ChartMuseum's are then not routed: the hub's read-only endpoint).
 Environment: BASIC_AUTH_USER, BASIC_AUTH_PASS. Standard library and PyYAML (python3-yaml) only.
 """
 
@@ -100,6 +101,7 @@ class Handler(BaseHTTPRequestHandler):
     user: str
     password: str
     allow_overwrite: bool
+    api_enabled: bool = True
 
     def log_message(self, fmt: str, *args: object) -> None:
         sys.stdout.write(f"{self.address_string()} {fmt % args}\n")
@@ -133,6 +135,9 @@ class Handler(BaseHTTPRequestHandler):
             return True
         if not self._authorized():
             self._json(401, {"error": "unauthorized"})
+            return False
+        if not self.api_enabled and self.path.split("?", 1)[0].startswith("/api/"):
+            self._json(404, {"error": "not found"})
             return False
         return True
 
@@ -225,6 +230,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--allow-overwrite", action="store_true")
     parser.add_argument("--disable-force-overwrite", action="store_true")
     parser.add_argument("--disable-statefiles", action="store_true")
+    parser.add_argument("--disable-api", action="store_true")
     args = parser.parse_args(argv)
     if args.storage != "local":
         parser.error("only --storage=local")
@@ -236,6 +242,7 @@ def main(argv: list[str]) -> int:
     Handler.store = Store(root, args.chart_url)
     Handler.user, Handler.password = user, password
     Handler.allow_overwrite = args.allow_overwrite
+    Handler.api_enabled = not args.disable_api
     server = ThreadingHTTPServer(("0.0.0.0", args.port), Handler)  # noqa: S104 - a VM service
     if args.tls_cert and args.tls_key:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
