@@ -227,7 +227,8 @@ def test_chartmuseum_upload_and_fetch(provisioned_hub: Hub) -> None:
     with httpx.Client(base_url=pull, verify=_tls(hub), auth=(PULL_USER, hub.pull_password)) as http:
         index = http.get("/index.yaml")
         assert index.status_code == 200
-        assert f"{pull}/charts/hubtest-{version}.tgz" in index.text
+        # Its chart URLs name the read-only endpoint too (`--chart-url`).
+        assert f"https://hub.ml.lab.test:{CHARTS_PORT}/charts/hubtest-{version}.tgz" in index.text
         assert http.get(f"/charts/hubtest-{version}.tgz").content == archive
     for url in (base, pull):
         for auth in (None, (USER, f"wrong-{uuid.uuid4()}"), (PULL_USER, f"wrong-{uuid.uuid4()}")):
