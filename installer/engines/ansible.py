@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -104,6 +106,40 @@ class Progress:
     message: str = ""
 
 
+class FailureReason(StrEnum):
+    """Why a play stopped, as the phases tell it to the operator."""
+
+    HOST_KEY = "host-key"
+    """The host presented another key than the pinned one (or none is pinned)."""
+    LOGIN = "login"
+    """The SSH login was refused (key not authorized for the user)."""
+    UNREACHABLE = "unreachable"
+    """No SSH connection: host down, wrong address or port, network."""
+    SUDO = "sudo"
+    """Connected, but the login user cannot become root without a password."""
+    TASK = "task"
+    """A task failed; its message may end in `remedy: ...`."""
+    RUN = "run"
+    """The run ended without a failed task (timeout, cancelled, runner error)."""
+
+
+_NO_SUDO = ("password is required", "missing sudo password", "not in the sudoers", "incorrect sudo")
+
+
+@dataclass(frozen=True)
+class PlaybookFailure:
+    """The first thing that stopped a play, classified (`PlaybookResult.failure`)."""
+
+    reason: FailureReason
+    host: str
+    task: str
+    """The task's name, or `connect` / `(play)` where no task was running."""
+    message: str
+    """What Ansible said (for a host key mismatch: which key the host presented)."""
+    remedy: str | None = None
+    """For a failed task: the text after `remedy:` in its message."""
+
+
 @dataclass
 class PlaybookResult:
     """How a playbook run ended."""
@@ -135,6 +171,38 @@ class PlaybookResult:
         found = self.unreachable or self.failures
         return found[0] if found else None
 
+    @property
+    def failure(self) -> PlaybookFailure | None:
+        """Why the run stopped, classified; None for a run that did not fail."""
+        if self.ok:
+            return None
+        if self.unreachable:
+            first = self.unreachable[0]
+            text, task = first.message, first.task or "connect"
+            if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION" in text:
+                seen = re.search(r"(SHA256:[A-Za-z0-9+/=]+)", text)
+                presented = (
+                    f"the host presents {seen.group(1)}, not the pinned key"
+                    if seen
+                    else "the host presents another key than the pinned one"
+                )
+                message = f"host key verification failed: {presented}"
+                return PlaybookFailure(FailureReason.HOST_KEY, first.host, task, message)
+            reason = (
+                FailureReason.LOGIN if "Permission denied" in text else FailureReason.UNREACHABLE
+            )
+            return PlaybookFailure(reason, first.host, task, text)
+        if not self.failures:
+            return PlaybookFailure(FailureReason.RUN, "", "(play)", f"ansible ended {self.status}")
+        first = self.failures[0]
+        lowered = first.message.lower()
+        if "sudo" in lowered and any(m in lowered for m in _NO_SUDO):
+            return PlaybookFailure(FailureReason.SUDO, first.host, first.task, first.message)
+        text, _, remedy = first.message.partition("remedy:")
+        return PlaybookFailure(
+            FailureReason.TASK, first.host, first.task, text.strip(), remedy.strip() or None
+        )
+
 
 ProgressSink = Callable[[Progress], None]
 
@@ -148,19 +216,35 @@ def _write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
-def inventory_document(groups: Mapping[str, list[AnsibleHost]], pdd: Path) -> dict[str, Any]:
-    """The YAML inventory for `groups`; SSH settings pin each host's key to `pdd`'s files."""
+def inventory_document(
+    groups: Mapping[str, list[AnsibleHost]],
+    pdd: Path,
+    *,
+    known_hosts: Path | None = None,
+    inline_keys: bool = True,
+    group_vars: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The inventory for `groups`: SSH settings pin each host's key.
+
+    By default the files are `pdd`'s, as the engine writes them (`known_hosts/<host>`, and
+    `secrets/<host>.key` for a key given as text). An inventory written for operators names one
+    `known_hosts` file of its own instead, and with `inline_keys` off leaves a key given as text
+    out (the operator's ssh-agent or `--private-key` supplies it). `group_vars`: per group."""
     children: dict[str, Any] = {}
     for group, hosts in groups.items():
         members: dict[str, Any] = {}
         for host in hosts:
-            key_file = host.private_key_file or (pdd / "secrets" / f"{host.name}.key")
-            known = pdd / "known_hosts" / host.name
+            known = known_hosts or (pdd / "known_hosts" / host.name)
+            key: dict[str, str] = {}
+            if host.private_key_file is not None:
+                key["ansible_ssh_private_key_file"] = str(host.private_key_file)
+            elif inline_keys:
+                key["ansible_ssh_private_key_file"] = str(pdd / "secrets" / f"{host.name}.key")
             members[host.name] = {
                 "ansible_host": host.address,
                 "ansible_port": host.port,
                 "ansible_user": host.user,
-                "ansible_ssh_private_key_file": str(key_file),
+                **key,
                 "ansible_ssh_common_args": " ".join(
                     [
                         "-o StrictHostKeyChecking=yes",
@@ -179,6 +263,8 @@ def inventory_document(groups: Mapping[str, list[AnsibleHost]], pdd: Path) -> di
                 **dict(host.vars),
             }
         children[group] = {"hosts": members}
+        if group_vars and group in group_vars:
+            children[group]["vars"] = dict(group_vars[group])
     return {"all": {"children": children}}
 
 

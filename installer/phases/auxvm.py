@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,8 @@ from installer.airgap.hubprograms import (
 from installer.engines.ansible import (
     AnsibleEngine,
     AnsibleHost,
+    FailureReason,
+    PlaybookFailure,
     PlaybookResult,
     PlaybookRun,
     Progress,
@@ -49,9 +50,9 @@ from installer.phases.auxvm_probe import (
     read_vm,
     save_record,
 )
-from installer.phases.auxvm_tls import HubPki, ensure_pki, plan_pki, server_names
 from installer.phases.base import Change, Event, PhaseContext, PhasePlan, PhaseResult, Status
-from installer.site import cluster_names, hub_hostname
+from installer.pki import HubPki, ensure_pki, plan_pki, server_names
+from installer.site import dns_zones, hub_hostname
 from installer.state import (
     HUB_PASSWORD_SECRET,
     HUB_PULL_PASSWORD_SECRET,
@@ -167,23 +168,6 @@ def site_hub_sources(ctx: PhaseContext) -> HubSources:
     return sources
 
 
-def dns_zones(inv: Inventory) -> list[dict[str, Any]]:
-    """The wildcard zones the VM's dnsmasq answers, from `cluster_names` (one source of truth).
-
-    dnsmasq's `address=/<zone>/<ip>` answers the zone and every name under it, so each record
-    (`<domain>`, `*.<domain>`, `*.jobs.<domain>`, `*.apps.<domain>`) becomes its zone; records
-    sharing a zone (`<domain>` and `*.<domain>`) share one entry.
-    """
-    zones: dict[str, dict[str, Any]] = {}
-    for cluster in inv.clusters:
-        addresses = [str(ip) for ip in cluster.ingress_ips]
-        for record in cluster_names(inv, cluster).records:
-            zone = record.removeprefix("*.")
-            entry = zones.setdefault(zone, {"zone": zone, "records": [], "addresses": addresses})
-            entry["records"].append(record)
-    return list(zones.values())
-
-
 def hub_vars(inv: Inventory, state: StateDir, pki: HubPki, sources: HubSources) -> dict[str, Any]:
     """The play's variables for this site (plain data: paths, ports, names; never a secret)."""
     vm = inv.aux_vm
@@ -262,48 +246,42 @@ class Probe:
         return self.drift is None
 
 
-_NO_SUDO = ("password is required", "missing sudo password", "not in the sudoers", "incorrect sudo")
+_VM_REMEDY = {
+    FailureReason.HOST_KEY: (
+        "the VM presented another host key than the pinned one: check the key on the VM's"
+        " console and update aux_vm.ssh.known_hosts / host_key_fingerprint"
+    ),
+    FailureReason.LOGIN: "authorize the inventory's SSH key for the user on the VM",
+    FailureReason.UNREACHABLE: (
+        "check that the VM is up and its address and SSH port in the inventory"
+    ),
+    FailureReason.SUDO: "give the SSH user passwordless sudo on the VM, or log in as root",
+}
 
 
 def _failure_error(result: PlaybookResult, inv: Inventory) -> EnvironmentProblem | FailedError:
-    """The error for a failed play: exit 3 for an unreachable VM, 1 for a failed task."""
+    """The error for a failed play: exit 3 for an unreachable VM or a login without sudo, 1 for
+    a failed task (the engine classifies, `PlaybookResult.failure`; this names the VM)."""
     where = f"{inv.aux_vm.ssh.user}@{inv.aux_vm.address}:{inv.aux_vm.ssh.port}"
     logs = f"; Ansible's log: {result.artifacts / 'stdout'}"
-    if result.unreachable:
-        first = result.unreachable[0]
-        text = first.message
-        if "Host key verification failed" in text or "REMOTE HOST IDENTIFICATION" in text:
-            seen = re.search(r"(SHA256:[A-Za-z0-9+/=]+)", text)
-            text = "host key verification failed: the VM presents " + (
-                f"{seen.group(1)}, not the pinned key"
-                if seen
-                else "another key than the pinned one"
+    failure = result.failure or PlaybookFailure(
+        FailureReason.RUN, HOST, "(play)", f"ansible ended {result.status}"
+    )
+    step = f"step '{failure.task}'"
+    match failure.reason:
+        case FailureReason.HOST_KEY | FailureReason.LOGIN | FailureReason.UNREACHABLE:
+            return EnvironmentProblem(
+                f"host {where} unreachable at {step}: {failure.message}{logs}",
+                remedy=_VM_REMEDY[failure.reason],
             )
-            remedy = (
-                "the VM presented another host key than the pinned one: check the key on the"
-                " VM's console and update aux_vm.ssh.known_hosts / host_key_fingerprint"
+        case FailureReason.SUDO:
+            return EnvironmentProblem(
+                f"host {where}: {step}: {inv.aux_vm.ssh.user} cannot use sudo:"
+                f" {failure.message}{logs}",
+                remedy=_VM_REMEDY[failure.reason],
             )
-        elif "Permission denied" in text:
-            remedy = "authorize the inventory's SSH key for the user on the VM"
-        else:
-            remedy = "check that the VM is up and its address and SSH port in the inventory"
-        return EnvironmentProblem(
-            f"host {where} unreachable at step '{first.task or 'connect'}': {text}{logs}",
-            remedy=remedy,
-        )
-    first_failed = result.first_failure
-    task = first_failed.task if first_failed else "(play)"
-    text = first_failed.message if first_failed else f"ansible ended {result.status}"
-    lowered = text.lower()
-    if "sudo" in lowered and any(m in lowered for m in _NO_SUDO):
-        return EnvironmentProblem(
-            f"host {where}: step '{task}': {inv.aux_vm.ssh.user} cannot use sudo: {text}{logs}",
-            remedy="give the SSH user passwordless sudo on the VM, or log in as root",
-        )
-    text, _, remedy = text.partition("remedy:")
     return FailedError(
-        f"host {where}: step '{task}' failed: {text.strip()}{logs}",
-        remedy=remedy.strip() or None,
+        f"host {where}: {step} failed: {failure.message}{logs}", remedy=failure.remedy
     )
 
 
@@ -437,15 +415,13 @@ class AuxVmPhase:
         folder.mkdir(parents=True, mode=0o700, exist_ok=True)
         known = folder / "aux-vm.known_hosts"
         known.write_text(host.known_hosts_line + "\n", encoding="utf-8")
-        pinned = AnsibleHost(**{**host.__dict__, "private_key": None})
-        doc = inventory_document({"aux_vm": [pinned]}, folder)
-        hostvars = doc["all"]["children"]["aux_vm"]["hosts"][HOST]
-        hostvars["ansible_ssh_common_args"] = hostvars["ansible_ssh_common_args"].replace(
-            str(folder / "known_hosts" / HOST), str(known)
+        doc = inventory_document(
+            {"aux_vm": [host]},
+            folder,
+            known_hosts=known,
+            inline_keys=False,
+            group_vars={"aux_vm": extra},
         )
-        if host.private_key_file is None:
-            hostvars.pop("ansible_ssh_private_key_file")
-        doc["all"]["children"]["aux_vm"]["vars"] = extra
         target = folder / "aux-vm.inventory.json"
         target.write_text(json.dumps(doc, indent=2) + "\n")
         return target
@@ -583,7 +559,6 @@ def phase() -> AuxVmPhase:
 __all__ = [
     "AuxVmPhase",
     "HubSources",
-    "dns_zones",
     "hub_sources",
     "hub_vars",
     "phase",

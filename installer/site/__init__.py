@@ -8,6 +8,7 @@ checks all agree on one definition.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from installer.inventory.models import Cluster, Inventory, NodePool, Preset
 from installer.inventory.types import format_bytes
@@ -175,3 +176,20 @@ def site_image(inv: Inventory, ref: str) -> str:
     >>> # ghcr.io/neuro-inc/platformapi:1 -> hub.ml.example.com:5000/ghcr.io/neuro-inc/platformapi:1
     """
     return f"{hub_urls(inv).registry}/{normalize_image(ref)}"
+
+
+def dns_zones(inv: Inventory) -> list[dict[str, Any]]:
+    """The wildcard zones the VM's dnsmasq answers, from `cluster_names` (one source of truth).
+
+    dnsmasq's `address=/<zone>/<ip>` answers the zone and every name under it, so each record
+    (`<domain>`, `*.<domain>`, `*.jobs.<domain>`, `*.apps.<domain>`) becomes its zone; records
+    sharing a zone (`<domain>` and `*.<domain>`) share one entry.
+    """
+    zones: dict[str, dict[str, Any]] = {}
+    for cluster in inv.clusters:
+        addresses = [str(ip) for ip in cluster.ingress_ips]
+        for record in cluster_names(inv, cluster).records:
+            zone = record.removeprefix("*.")
+            entry = zones.setdefault(zone, {"zone": zone, "records": [], "addresses": addresses})
+            entry["records"].append(record)
+    return list(zones.values())

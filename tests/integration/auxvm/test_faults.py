@@ -82,7 +82,9 @@ def test_wrong_host_key_is_refused(provisioned_hub: Hub, tmp_path: Path) -> None
     assert run.rc == 3, run.stdout[-2000:]
     error = run.final()["error"]
     assert f"{lab_vm.user}@{lab_vm.address}:22" in error["message"]
-    assert f"host key verification failed: the VM presents {lab_vm.fingerprint}" in error["message"]
+    assert (
+        f"host key verification failed: the host presents {lab_vm.fingerprint}" in error["message"]
+    )
     assert "step '" in error["message"]
     assert "host key" in error["remedy"]
 

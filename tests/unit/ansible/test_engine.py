@@ -8,13 +8,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import SecretStr
 
 from installer.engines.ansible import (
     AnsibleEngine,
     AnsibleHost,
+    FailureReason,
+    PlaybookResult,
     PlaybookRun,
     Progress,
+    TaskOutcome,
     inventory_document,
 )
 from installer.redact import REDACTOR
@@ -144,3 +148,80 @@ def test_check_mode_changes_nothing(tmp_path: Path) -> None:
     assert result.check
     assert "Write a file" in [c.task for c in result.changed]
     assert not (tmp_path / "out" / "hello.txt").exists()
+
+
+def test_an_operator_inventory_names_its_own_known_hosts_and_no_inline_key() -> None:
+    inline = AnsibleHost(**{**_host("vm").__dict__, "private_key_file": None})
+    doc = inventory_document(
+        {"aux_vm": [inline]},
+        Path("/state/ansible"),
+        known_hosts=Path("/state/ansible/aux-vm.known_hosts"),
+        inline_keys=False,
+        group_vars={"aux_vm": {"hub_login": "installer"}},
+    )
+    group = doc["all"]["children"]["aux_vm"]
+    hostvars = group["hosts"]["vm"]
+    assert (
+        "-o UserKnownHostsFile=/state/ansible/aux-vm.known_hosts"
+        in (hostvars["ansible_ssh_common_args"])
+    )
+    assert "ansible_ssh_private_key_file" not in hostvars
+    assert group["vars"] == {"hub_login": "installer"}
+
+
+def _failed(**kw: Any) -> PlaybookResult:
+    base: dict[str, Any] = {
+        "status": "failed",
+        "rc": 2,
+        "hosts": {},
+        "changed": [],
+        "failures": [],
+        "unreachable": [],
+        "artifacts": Path("/runs/x"),
+    }
+    return PlaybookResult(**{**base, **kw})
+
+
+@pytest.mark.parametrize(
+    ("unreachable", "failed", "reason", "message"),
+    [
+        (
+            "Host key verification failed. ... SHA256:abcDEF+/= ...",
+            None,
+            FailureReason.HOST_KEY,
+            "host key verification failed: the host presents SHA256:abcDEF+/=, not the pinned key",
+        ),
+        (
+            "@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@",
+            None,
+            FailureReason.HOST_KEY,
+            "host key verification failed: the host presents another key than the pinned one",
+        ),
+        ("labops@10.0.0.2: Permission denied (publickey).", None, FailureReason.LOGIN, None),
+        ("ssh: connect to host 10.0.0.2 port 22: No route", None, FailureReason.UNREACHABLE, None),
+        (None, "sudo: a password is required", FailureReason.SUDO, None),
+        (None, "port 5000 is taken. remedy: stop it", FailureReason.TASK, "port 5000 is taken."),
+    ],
+    ids=["host-key", "host-key-changed", "login", "unreachable", "sudo", "task"],
+)
+def test_the_engine_classifies_why_a_play_stopped(
+    unreachable: str | None, failed: str | None, reason: FailureReason, message: str | None
+) -> None:
+    outcome = TaskOutcome("node-1", "Look", "role", unreachable or failed or "")
+    result = _failed(
+        unreachable=[outcome] if unreachable else [], failures=[outcome] if failed else []
+    )
+    failure = result.failure
+    assert failure is not None
+    assert (failure.reason, failure.host, failure.task) == (reason, "node-1", "Look")
+    if message is not None:
+        assert failure.message == message
+    assert failure.remedy == ("stop it" if reason is FailureReason.TASK else None)
+
+
+def test_a_run_without_a_failed_task_is_classified_too() -> None:
+    failure = _failed(status="timeout").failure
+    assert failure is not None and failure.reason is FailureReason.RUN
+    assert failure.message == "ansible ended timeout"
+    ok = _failed(status="successful", rc=0)
+    assert ok.failure is None

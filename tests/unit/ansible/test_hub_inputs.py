@@ -25,12 +25,11 @@ from installer.phases.auxvm import (
     ENV_REGISTRY,
     HubSources,
     _failure_error,
-    dns_zones,
     hub_sources,
     hub_vars,
 )
-from installer.phases.auxvm_tls import ensure_pki, plan_pki
-from installer.site import cluster_names
+from installer.pki import ensure_pki, plan_pki
+from installer.site import cluster_names, dns_zones
 from installer.state import StateDir
 
 REPO = Path(__file__).resolve().parents[3]

@@ -14,7 +14,7 @@ from installer.checks import verify_site
 from installer.checks.context import SiteAccess
 from installer.checks.framework import Finding
 from installer.inventory import Inventory, load_inventory
-from installer.phases.auxvm_tls import ensure_pki
+from installer.pki import ensure_pki
 from installer.state import HUB_PULL_PASSWORD_SECRET, HUB_PULL_USER, StateDir
 
 REPO = Path(__file__).resolve().parents[3]

@@ -62,7 +62,7 @@ def test_json_error_carries_problems(tmp_path: Path) -> None:
     assert error["exit_code"] == 2
     (problem,) = error["problems"]
     assert problem["path"] == "clusters[0].presets[2].pools[0]"
-    assert problem["line"] == 84
+    assert problem["line"] == 86
     assert "a1000" in problem["message"]
 
 
