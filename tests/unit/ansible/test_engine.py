@@ -15,13 +15,13 @@ from installer.engines.ansible import (
     AnsibleEngine,
     AnsibleHost,
     FailureReason,
-    PlaybookResult,
     PlaybookRun,
     Progress,
     TaskOutcome,
     inventory_document,
 )
 from installer.redact import REDACTOR
+from tests.fixtures.playbooks import failed_result
 
 PLAYBOOK = """
 - name: Engine test
@@ -169,19 +169,6 @@ def test_an_operator_inventory_names_its_own_known_hosts_and_no_inline_key() -> 
     assert group["vars"] == {"hub_login": "installer"}
 
 
-def _failed(**kw: Any) -> PlaybookResult:
-    base: dict[str, Any] = {
-        "status": "failed",
-        "rc": 2,
-        "hosts": {},
-        "changed": [],
-        "failures": [],
-        "unreachable": [],
-        "artifacts": Path("/runs/x"),
-    }
-    return PlaybookResult(**{**base, **kw})
-
-
 @pytest.mark.parametrize(
     ("unreachable", "failed", "reason", "message"),
     [
@@ -208,7 +195,7 @@ def test_the_engine_classifies_why_a_play_stopped(
     unreachable: str | None, failed: str | None, reason: FailureReason, message: str | None
 ) -> None:
     outcome = TaskOutcome("node-1", "Look", "role", unreachable or failed or "")
-    result = _failed(
+    result = failed_result(
         unreachable=[outcome] if unreachable else [], failures=[outcome] if failed else []
     )
     failure = result.failure
@@ -220,8 +207,8 @@ def test_the_engine_classifies_why_a_play_stopped(
 
 
 def test_a_run_without_a_failed_task_is_classified_too() -> None:
-    failure = _failed(status="timeout").failure
+    failure = failed_result(status="timeout").failure
     assert failure is not None and failure.reason is FailureReason.RUN
     assert failure.message == "ansible ended timeout"
-    ok = _failed(status="successful", rc=0)
+    ok = failed_result(status="successful", rc=0)
     assert ok.failure is None

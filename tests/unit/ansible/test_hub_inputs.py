@@ -14,7 +14,7 @@ import pytest
 import yaml
 from cryptography import x509
 
-from installer.engines.ansible import PlaybookResult, TaskOutcome
+from installer.engines.ansible import TaskOutcome
 from installer.errors import BadInputError, EnvironmentProblem, ExitCode, FailedError
 from installer.inventory import load_inventory
 from installer.inventory.models import TlsSettings
@@ -31,6 +31,7 @@ from installer.phases.auxvm import (
 from installer.pki import ensure_pki, plan_pki
 from installer.site import cluster_names, dns_zones
 from installer.state import StateDir
+from tests.fixtures.playbooks import failed_result
 
 REPO = Path(__file__).resolve().parents[3]
 TEMPLATES = REPO / "templates" / "aux-vm"
@@ -191,24 +192,11 @@ def test_vars_hold_paths_not_secrets(tmp_path: Path, lab_vars: dict[str, object]
     assert "BEGIN" not in text
 
 
-def _result(**kw: object) -> PlaybookResult:
-    base: dict[str, object] = {
-        "status": "failed",
-        "rc": 2,
-        "hosts": {},
-        "changed": [],
-        "failures": [],
-        "unreachable": [],
-        "artifacts": Path("/runs/x/ansible/artifacts/auxvm"),
-    }
-    return PlaybookResult(**{**base, **kw})  # type: ignore[arg-type]
-
-
 def test_unreachable_host_key_mismatch_is_an_environment_problem() -> None:
     inv = load_inventory(LAB)
     msg = "Failed to connect to the host via ssh: Host key verification failed."
     outcome = TaskOutcome("aux-vm", "Check", "hub/common", msg)
-    err = _failure_error(_result(unreachable=[outcome]), inv)
+    err = _failure_error(failed_result(unreachable=[outcome]), inv)
     assert isinstance(err, EnvironmentProblem)
     assert err.exit_code is ExitCode.ENVIRONMENT
     assert "labops@10.213.0.2:22" in err.message
@@ -220,7 +208,7 @@ def test_failed_task_carries_step_and_remedy() -> None:
     inv = load_inventory(LAB)
     msg = "port 5000 on aux-vm is taken by another program (python3). remedy: stop that program"
     err = _failure_error(
-        _result(failures=[TaskOutcome("aux-vm", "Refuse ports", "hub/common", msg)]), inv
+        failed_result(failures=[TaskOutcome("aux-vm", "Refuse ports", "hub/common", msg)]), inv
     )
     assert isinstance(err, FailedError)
     assert err.exit_code is ExitCode.FAILED
@@ -231,7 +219,9 @@ def test_failed_task_carries_step_and_remedy() -> None:
 def test_missing_sudo_is_an_environment_problem() -> None:
     inv = load_inventory(LAB)
     msg = "Missing sudo password"
-    err = _failure_error(_result(failures=[TaskOutcome("aux-vm", "Look", "hub/common", msg)]), inv)
+    err = _failure_error(
+        failed_result(failures=[TaskOutcome("aux-vm", "Look", "hub/common", msg)]), inv
+    )
     assert isinstance(err, EnvironmentProblem)
     assert err.remedy and "sudo" in err.remedy
 
