@@ -32,12 +32,26 @@ def test_a_running_hub_passes_ports_services_and_dns(
 ) -> None:
     report = run_preflight(load_inventory(site()))
     services = by_target(report, "hub.service")
-    assert set(services) == {"hub/registry", "hub/chartmuseum", "hub/devpi"}
+    assert set(services) == {
+        "hub/registry",
+        "hub/registry-push",
+        "hub/chartmuseum",
+        "hub/chartmuseum-push",
+        "hub/devpi",
+    }
     for target, (status, message) in services.items():
         assert status is Status.PASS, (target, message)
-        assert f"answers as the {target.split('/')[1]}" in message
+        kind = target.split("/")[1].removesuffix("-push")
+        assert f"answers as the {kind}" in message
     ports = by_target(report, "vm.ports")
-    for port, kind in ((5000, "registry"), (8080, "chartmuseum"), (3141, "devpi")):
+    served = (
+        (5000, "registry"),
+        (5001, "registry"),
+        (8080, "chartmuseum"),
+        (8081, "chartmuseum"),
+        (3141, "devpi"),
+    )
+    for port, kind in served:
         status, message = ports[f"vm/{lab.vm_addr}:{port}"]
         assert status is Status.PASS, message
         assert message.startswith(f"port {port} already serves the hub's {kind}")

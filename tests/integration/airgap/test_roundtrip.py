@@ -243,7 +243,9 @@ def _inventory_site(tmp_path: Path, registry: Registry) -> Path:
     ).replace(
         "  address: 192.0.2.10\n",
         f"  address: 192.0.2.10\n  hostname: localhost\n  services:\n"
-        f"    registry: {{port: {port}, data_path: /srv/registry}}\n",
+        # The test's registry is the hub's read-write endpoint, where a load pushes; nothing
+        # here reads from the clusters' read-only one.
+        f"    registry: {{port: 1, push_port: {port}, data_path: /srv/registry}}\n",
     )
     (site / "onprem.yml").write_text(inventory)
     return site / "onprem.yml"

@@ -58,8 +58,10 @@ def _context(tmp_path: Path, registry: Registry, charts: Server, pki: Pki) -> Ph
     text = text.replace(
         "  address: 192.0.2.10",
         "  address: 127.0.0.1\n  hostname: 127.0.0.1\n  services:\n"
-        f"    registry: {{port: {registry_port}, data_path: /srv/registry}}\n"
-        f"    chartmuseum: {{port: {charts_port}, data_path: /srv/charts}}",
+        # The test's servers are the hub's read-write endpoints, where the phase looks and
+        # pushes; nothing here reads from the clusters' read-only ones (ports 1 and 2).
+        f"    registry: {{port: 1, push_port: {registry_port}, data_path: /srv/registry}}\n"
+        f"    chartmuseum: {{port: 2, push_port: {charts_port}, data_path: /srv/charts}}",
     )
     path = tmp_path / "site.yml"
     path.write_text(text)
