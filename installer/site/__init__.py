@@ -193,3 +193,28 @@ def dns_zones(inv: Inventory) -> list[dict[str, Any]]:
             entry = zones.setdefault(zone, {"zone": zone, "records": [], "addresses": addresses})
             entry["records"].append(record)
     return list(zones.values())
+
+
+MIRRORED_ALWAYS = ("docker.io", "ghcr.io", "quay.io", "registry.k8s.io")
+"""Registries every node mirrors to the hub, whatever the release names: images a chart or an
+operator injects at run time come from these."""
+
+_SERVERS = {"docker.io": "https://registry-1.docker.io"}
+"""Where a registry's API really answers, where that is not `https://<name>`."""
+
+
+@dataclass(frozen=True)
+class MirroredRegistry:
+    """An upstream registry whose images the nodes pull from the hub under their own names."""
+
+    name: str
+    """As image references name it (`docker.io`, `ghcr.io`, `registry.example.com:5000`)."""
+    server: str
+    """Its own API (containerd's `server`: the fallback, unreachable on an air-gapped site)."""
+
+
+def mirrored_registries(image_names: list[str]) -> list[MirroredRegistry]:
+    """The registries the nodes mirror to the hub: `MIRRORED_ALWAYS` and every registry the
+    given image names (a release's) pull from, sorted by name."""
+    names = set(MIRRORED_ALWAYS) | {normalize_image(n).split("/", 1)[0] for n in image_names}
+    return [MirroredRegistry(n, _SERVERS.get(n, f"https://{n}")) for n in sorted(names)]

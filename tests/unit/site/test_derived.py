@@ -13,6 +13,7 @@ from installer.inventory.types import format_bytes, parse_quantity
 from installer.site import (
     cluster_names,
     hub_urls,
+    mirrored_registries,
     normalize_image,
     pool_labels,
     pool_taints,
@@ -159,3 +160,16 @@ def test_bad_quantities(text: object) -> None:
 def test_format_bytes() -> None:
     assert format_bytes(64 * 2**30) == "64Gi"
     assert format_bytes(1500) == "1500"
+
+
+def test_nodes_mirror_the_usual_registries_and_every_one_the_release_names() -> None:
+    mirrored = mirrored_registries(
+        ["busybox", "ghcr.io/org/app", "registry.example.com:5000/team/tool", "quay.io/x/y"]
+    )
+    assert [(m.name, m.server) for m in mirrored] == [
+        ("docker.io", "https://registry-1.docker.io"),
+        ("ghcr.io", "https://ghcr.io"),
+        ("quay.io", "https://quay.io"),
+        ("registry.example.com:5000", "https://registry.example.com:5000"),
+        ("registry.k8s.io", "https://registry.k8s.io"),
+    ]
