@@ -1,5 +1,4 @@
-"""The node runtime's files (issue 19, in progress): containerd's registry hosts for the hub and
-its mirrors, and the CRI drop-in for config versions 2 and 3, rendered and read back as TOML."""
+"""containerd's registry hosts for the hub and its mirrors, rendered and read back as TOML."""
 
 from __future__ import annotations
 
@@ -7,7 +6,6 @@ import tomllib
 from pathlib import Path
 
 import jinja2
-import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 TEMPLATES = REPO / "templates" / "nodes"
@@ -50,24 +48,3 @@ def test_an_upstream_registry_is_mirrored_under_its_own_name_on_the_hub() -> Non
     assert url == f"https://{HUB}/v2/docker.io"
     assert doc["host"][url]["override_path"] is True
     assert doc["host"][url]["ca"] == f"{CERTS}/{HUB}/ca.crt"
-
-
-@pytest.mark.parametrize(
-    ("version", "plugin"), [(2, "io.containerd.grpc.v1.cri"), (3, "io.containerd.cri.v1.images")]
-)
-def test_the_cri_drop_in_names_the_hosts_the_sandbox_and_the_pull_login(
-    version: int, plugin: str
-) -> None:
-    doc = _render(
-        "cri-registry.toml.j2",
-        node_containerd_config_version=version,
-        node_sandbox_image=f"{HUB}/registry.k8s.io/pause:3.10",
-        node_pull_login="cluster-pull",
-        node_pull_password="pw",
-    )
-    assert doc["version"] == version
-    cri = doc["plugins"][plugin]
-    assert cri["registry"]["config_path"] == CERTS
-    assert cri["registry"]["configs"][HUB]["auth"] == {"username": "cluster-pull", "password": "pw"}
-    sandbox = cri["sandbox_image"] if version == 2 else cri["pinned_images"]["sandbox"]
-    assert sandbox == f"{HUB}/registry.k8s.io/pause:3.10"
