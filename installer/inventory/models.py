@@ -565,6 +565,45 @@ class NodeSsh(Model):
         return self
 
 
+class NodeRuntime(Model):
+    """containerd on the cluster's nodes, configured by the nodes phase over `node_ssh` (with
+    sudo): it trusts the site CA, pulls `docker.io`, `ghcr.io`, `registry.k8s.io`, `quay.io` and
+    every registry of the release through the hub, takes the sandbox (pause) image from the hub
+    and logs in with the hub's read-only pull login. See docs/aux-vm.md, "On the nodes"."""
+
+    configure: Literal["auto", "ssh", "none"] = Field(
+        default="auto",
+        description="`ssh`: configure every node over `node_ssh`; `none`: the operator does (the"
+        " nodes must trust the site CA and reach the hub themselves); `auto`: `ssh` when"
+        " `node_ssh` is given, else `none`.",
+    )
+    nodes: list[DnsName] | None = Field(
+        default=None,
+        description="The nodes to configure; absent: every node the cluster lists. A node that"
+        " cannot be reached fails the phase, naming it.",
+    )
+    config_path: str = Field(
+        default="/etc/containerd/config.toml",
+        pattern=r"^/.*[^/]$",
+        description="containerd's configuration file on the nodes, edited in place (the site's"
+        " keys only; the original is kept on the node for `destroy`). Created, in the layout of"
+        " the node's containerd, where missing.",
+    )
+    certs_dir: str = Field(
+        default="/etc/containerd/certs.d",
+        pattern=r"^/.*[^/]$",
+        description="containerd's registry hosts folder (`registry.config_path`): one"
+        " `<registry>/hosts.toml` per mirrored registry and the site CA beside the hub's.",
+    )
+    restart: list[str] = Field(
+        default_factory=lambda: ["systemctl", "restart", "containerd"],
+        min_length=1,
+        description="The command (argument list, run with sudo) that restarts containerd after"
+        " its configuration file changed; hosts.toml files and the CA are read at each pull and"
+        " need none.",
+    )
+
+
 class Cluster(Model):
     """One Kubernetes cluster of the site."""
 
@@ -593,6 +632,11 @@ class Cluster(Model):
         description="SSH access to the nodes for preflight's hardware probes (`nvidia-smi`,"
         " raw disks). Absent: those checks report `info` and GPUs are checked through node"
         " labels only.",
+    )
+    node_runtime: NodeRuntime = Field(
+        default_factory=NodeRuntime,
+        description="containerd on the nodes: trust of the site CA, mirrors to the hub, the"
+        " sandbox image and the pull login (over `node_ssh`).",
     )
 
     @model_validator(mode="after")

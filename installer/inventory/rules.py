@@ -316,6 +316,14 @@ def check_cluster(cluster: Cluster) -> None:
                     )
                 )
             owner.setdefault(node, pool.name)
+    if cluster.node_runtime.configure == "ssh" and cluster.node_ssh is None:
+        out.append(
+            (
+                ("node_runtime", "configure"),
+                "configure: ssh needs node_ssh (how to reach the nodes); add node_ssh, or set"
+                " configure: none when the nodes' containerd is configured by other means",
+            )
+        )
     if cluster.node_ssh is not None and all(p.nodes is not None for p in cluster.node_pools):
         # Every node is named, so a name in addresses that is none of them is a typo.
         named = set(owner) | {disk.node for disk in cluster.storage.disks}
@@ -326,6 +334,15 @@ def check_cluster(cluster: Cluster) -> None:
                         ("node_ssh", "addresses", node),
                         f"node {node} is in no pool and has no storage disk of cluster"
                         f" '{cluster.name}'",
+                    )
+                )
+    if all(p.nodes is not None for p in cluster.node_pools):
+        for k, node in enumerate(cluster.node_runtime.nodes or []):
+            if node not in owner:
+                out.append(
+                    (
+                        ("node_runtime", "nodes", k),
+                        f"node {node} is in no pool of cluster '{cluster.name}'",
                     )
                 )
     for i, preset in enumerate(cluster.presets):
