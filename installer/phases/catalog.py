@@ -16,7 +16,7 @@ REQUIRES: Mapping[str, tuple[str, ...]] = {
     "preflight": (),
     "auxvm": ("preflight",),
     "airgap_load": ("auxvm",),
-    "nodes": ("preflight",),
+    "nodes": ("preflight", "auxvm"),  # the nodes trust the site CA and pull from the hub
     "storage": ("nodes", "airgap_load"),  # the OpenEBS chart comes from the hub
     "dns": ("auxvm",),
     "keycloak": ("storage", "dns"),
@@ -32,7 +32,7 @@ _IMPLEMENTATIONS: Mapping[str, str] = {
     "preflight": "installer.phases.preflight:phase",
     "auxvm": "installer.phases.auxvm:phase",
     "airgap_load": "installer.phases.airgap_load:phase",
-    "nodes": "installer.phases.stacks:nodes_phase",
+    "nodes": "installer.phases.nodes:phase",
     "storage": "installer.phases.stacks:storage_phase",
     "dns": "installer.phases.stacks:dns_phase",
     "keycloak": "installer.phases.stacks:keycloak_phase",

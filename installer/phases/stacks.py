@@ -130,11 +130,6 @@ class StackPhase:
         return PhaseResult(self.name, Status.OK, changes, message=f"{len(changes)} removed")
 
 
-def nodes_phase() -> StackPhase:
-    """Labels and taints of the node pools."""
-    return StackPhase("nodes")
-
-
 def storage_phase() -> StackPhase:
     """OpenEBS and the StorageClasses."""
     return StackPhase("storage")
