@@ -11,6 +11,7 @@ KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
 kube_bin_dir()  { printf '%s\n' "$LAB_CACHE/kubernetes-$KUBE_VERSION/bin"; }
 etcd_bin_dir()  { printf '%s\n' "$LAB_CACHE/etcd-$ETCD_VERSION/bin"; }
 kwok_bin_dir()  { printf '%s\n' "$LAB_CACHE/kwok-$KWOK_VERSION/bin"; }
+crictl_bin_dir() { printf '%s\n' "$LAB_CACHE/crictl-$CRICTL_VERSION/bin"; }
 
 # tool_complete DIR NAME...: true when every NAME is an executable in DIR.
 tool_complete() {
@@ -87,6 +88,22 @@ build_kwok() {
         >"$d/bin.partial/kwok-stages.yaml"
   ) >"$log" 2>&1 || die "kwok: build of $KWOK_VERSION failed; see $log"
   finish_build kwok "$KWOK_VERSION"
+}
+
+# crictl, the CRI client the node host's tests pull through (lab/components/25-node.sh).
+build_crictl() {
+  local d log
+  locked_complete crictl "$(crictl_bin_dir)" crictl || tool_lock crictl "$CRICTL_VERSION"
+  locked_complete crictl "$(crictl_bin_dir)" crictl && { log "crictl $CRICTL_VERSION cached"; return 0; }
+  BUILD_STARTED=$SECONDS
+  d="$(start_build crictl "$CRICTL_VERSION")"; log="$d/build.log"
+  log "building crictl $CRICTL_VERSION (log $log)"
+  go_env
+  go_locked crictl heavy go build -trimpath \
+    -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
+    -o "$d/bin.partial/crictl" sigs.k8s.io/cri-tools/cmd/crictl >"$log" 2>&1 ||
+    die "crictl: build of $CRICTL_VERSION failed; see $log"
+  finish_build crictl "$CRICTL_VERSION"
 }
 
 # The lockfile (lab/toolchain/kubernetes) replaces the staging modules k8s.io/kubernetes requires

@@ -1,0 +1,213 @@
+"""Nodes really pull from the hub (issue 19): the nodes phase configures a real containerd.
+
+The lab's node host (lab/components/25-node.sh) runs Debian's containerd in a network namespace
+of its own and stands for the kwok node `cpu-1`; the test inventory is the lab site's
+(inventories/lab.yml) with `node_ssh` to that host and `node_runtime` naming its containerd's
+files and restart command. Pulls go through the CRI (crictl against the node's socket), as a
+kubelet's would: containerd resolves, trusts and authenticates by the configuration the nodes
+phase wrote, from inside the node's namespace, whose only route out is to the hub VM.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from installer.release import load_pins, load_release
+from tests.e2e.bootstrap.cli import LAB_INVENTORY, installer, plain_env, site_lock
+from tests.e2e.bootstrap.runs import Bootstrap, run_bootstrap, upstream
+from tests.fixtures.lab import REPO, Lab
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+BUSYBOX = "docker.io/library/busybox:1.37.0"
+PAUSE = "registry.k8s.io/pause:3.10"
+HUB_PHASES = ("--only", "preflight", "--only", "auxvm", "--only", "airgap_load")
+
+
+def node_inventory(lab: Lab, dest: Path, **node_ssh: Any) -> Path:
+    """The lab site's inventory, with its paths made absolute, node_ssh to the lab's node host
+    (as cpu-1) and node_runtime naming its containerd."""
+    text = LAB_INVENTORY.read_text(encoding="utf-8").replace("../lab/", f"{REPO}/lab/")
+    data = yaml.safe_load(text)
+    env = lab.env
+    data["clusters"][0]["node_ssh"] = {
+        "user": lab.vm_user,
+        "private_key": f"file:{lab.vm_key}",
+        "known_hosts": env["LAB_NODE_KNOWN_HOSTS"],
+        "address_source": "addresses",
+        "addresses": {env["LAB_NODE_NAME"]: env["LAB_NODE_ADDR"]},
+        "timeout_s": 5,
+        **node_ssh,
+    }
+    data["clusters"][0]["node_runtime"] = {
+        "configure": "ssh",
+        "nodes": [env["LAB_NODE_NAME"]],
+        "config_path": env["LAB_NODE_CONTAINERD_CONFIG"],
+        "certs_dir": env["LAB_NODE_CERTS_DIR"],
+        "restart": [env["LAB_NODE_RESTART"]],
+    }
+    dest.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return dest
+
+
+def crictl(lab: Lab, *args: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    """crictl against the node's containerd (its socket; the pull itself runs in the node)."""
+    endpoint = lab.env["LAB_NODE_CRI_ENDPOINT"]
+    return subprocess.run(
+        [lab.env["LAB_CRICTL"], "--runtime-endpoint", endpoint, "--image-endpoint", endpoint,
+         "--timeout", "90s", *args],
+        capture_output=True, text=True, check=False, timeout=timeout,
+    )  # fmt: skip
+
+
+def forget_image(lab: Lab, ref: str) -> None:
+    """Remove `ref` from the node's image store, if there."""
+    crictl(lab, "rmi", ref)
+    assert crictl(lab, "inspecti", ref).returncode != 0, f"{ref} still on the node"
+
+
+def repo_digests(lab: Lab, ref: str) -> list[str]:
+    """The image's repo digests as the node's containerd records them."""
+    proc = crictl(lab, "inspecti", "-o", "json", ref)
+    assert proc.returncode == 0, proc.stderr
+    return list(json.loads(proc.stdout)["status"]["repoDigests"])
+
+
+def containerd_started(lab: Lab) -> tuple[int, str]:
+    """The node's containerd: pid and start time (field 22 of /proc/<pid>/stat)."""
+    pid = int((lab.state / "run" / "node-containerd.pid").read_text().strip())
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return pid, stat[19]
+
+
+def files_under(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (relative path -> bytes); empty when it does not exist."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@dataclass(frozen=True)
+class NodeSite:
+    """What the module's runs left to look at."""
+
+    inventory: Path
+    logs: Path
+    config_before: bytes
+    pull_before: subprocess.CompletedProcess[str]
+    first: Bootstrap
+    pull_after: subprocess.CompletedProcess[str]
+    pause_after: subprocess.CompletedProcess[str]
+    busybox_digests: list[str]
+    started_after_first: tuple[int, str]
+    second: Bootstrap
+    started_after_second: tuple[int, str]
+
+
+@pytest.fixture(scope="module")
+def node_site(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeSite]:
+    tmp = tmp_path_factory.mktemp("nodes")
+    inventory = node_inventory(lab, tmp / "nodes.yml")
+    config = Path(lab.env["LAB_NODE_CONTAINERD_CONFIG"])
+    env = plain_env()
+    with site_lock():
+        upstream("up")
+        # The node as the lab installed it: no earlier run's settings, no image of the release.
+        rc, _, tail = installer(
+            "destroy", "-i", str(inventory), "--yes", "--only", "nodes",
+            log_dir=tmp / "logs", timeout=900, env=env,
+        )  # fmt: skip
+        assert rc == 0, f"destroy --only nodes failed (exit {rc}):\n{tail}"
+        config_before = config.read_bytes()
+        for ref in (BUSYBOX, PAUSE):
+            forget_image(lab, ref)
+        pull_before = crictl(lab, "pull", BUSYBOX)
+        first = run_bootstrap(inventory, tmp / "logs", env, *HUB_PHASES, "--only", "nodes")
+        started_after_first = containerd_started(lab)
+        upstream("down")
+        try:
+            pull_after = crictl(lab, "pull", BUSYBOX)
+            pause_after = crictl(lab, "pull", PAUSE)
+            digests = repo_digests(lab, BUSYBOX) if pull_after.returncode == 0 else []
+            second = run_bootstrap(inventory, tmp / "logs", env, "--only", "nodes")
+            started_after_second = containerd_started(lab)
+        finally:
+            upstream("up")
+        yield NodeSite(
+            inventory, tmp / "logs", config_before, pull_before, first, pull_after,
+            pause_after, digests, started_after_first, second, started_after_second,
+        )  # fmt: skip
+        rc, _, tail = installer(
+            "destroy", "-i", str(inventory), "--yes", "--only", "nodes",
+            log_dir=tmp / "logs", timeout=900, env=env,
+        )  # fmt: skip
+        assert rc == 0, f"destroy --only nodes failed (exit {rc}):\n{tail}"
+
+
+def test_before_the_nodes_phase_the_node_cannot_pull(node_site: NodeSite) -> None:
+    assert node_site.pull_before.returncode != 0, node_site.pull_before.stdout
+
+
+def test_after_it_the_node_pulls_by_upstream_name_from_the_hub(
+    lab: Lab, node_site: NodeSite
+) -> None:
+    first = node_site.first
+    assert first.rc == 0, first.tail
+    assert first.phase("nodes")["status"] == "ok"
+    # The upstream registry was stopped: the pull came from the hub, under the image's own name.
+    assert node_site.pull_after.returncode == 0, node_site.pull_after.stderr
+    pins = load_pins(lab.state / "upstream" / "release.pins.yml")
+    (image,) = [i for i in load_release().images if f"{i.name}:{i.tag}" == BUSYBOX]
+    digest = pins.image(image)
+    assert digest is not None
+    assert f"docker.io/library/busybox@{digest}" in node_site.busybox_digests
+
+
+def test_the_sandbox_image_comes_from_the_hub(lab: Lab, node_site: NodeSite) -> None:
+    assert node_site.pause_after.returncode == 0, node_site.pause_after.stderr
+    text = Path(lab.env["LAB_NODE_CONTAINERD_CONFIG"]).read_text(encoding="utf-8")
+    assert f'sandbox_image = "hub.ml.lab.test:5000/{PAUSE}"' in text
+
+
+def test_the_node_keeps_its_own_settings_and_the_password_is_root_only(
+    lab: Lab, node_site: NodeSite
+) -> None:
+    config = Path(lab.env["LAB_NODE_CONTAINERD_CONFIG"])
+    before = node_site.config_before.decode()
+    after = config.read_text(encoding="utf-8")
+    for line in before.splitlines():
+        if line.strip():
+            assert line in after, f"the node's own line {line!r} is gone"
+    assert config.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_second_run_changes_nothing_and_does_not_restart_containerd(
+    node_site: NodeSite,
+) -> None:
+    second = node_site.second
+    assert second.rc == 0, second.tail
+    nodes = second.phase("nodes")
+    assert nodes["status"] == "ok"
+    assert nodes["changes"] == 0, nodes
+    assert not [e for e in second.events if e.get("event") == "change"]
+    assert node_site.started_after_second == node_site.started_after_first
+
+
+def test_destroy_puts_the_node_back_as_it_was(lab: Lab, node_site: NodeSite) -> None:
+    rc, _, tail = installer(
+        "destroy", "-i", str(node_site.inventory), "--yes", "--only", "nodes",
+        log_dir=node_site.logs, timeout=900, env=plain_env(),
+    )  # fmt: skip
+    assert rc == 0, tail
+    config = Path(lab.env["LAB_NODE_CONTAINERD_CONFIG"])
+    assert config.read_bytes() == node_site.config_before
+    assert files_under(Path(lab.env["LAB_NODE_CERTS_DIR"])) == {}
+    assert not (config.parent / "onprem-installer-originals").exists()
