@@ -125,6 +125,14 @@ SPECS: tuple[CheckSpec, ...] = (
     CheckSpec("platform.controllers", _V, "platform controllers Available", _F,
               "The job controller and app controller Deployments exist and are Available.",
               "Run the platform phase; read the Deployments' events."),
+    CheckSpec("images.from_hub", _V, "every platform image comes from the hub", _F,
+              "Each container image of the pods in the platform's namespaces is named on the hub"
+              " or comes from a registry the nodes mirror to the hub (`node_runtime`).",
+              "Re-run the platform phase; configure the nodes' runtime for injected images."),
+    CheckSpec("images.pull_failures", _V, "no failed image pulls", _F,
+              "No container in the platform's namespaces waits on `ErrImagePull` or"
+              " `ImagePullBackOff`, and no event there reports a failed pull.",
+              "Check the nodes' trust of the site CA and their route to the hub; airgap-load."),
 )  # fmt: skip
 
 BY_ID = {spec.id: spec for spec in SPECS}

@@ -24,7 +24,13 @@ from installer.engines.kube import NodeInfo
 from installer.errors import FailedError
 from installer.inventory.models import Cluster
 from installer.release import load_release
-from installer.site import cluster_names, normalize_image
+from installer.site import (
+    cluster_names,
+    hub_urls,
+    mirrored_registries,
+    normalize_image,
+    runtime_configured,
+)
 from installer.state import HUB_PULL_PASSWORD_SECRET, HUB_PULL_USER
 
 CONTROLLERS = ("job-controller", "app-controller")
@@ -307,6 +313,83 @@ def check_controller(access: SiteAccess, cluster: Cluster, name: str) -> Finding
     return passed(f"{namespace}/{name} Available ({state.ready_replicas}/{state.replicas})")
 
 
+def platform_namespaces(cluster: Cluster) -> list[str]:
+    """The namespaces of the platform's controllers, jobs and apps."""
+    platform = cluster.platform
+    names = [platform.namespace, platform.jobs_namespace, platform.apps_namespace]
+    return list(dict.fromkeys(names))
+
+
+def _shown(items: list[str], limit: int = 6) -> str:
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return "; ".join(items[:limit]) + more
+
+
+def check_images_from_hub(access: SiteAccess, cluster: Cluster) -> Finding:
+    """Every image of the platform's pods comes from the hub: named on it (rewritten), or under
+    an upstream name whose registry the nodes mirror to the hub (the nodes phase configured
+    them)."""
+    hub = hub_urls(access.inventory).registry
+    mirrored = (
+        {r.name for r in mirrored_registries([i.name for i in load_release().images])}
+        if runtime_configured(cluster)
+        else set()
+    )
+    kube = access.kube(cluster)
+    pods = [pod for ns in platform_namespaces(cluster) for pod in kube.pod_images(ns)]
+    if not pods:
+        return problem(
+            f"no pod runs in {', '.join(platform_namespaces(cluster))}: the platform phase has"
+            " not run",
+            "run `installer bootstrap --only platform`",
+        )
+    by_name = by_mirror = 0
+    stray: list[str] = []
+    for pod in pods:
+        for container, image in pod.images.items():
+            ref = normalize_image(image)
+            if ref.startswith(f"{hub}/"):
+                by_name += 1
+            elif ref.split("/", 1)[0] in mirrored:
+                by_mirror += 1
+            else:
+                stray.append(f"{pod.namespace}/{pod.name} {container}: {image}")
+    if stray:
+        why = (
+            "neither on the hub nor from a registry the nodes mirror to it"
+            if mirrored
+            else "not on the hub, and the nodes' runtime is not configured to mirror (node_runtime)"
+        )
+        return problem(
+            f"{len(stray)} image(s) {why}: {_shown(stray)}",
+            "re-run the platform phase (it names every image on the hub); for an image a chart"
+            " or operator injects, configure the nodes' runtime (clusters[].node_runtime with"
+            " node_ssh) so its registry is mirrored",
+        )
+    return passed(
+        f"{by_name + by_mirror} image(s) of {len(pods)} pod(s) come from the hub ({by_name} by"
+        f" name, {by_mirror} through the nodes' mirrors)"
+    )
+
+
+def check_no_failed_pulls(access: SiteAccess, cluster: Cluster) -> Finding:
+    """No container of the platform's namespaces waits on a failed pull, and no event there
+    reports one."""
+    kube = access.kube(cluster)
+    failed: list[str] = []
+    for ns in platform_namespaces(cluster):
+        for pod in kube.pod_images(ns):
+            failed += [f"{ns}/{pod.name} {c}: {why}" for c, why in pod.pull_failures.items()]
+        failed += [f"{ns}/{obj}: {message}" for obj, message in kube.pull_failure_events(ns)]
+    if failed:
+        return problem(
+            f"{len(failed)} failed image pull(s): {_shown(failed)}",
+            "check that the nodes trust the site CA and reach the hub (the nodes phase with"
+            " clusters[].node_runtime), and that the hub holds the image (airgap-load)",
+        )
+    return passed(f"no failed image pull in {', '.join(platform_namespaces(cluster))}")
+
+
 def site_checks(access: SiteAccess, namespaces: ProbeNamespace) -> list[Check]:
     """The non-scheduling acceptance checks."""
     api = ("kube.api",)
@@ -341,4 +424,10 @@ def site_checks(access: SiteAccess, namespaces: ProbeNamespace) -> list[Check]:
             )
             for name in CONTROLLERS
         ]
+        checks += [
+            make("images.from_hub", target, partial(check_images_from_hub, access, cluster),
+                 requires=api),
+            make("images.pull_failures", target, partial(check_no_failed_pulls, access, cluster),
+                 requires=api),
+        ]  # fmt: skip
     return checks

@@ -82,6 +82,22 @@ class PodState:
 
 
 @dataclass(frozen=True)
+class PodImages:
+    """The images a pod runs and any of its containers waiting on a failed pull."""
+
+    namespace: str
+    name: str
+    images: Mapping[str, str]
+    """Container name (init containers too) -> image reference as the pod spec names it."""
+    pull_failures: Mapping[str, str]
+    """Container name -> `ErrImagePull` / `ImagePullBackOff: <message>` where it waits on one."""
+
+
+PULL_FAILURE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
+"""Why a container waits when its image cannot be pulled."""
+
+
+@dataclass(frozen=True)
 class AccessReview:
     """The answer to "may I <verb> <resource>?"."""
 
@@ -301,6 +317,47 @@ class Kube:
         )
 
     # --- writes (short-lived objects of the acceptance checks) --------------------------------
+
+    def pod_images(self, namespace: str) -> list[PodImages]:
+        """Every pod of `namespace` with its images and failed pulls, sorted by name."""
+        from kubernetes import client
+
+        listing = self._call(client.CoreV1Api(self._api).list_namespaced_pod, namespace)
+        found = []
+        for item in listing.items:
+            spec, status = item.spec, item.status
+            containers = [*(spec.init_containers or []), *(spec.containers or [])]
+            failures = {}
+            for cs in [
+                *(status.init_container_statuses or []),
+                *(status.container_statuses or []),
+            ]:
+                waiting = cs.state.waiting if cs.state is not None else None
+                if waiting is not None and waiting.reason in PULL_FAILURE_REASONS:
+                    failures[cs.name] = f"{waiting.reason}: {waiting.message or ''}".strip(": ")
+            found.append(
+                PodImages(
+                    namespace=namespace,
+                    name=item.metadata.name,
+                    images={c.name: str(c.image) for c in containers},
+                    pull_failures=failures,
+                )
+            )
+        return sorted(found, key=lambda p: p.name)
+
+    def pull_failure_events(self, namespace: str) -> list[tuple[str, str]]:
+        """`(object, message)` of the events of `namespace` that report a failed image pull."""
+        from kubernetes import client
+
+        listing = self._call(client.CoreV1Api(self._api).list_namespaced_event, namespace)
+        found = []
+        for ev in listing.items:
+            message = str(ev.message or "")
+            pulling = "pull" in message.lower() and ev.reason in ("Failed", "BackOff")
+            if ev.reason in PULL_FAILURE_REASONS or pulling:
+                obj = ev.involved_object
+                found.append((f"{(obj.kind or '').lower()}/{obj.name}", message))
+        return found
 
     def create_namespace(self, name: str, labels: Mapping[str, str]) -> None:
         """Create a namespace (it must not exist)."""

@@ -32,7 +32,7 @@ from installer.inventory.models import Cluster, NodeSsh
 from installer.phases.base import Change, Event, PhaseContext, PhasePlan, PhaseResult, Status
 from installer.phases.stacks import StackPhase
 from installer.release import ReleaseManifest, load_release
-from installer.site import hub_urls, mirrored_registries, site_image
+from installer.site import hub_urls, mirrored_registries, runtime_configured, site_image
 from installer.state import HUB_PULL_PASSWORD_SECRET, HUB_PULL_USER, StateDir
 
 NAME = "nodes"
@@ -40,12 +40,6 @@ PLAYBOOK = Path(__file__).resolve().parents[2] / "playbooks" / "nodes.yml"
 REMOVE_PLAYBOOK = PLAYBOOK.with_name("nodes-remove.yml")
 SANDBOX_IMAGE = "registry.k8s.io/pause"
 """The release's image every node's CRI plugin runs as the pod sandbox."""
-
-
-def runtime_over_ssh(cluster: Cluster) -> bool:
-    """Whether the phase configures `cluster`'s containerd (`node_runtime.configure`)."""
-    mode = cluster.node_runtime.configure
-    return mode == "ssh" or (mode == "auto" and cluster.node_ssh is not None)
 
 
 def sandbox_image(inv: Inventory, release: ReleaseManifest) -> str:
@@ -197,7 +191,7 @@ class NodeRuntime:
 
     def clusters(self, inv: Inventory) -> list[Cluster]:
         """The clusters whose nodes the play configures."""
-        return [c for c in inv.clusters if runtime_over_ssh(c)]
+        return [c for c in inv.clusters if runtime_configured(c)]
 
     def inputs(self, ctx: PhaseContext) -> Any:
         """The node settings of each configured cluster and the registries mirrored."""
@@ -213,7 +207,7 @@ class NodeRuntime:
     def _run(
         self, ctx: PhaseContext, cluster: Cluster, playbook: Path, *, check: bool, ident: str
     ) -> tuple[PlaybookResult, list[AnsibleHost]]:
-        assert cluster.node_ssh is not None  # runtime_over_ssh and the inventory's rule
+        assert cluster.node_ssh is not None  # runtime_configured and the inventory's rule
         if not ctx.state.ca_cert.is_file():
             raise EnvironmentProblem(
                 f"no site CA at {ctx.state.ca_cert} for the nodes to trust",

@@ -218,3 +218,10 @@ def mirrored_registries(image_names: list[str]) -> list[MirroredRegistry]:
     given image names (a release's) pull from, sorted by name."""
     names = set(MIRRORED_ALWAYS) | {normalize_image(n).split("/", 1)[0] for n in image_names}
     return [MirroredRegistry(n, _SERVERS.get(n, f"https://{n}")) for n in sorted(names)]
+
+
+def runtime_configured(cluster: Cluster) -> bool:
+    """Whether the nodes phase configures `cluster`'s containerd over SSH
+    (`node_runtime.configure`: `ssh`, or `auto` with `node_ssh` given)."""
+    mode = cluster.node_runtime.configure
+    return mode == "ssh" or (mode == "auto" and cluster.node_ssh is not None)

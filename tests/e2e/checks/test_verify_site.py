@@ -1,5 +1,6 @@
 """Verify's site checks on the lab, pass and fail, without a bootstrap: controllers, storage
-classes, the site registry. Each test makes its own `chk-` objects and removes them."""
+classes, the site registry, where the platform's images come from and failed pulls. Each test
+makes its own `chk-` objects and removes them."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from kubernetes import client, config
 from installer.checks.context import SiteAccess
 from installer.checks.verify_site import (
     check_controller,
+    check_images_from_hub,
+    check_no_failed_pulls,
     check_registry_image,
     check_storage_classes,
 )
@@ -147,3 +150,59 @@ def test_registry_image_fails_without_a_registry_or_a_ca(
     inv = load_inventory(site(fresh_state))
     no_ca = check_registry_image(SiteAccess(inv))
     assert not no_ca.ok and no_ca.message == "there is no site CA: the auxvm phase has not run"
+
+
+def _pod(name: str, image: str) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": "cpu-3"},
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{"name": "c", "image": image}],
+        },
+    }
+
+
+def test_images_from_elsewhere_and_failed_pulls_fail_by_name(lab: Lab, site: SiteFactory) -> None:
+    api = config.new_client_from_config(config_file=str(lab.kubeconfig))
+    core = client.CoreV1Api(api)
+    namespace = f"chk-{secrets.token_hex(3)}"
+    core.create_namespace({"metadata": {"name": namespace}})
+
+    def edit(data: dict[str, Any]) -> None:
+        data["clusters"][0]["platform"] = {
+            "namespace": namespace, "jobs_namespace": namespace, "apps_namespace": namespace,
+        }  # fmt: skip
+
+    inv = load_inventory(site(edit))
+    access = SiteAccess(inv)
+    cluster = inv.clusters[0]
+    try:
+        empty = check_images_from_hub(access, cluster)
+        assert not empty.ok and "the platform phase has not run" in empty.message
+        core.create_namespaced_pod(namespace, _pod("on-hub", "hub.ml.lab.test:5000/x/y:1"))
+        assert check_images_from_hub(access, cluster).ok
+        # The lab site configures no node runtime: an upstream name is not mirrored anywhere.
+        core.create_namespaced_pod(namespace, _pod("upstream", "quay.io/chk/injected:2"))
+        stray = check_images_from_hub(access, cluster)
+        assert not stray.ok
+        assert f"{namespace}/upstream c: quay.io/chk/injected:2" in stray.message
+        assert "node_runtime" in stray.message
+        assert check_no_failed_pulls(access, cluster).ok
+        core.create_namespaced_event(
+            namespace,
+            {
+                "metadata": {"name": f"upstream.{secrets.token_hex(4)}"},
+                "involvedObject": {"kind": "Pod", "name": "upstream", "namespace": namespace},
+                "reason": "Failed",
+                "message": 'Failed to pull image "quay.io/chk/injected:2": x509: unknown authority',
+                "type": "Warning",
+            },
+        )
+        failed = check_no_failed_pulls(access, cluster)
+        assert not failed.ok
+        assert failed.message.startswith("1 failed image pull(s): ")
+        assert f"{namespace}/pod/upstream: Failed to pull image" in failed.message
+    finally:
+        access.close()
+        core.delete_namespace(namespace)

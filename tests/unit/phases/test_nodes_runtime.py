@@ -13,11 +13,11 @@ from installer.inventory import load_inventory
 from installer.inventory.models import Cluster
 from installer.phases.nodes import (
     _failure_error,
-    runtime_over_ssh,
     runtime_vars,
     sandbox_image,
 )
 from installer.release import load_release
+from installer.site import runtime_configured
 from installer.state import StateDir
 from tests.fixtures.playbooks import failed_result
 
@@ -43,7 +43,7 @@ def test_which_clusters_get_their_runtime_configured(
     cluster = _cluster(
         node_ssh=NODE_SSH if with_ssh else None, node_runtime={"configure": configure}
     )
-    assert runtime_over_ssh(cluster) is configured
+    assert runtime_configured(cluster) is configured
 
 
 def test_the_play_gets_paths_names_and_mirrors_never_a_secret(tmp_path: Path) -> None:
