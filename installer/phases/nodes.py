@@ -6,11 +6,14 @@ The runtime part is `playbooks/nodes.yml` over `clusters[].node_ssh` for every c
 the upstream registries to the hub, takes the sandbox image from the hub and logs in with the
 hub's read-only pull login. `plan()` runs the play in check mode (a drifted file is a change);
 `destroy()` runs `playbooks/nodes-remove.yml`, which puts back every file as it was before the
-first run. The stack part is `StackPhase("nodes")` (installer/phases/stacks.py).
+first run. After each converging run the inventory it used is written to
+`<state>/ansible/nodes-<cluster>.inventory.json`, for hand runs of the play. The stack part is
+`StackPhase("nodes")` (installer/phases/stacks.py).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from installer.engines.ansible import (
     PlaybookResult,
     PlaybookRun,
     Progress,
+    inventory_document,
 )
 from installer.engines.kube import connected
 from installer.engines.ssh import SshTarget, pinned_known_hosts_line
@@ -182,6 +186,23 @@ def _failure_error(
     return FailedError(message, remedy=failure.remedy)
 
 
+def write_inventory(
+    state: StateDir, cluster: str, hosts: list[AnsibleHost], extra: dict[str, Any]
+) -> Path:
+    """`<state>/ansible/nodes-<cluster>.inventory.json` (and its known_hosts file): what
+    converged the cluster's nodes, for `ansible-playbook -i <it> playbooks/nodes.yml`."""
+    folder = state.root / "ansible"
+    folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+    known = folder / f"nodes-{cluster}.known_hosts"
+    known.write_text("".join(h.known_hosts_line + "\n" for h in hosts), encoding="utf-8")
+    doc = inventory_document(
+        {"nodes": hosts}, folder, known_hosts=known, inline_keys=False, group_vars={"nodes": extra}
+    )
+    target = folder / f"nodes-{cluster}.inventory.json"
+    target.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    return target
+
+
 class NodeRuntime:
     """containerd on the nodes of every cluster that asks for it, by `playbooks/nodes.yml`."""
 
@@ -235,6 +256,9 @@ class NodeRuntime:
         result = self._engine.run(run, progress)
         if not result.ok:
             raise _failure_error(result, cluster, hosts)
+        if not check and playbook == self._playbook:
+            # What converged the nodes, for operators who run the play by hand.
+            write_inventory(ctx.state, cluster.name, hosts, dict(run.extra_vars))
         return result, hosts
 
     def _changes(self, cluster: Cluster, result: PlaybookResult) -> list[Change]:

@@ -24,6 +24,7 @@ from installer.release import load_pins, load_release
 from tests.e2e.bootstrap.cli import LAB_INVENTORY, installer, plain_env, site_lock
 from tests.e2e.bootstrap.runs import Bootstrap, run_bootstrap, upstream
 from tests.fixtures.lab import REPO, Lab
+from tests.fixtures.molecule import run_molecule
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -130,14 +131,14 @@ def node_site(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[No
         for ref in (BUSYBOX, PAUSE):
             forget_image(lab, ref)
         pull_before = crictl(lab, "pull", BUSYBOX)
-        first = run_bootstrap(inventory, tmp / "logs", env, *HUB_PHASES, "--only", "nodes")
+        first = run_bootstrap(inventory, tmp / "first", env, *HUB_PHASES, "--only", "nodes")
         started_after_first = containerd_started(lab)
         upstream("down")
         try:
             pull_after = crictl(lab, "pull", BUSYBOX)
             pause_after = crictl(lab, "pull", PAUSE)
             digests = repo_digests(lab, BUSYBOX) if pull_after.returncode == 0 else []
-            second = run_bootstrap(inventory, tmp / "logs", env, "--only", "nodes")
+            second = run_bootstrap(inventory, tmp / "second", env, "--only", "nodes")
             started_after_second = containerd_started(lab)
         finally:
             upstream("up")
@@ -199,6 +200,51 @@ def test_a_second_run_changes_nothing_and_does_not_restart_containerd(
     assert nodes["changes"] == 0, nodes
     assert not [e for e in second.events if e.get("event") == "change"]
     assert node_site.started_after_second == node_site.started_after_first
+
+
+def test_the_roles_molecule_scenario_finds_the_node_converged(
+    lab: Lab, node_site: NodeSite
+) -> None:
+    # The inventory the nodes phase wrote for hand runs drives it: host keys, key, variables.
+    assert (lab.state / "installer" / "ansible" / "nodes-lab.inventory.json").is_file()
+    run_molecule("nodes/containerd", lab.env["LAB_NODE_NAME"])
+
+
+def _known_hosts(tmp: Path, pattern: str, key_line: str) -> Path:
+    path = tmp / f"known_hosts-{pattern.replace('.', '_')}"
+    path.write_text(f"{pattern} {key_line}\n", encoding="utf-8")
+    return path
+
+
+def test_an_unreachable_node_fails_the_phase_by_name(
+    lab: Lab, node_site: NodeSite, tmp_path: Path
+) -> None:
+    # Its key pinned under the address that answers nothing: the connection itself fails.
+    key = Path(lab.env["LAB_NODE_KNOWN_HOSTS"]).read_text(encoding="utf-8").split(" ", 1)[1]
+    gone = "10.213.1.99"
+    inventory = node_inventory(
+        lab, tmp_path / "gone.yml", addresses={lab.env["LAB_NODE_NAME"]: gone},
+        known_hosts=str(_known_hosts(tmp_path, gone, key.strip())),
+    )  # fmt: skip
+    run = run_bootstrap(inventory, tmp_path / "logs", plain_env(), "--only", "nodes")
+    assert run.rc == 3, run.tail
+    assert f"node {lab.env['LAB_NODE_NAME']} ({lab.vm_user}@{gone}:22)" in run.tail
+    assert "reachable on its SSH port" in run.tail
+
+
+def test_a_node_with_another_host_key_is_refused_by_name(
+    lab: Lab, node_site: NodeSite, tmp_path: Path
+) -> None:
+    # The VM's key where the node's should be: the node presents its own, which is not pinned.
+    vm_key = lab.vm_known_hosts.read_text(encoding="utf-8").split(" ", 1)[1].strip()
+    addr = lab.env["LAB_NODE_ADDR"]
+    inventory = node_inventory(
+        lab, tmp_path / "wrong-key.yml", known_hosts=str(_known_hosts(tmp_path, addr, vm_key))
+    )
+    run = run_bootstrap(inventory, tmp_path / "logs", plain_env(), "--only", "nodes")
+    assert run.rc == 3, run.tail
+    assert f"node {lab.env['LAB_NODE_NAME']}" in run.tail
+    assert "node_ssh.known_hosts" in run.tail
 
 
 def test_destroy_puts_the_node_back_as_it_was(lab: Lab, node_site: NodeSite) -> None:

@@ -10,25 +10,20 @@ change nothing either.
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
-
 import pytest
 
 from tests.fixtures.auxvm import Hub
-from tests.fixtures.lab import REPO, lab_state_dir
+from tests.fixtures.molecule import ROLES_DIR, run_molecule
 
 pytestmark = pytest.mark.e2e
 
-ROLES_DIR = REPO / "playbooks" / "roles"
 # Roles are grouped by area: roles/<area>/<role>/tasks/main.yml.
 ROLES = sorted(
     p.parent.parent.relative_to(ROLES_DIR).as_posix() for p in ROLES_DIR.glob("*/*/tasks/main.yml")
 )
+# The roles of the VM; the nodes' roles run their scenarios against the lab's node host, once the
+# nodes phase has written their inventory (tests/e2e/nodes/test_image_pulls.py).
+VM_ROLES = [r for r in ROLES if not r.startswith("nodes/")]
 
 
 def test_every_role_has_a_molecule_scenario() -> None:
@@ -39,40 +34,8 @@ def test_every_role_has_a_molecule_scenario() -> None:
     assert not missing, f"roles without a molecule scenario: {missing}"
 
 
-@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("role", VM_ROLES)
 def test_molecule_scenario(provisioned_hub: Hub, role: str) -> None:
     generated = provisioned_hub.state / "ansible" / "aux-vm.inventory.json"
     assert generated.is_file(), generated
-    with tempfile.TemporaryDirectory(prefix="onprem-mol-") as control:
-        env = {
-            **os.environ,
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "LAB_STATE": str(lab_state_dir()),
-            "ANSIBLE_NOCOLOR": "1",
-            "NO_COLOR": "1",
-            # Never re-use an SSH master connection of another run (it would skip the pinned
-            # host key check); the folder's name is short because socket paths are limited.
-            "ANSIBLE_SSH_CONTROL_PATH_DIR": control,
-        }
-        run = subprocess.run(
-            ["molecule", "test"],
-            cwd=ROLES_DIR / role,
-            # One stream, in order: molecule's step lines (its log) around Ansible's output.
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=1200,
-            env=env,
-            check=False,
-        )
-    out = run.stdout
-    assert run.returncode == 0, out[-6000:]
-    # Every step of the sequence ran (molecule fails the run when the second converge of the
-    # idempotence step changes anything).
-    for step in ("syntax", "converge", "idempotence", "verify"):
-        assert f"[default > {step}] Executed: Successful" in out, f"{step}:\n{out[-3000:]}"
-    # The hub was converged already: the first converge changed nothing either.
-    converge = out.split("[default > converge] Executing", 1)[1]
-    converge = converge.split("[default > converge] Executed", 1)[0]
-    recap = re.findall(r"^aux-vm\s*:.*$", converge, re.MULTILINE)
-    assert recap and all(" changed=0 " in line for line in recap), converge[-3000:]
+    run_molecule(role, "aux-vm")

@@ -1,16 +1,19 @@
-"""playbooks/library/onprem_file_backup.py, the module behind the nodes play's exact `destroy`:
-run as Ansible runs a module (its arguments in a JSON file), on files in a temporary folder."""
+"""onprem_file_backup, the nodes/containerd role's module behind the nodes play's exact
+`destroy`: run as Ansible runs a module (its arguments in a JSON file), on files in a temporary
+folder."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-MODULE = Path(__file__).resolve().parents[3] / "playbooks" / "library" / "onprem_file_backup.py"
+MODULE = (
+    Path(__file__).resolve().parents[3]
+    / "playbooks/roles/nodes/containerd/library/onprem_file_backup.py"
+)
 
 
 def run(tmp: Path, check: bool = False, **args: Any) -> dict[str, Any]:
@@ -54,7 +57,7 @@ def test_originals_are_kept_once_and_put_back_exactly(tmp_path: Path) -> None:
     # What did not exist before is gone, with the folders created for it; the ledger too.
     assert not hosts.exists() and not (site / "certs.d").exists()
     assert not backup.exists()
-    assert sorted(os.listdir(site)) == ["config.toml"]
+    assert sorted(p.name for p in site.iterdir()) == ["config.toml"]
     # Nothing recorded: nothing to put back.
     assert run(tmp_path, backup_dir=str(backup), state="restored")["changed"] is False
 
