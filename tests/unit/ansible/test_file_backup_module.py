@@ -72,9 +72,7 @@ def test_check_mode_changes_nothing(tmp_path: Path) -> None:
 
 def test_a_folder_where_a_file_should_be_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.toml").mkdir()
-    result = run(
-        tmp_path, backup_dir=str(tmp_path / "b"), paths=[str(tmp_path / "config.toml")]
-    )
+    result = run(tmp_path, backup_dir=str(tmp_path / "b"), paths=[str(tmp_path / "config.toml")])
     assert result.get("failed") is True
     assert "not a regular file" in result["msg"]
 
