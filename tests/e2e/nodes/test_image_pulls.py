@@ -11,6 +11,7 @@ phase wrote, from inside the node's namespace, whose only route out is to the hu
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from installer.inventory import load_inventory
 from installer.release import load_pins, load_release
 from tests.e2e.bootstrap.cli import LAB_INVENTORY, installer, plain_env, site_lock
 from tests.e2e.bootstrap.runs import Bootstrap, run_bootstrap, upstream
@@ -200,6 +202,32 @@ def test_a_second_run_changes_nothing_and_does_not_restart_containerd(
     assert nodes["changes"] == 0, nodes
     assert not [e for e in second.events if e.get("event") == "change"]
     assert node_site.started_after_second == node_site.started_after_first
+
+
+def test_a_new_site_ca_reaches_the_node_and_pulls_still_work(
+    lab: Lab, node_site: NodeSite, tmp_path: Path
+) -> None:
+    # The rotation of docs/runbooks/rotate-credentials.md: the old PKI moved aside, then the
+    # auxvm phase (a new CA and server certificate on the hub) and the nodes phase.
+    pki = lab.state / "installer" / "pki"
+    old_ca = (pki / "ca.crt").read_bytes()
+    shutil.move(pki, tmp_path / "pki-old")
+    run = run_bootstrap(
+        node_site.inventory, tmp_path / "logs", plain_env(), "--only", "auxvm", "--only", "nodes"
+    )
+    assert run.rc == 0, run.tail
+    new_ca = (pki / "ca.crt").read_bytes()
+    assert new_ca != old_ca
+    hub = load_inventory(node_site.inventory).aux_vm.hostname
+    trusted = Path(lab.env["LAB_NODE_CERTS_DIR"]) / f"{hub}:5000" / "ca.crt"
+    assert trusted.read_bytes() == new_ca
+    forget_image(lab, BUSYBOX)
+    upstream("down")
+    try:
+        pulled = crictl(lab, "pull", BUSYBOX)
+    finally:
+        upstream("up")
+    assert pulled.returncode == 0, pulled.stderr
 
 
 def test_the_roles_molecule_scenario_finds_the_node_converged(
