@@ -204,6 +204,32 @@ def test_a_second_run_changes_nothing_and_does_not_restart_containerd(
     assert node_site.started_after_second == node_site.started_after_first
 
 
+def test_plan_names_a_drifted_file_by_node_and_bootstrap_puts_it_right(
+    lab: Lab, node_site: NodeSite, tmp_path: Path
+) -> None:
+    hosts = Path(lab.env["LAB_NODE_CERTS_DIR"]) / "docker.io" / "hosts.toml"
+    wanted = hosts.read_bytes()
+    hosts.write_text('server = "https://registry-1.docker.io"\n', encoding="utf-8")
+    args = ("-i", str(node_site.inventory), "--only", "nodes")
+    rc, data, tail = installer(
+        "plan", *args, "--expect-no-changes", log_dir=tmp_path / "logs", timeout=600,
+        env=plain_env(),
+    )  # fmt: skip
+    assert rc == 1, tail
+    node = f"cluster/lab/node/{lab.env['LAB_NODE_NAME']}"
+    (nodes,) = [p for p in data["phases"] if p["phase"] == "nodes"]
+    drifted = [(c["target"], c["name"]) for c in nodes["changes"] if c["target"] == node]
+    assert drifted == [(node, "Write each registry's hosts.toml")], nodes["changes"]
+    fixed = run_bootstrap(node_site.inventory, tmp_path / "fix", plain_env(), "--only", "nodes")
+    assert fixed.rc == 0, fixed.tail
+    assert hosts.read_bytes() == wanted
+    rc, _, tail = installer(
+        "plan", *args, "--expect-no-changes", log_dir=tmp_path / "logs", timeout=600,
+        env=plain_env(),
+    )  # fmt: skip
+    assert rc == 0, tail
+
+
 def test_a_new_site_ca_reaches_the_node_and_pulls_still_work(
     lab: Lab, node_site: NodeSite, tmp_path: Path
 ) -> None:
