@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -57,6 +58,8 @@ class AnsibleHost:
     become: bool = True
     python: str = "/usr/bin/python3"
     vars: Mapping[str, Any] = field(default_factory=dict)
+    jump: AnsibleHost | None = None
+    """A host to reach this one through (`ssh -W`, as `ssh -J` would), its key pinned too."""
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,26 @@ def _write_private(path: Path, text: str) -> None:
         handle.write(text)
 
 
+def _pinned_ssh_args(known: Path) -> list[str]:
+    """ssh options that accept only the host key in `known` and never ask anything."""
+    return [
+        "-o StrictHostKeyChecking=yes",
+        f"-o UserKnownHostsFile={known}",
+        "-o GlobalKnownHostsFile=/dev/null",
+        "-o IdentitiesOnly=yes",
+        "-o BatchMode=yes",
+        "-o ConnectTimeout=10",
+    ]
+
+
+def _key_file(host: AnsibleHost, pdd: Path, name: str, inline_keys: bool) -> str | None:
+    """The private key file for `host`: its own, else (`inline_keys`) the one the engine writes
+    from the key's text as `secrets/<name>.key`; None leaves it to ssh-agent."""
+    if host.private_key_file is not None:
+        return str(host.private_key_file)
+    return str(pdd / "secrets" / f"{name}.key") if inline_keys else None
+
+
 def inventory_document(
     groups: Mapping[str, list[AnsibleHost]],
     pdd: Path,
@@ -236,25 +259,31 @@ def inventory_document(
         for host in hosts:
             known = known_hosts or (pdd / "known_hosts" / host.name)
             key: dict[str, str] = {}
-            if host.private_key_file is not None:
-                key["ansible_ssh_private_key_file"] = str(host.private_key_file)
-            elif inline_keys:
-                key["ansible_ssh_private_key_file"] = str(pdd / "secrets" / f"{host.name}.key")
+            key_file = _key_file(host, pdd, host.name, inline_keys)
+            if key_file is not None:
+                key["ansible_ssh_private_key_file"] = key_file
+            args = _pinned_ssh_args(known)
+            if host.jump is not None:
+                jump = host.jump
+                jump_known = known_hosts or (pdd / "known_hosts" / f"{host.name}.jump")
+                jump_key = _key_file(jump, pdd, f"{host.name}.jump", inline_keys)
+                proxy = [
+                    "ssh",
+                    *(["-i", jump_key] if jump_key is not None else []),
+                    "-p",
+                    str(jump.port),
+                    *" ".join(_pinned_ssh_args(jump_known)).split(),
+                    "-W",
+                    "%h:%p",
+                    f"{jump.user}@{jump.address}",
+                ]
+                args.append(f"-o ProxyCommand={shlex.quote(shlex.join(proxy))}")
             members[host.name] = {
                 "ansible_host": host.address,
                 "ansible_port": host.port,
                 "ansible_user": host.user,
                 **key,
-                "ansible_ssh_common_args": " ".join(
-                    [
-                        "-o StrictHostKeyChecking=yes",
-                        f"-o UserKnownHostsFile={known}",
-                        "-o GlobalKnownHostsFile=/dev/null",
-                        "-o IdentitiesOnly=yes",
-                        "-o BatchMode=yes",
-                        "-o ConnectTimeout=10",
-                    ]
-                ),
+                "ansible_ssh_common_args": " ".join(args),
                 "ansible_become": host.become,
                 # Also for hand runs of a generated inventory: tasks that become the services'
                 # unprivileged user need no world-readable temporary files this way.
@@ -278,16 +307,20 @@ class AnsibleEngine:
             (pdd / sub).mkdir(parents=True, mode=0o700, exist_ok=True)
         for hosts in run.groups.values():
             for host in hosts:
-                _write_private(pdd / "known_hosts" / host.name, host.known_hosts_line + "\n")
-                if host.private_key_file is None:
-                    if host.private_key is None:
-                        raise EnvironmentProblem(
-                            f"no SSH key for host {host.name}",
-                            remedy="set aux_vm.ssh.private_key in the inventory",
-                        )
-                    key = host.private_key.get_secret_value()
-                    register_key_text(key)
-                    _write_private(pdd / "secrets" / f"{host.name}.key", key.rstrip("\n") + "\n")
+                pinned = [(host.name, host)]
+                if host.jump is not None:
+                    pinned.append((f"{host.name}.jump", host.jump))
+                for name, each in pinned:
+                    _write_private(pdd / "known_hosts" / name, each.known_hosts_line + "\n")
+                    if each.private_key_file is None:
+                        if each.private_key is None:
+                            raise EnvironmentProblem(
+                                f"no SSH key for host {each.name}",
+                                remedy="set the host's private_key in the inventory",
+                            )
+                        key = each.private_key.get_secret_value()
+                        register_key_text(key)
+                        _write_private(pdd / "secrets" / f"{name}.key", key.rstrip("\n") + "\n")
         doc = inventory_document(run.groups, pdd)
         _write_private(pdd / "inventory" / "hosts.json", json.dumps(doc, indent=2) + "\n")
         _write_private(pdd / "env" / "extravars", json.dumps(dict(run.extra_vars), indent=2))

@@ -206,7 +206,8 @@ def hub_vars(inv: Inventory, state: StateDir, pki: HubPki, sources: HubSources) 
     }
 
 
-def _ssh_target(inv: Inventory) -> SshTarget:
+def vm_ssh_target(inv: Inventory) -> SshTarget:
+    """The VM over SSH as the inventory describes it (`aux_vm.ssh`)."""
     ssh = inv.aux_vm.ssh
     return SshTarget(
         address=str(inv.aux_vm.address),
@@ -218,7 +219,8 @@ def _ssh_target(inv: Inventory) -> SshTarget:
     )
 
 
-def _host(inv: Inventory, known_hosts_line: str) -> AnsibleHost:
+def vm_host(inv: Inventory, known_hosts_line: str) -> AnsibleHost:
+    """The VM as an Ansible host, its key pinned to `known_hosts_line`."""
     ssh = inv.aux_vm.ssh
     key_path = ssh.private_key.path()
     return AnsibleHost(
@@ -319,10 +321,10 @@ class AuxVmPhase:
         # The programs first: a bad bundle is refused before the VM is even contacted.
         sources = site_hub_sources(ctx)
         ctx.step(NAME, f"checking the host key of {inv.aux_vm.address}")
-        line = pinned_known_hosts_line(_ssh_target(inv))
+        line = pinned_known_hosts_line(vm_ssh_target(inv))
         for secret in (HUB_PASSWORD_SECRET, HUB_PULL_PASSWORD_SECRET, DEVPI_ROOT_PASSWORD):
             ctx.state.secret(secret)
-        return _host(inv, line), hub_vars(inv, ctx.state, pki, sources)
+        return vm_host(inv, line), hub_vars(inv, ctx.state, pki, sources)
 
     def write_inventory(self, ctx: PhaseContext) -> Path:
         """Prepare everything the play needs (PKI, secrets, pinned key) and write the Ansible
@@ -383,7 +385,7 @@ class AuxVmPhase:
         ctx.step(NAME, "probing the VM for drift")
         try:
             items = read_vm(
-                _ssh_target(ctx.inventory), record.spec, become=host.become, python=host.python
+                vm_ssh_target(ctx.inventory), record.spec, become=host.become, python=host.python
             )
         except (InstallerError, ValueError, OSError) as exc:
             log.warning("auxvm: drift probe failed (%s); the play runs", probe_error(exc))
@@ -403,7 +405,7 @@ class AuxVmPhase:
         try:
             spec = ProbeSpec.from_fact(result.facts.get(HOST, {}).get("hub_probe_spec"))
             items = read_vm(
-                _ssh_target(ctx.inventory), spec.to_json(), become=host.become, python=host.python
+                vm_ssh_target(ctx.inventory), spec.to_json(), become=host.become, python=host.python
             )
         except (InstallerError, ValueError, OSError) as exc:
             log.warning("auxvm: no drift probe record (%s); the next run plays", probe_error(exc))
@@ -524,7 +526,7 @@ class AuxVmPhase:
         inv = ctx.inventory
         forget(ctx.state.root)
         ctx.step(NAME, f"checking the host key of {inv.aux_vm.address}")
-        host = _host(inv, pinned_known_hosts_line(_ssh_target(inv)))
+        host = vm_host(inv, pinned_known_hosts_line(vm_ssh_target(inv)))
         run = PlaybookRun(
             playbook=self._playbook.with_name(REMOVE_PLAYBOOK.name),
             groups={"aux_vm": [host]},

@@ -33,6 +33,7 @@ from installer.engines.ssh import SshTarget, pinned_known_hosts_line
 from installer.errors import BadInputError, EnvironmentProblem, FailedError, InstallerError
 from installer.inventory import Inventory
 from installer.inventory.models import Cluster, NodeSsh
+from installer.phases.auxvm import vm_host, vm_ssh_target
 from installer.phases.base import Change, Event, PhaseContext, PhasePlan, PhaseResult, Status
 from installer.phases.stacks import StackPhase
 from installer.release import ReleaseManifest, load_release
@@ -116,14 +117,13 @@ def _addresses(cluster: Cluster, access: NodeSsh) -> list[NodeAddress]:
     return found
 
 
-def _hosts(cluster: Cluster, access: NodeSsh) -> list[AnsibleHost]:
-    if access.jump != "none":
-        raise BadInputError(
-            f"cluster {cluster.name}: node_runtime over node_ssh.jump: {access.jump} is not"
-            " supported yet",
-            remedy="reach the nodes directly from the installer's host (node_ssh.jump: none), or"
-            " set node_runtime.configure: none and configure containerd by other means",
-        )
+def _hosts(inv: Inventory, cluster: Cluster, access: NodeSsh) -> list[AnsibleHost]:
+    # Through the VM (`jump: aux-vm`): its own key pinned as for the auxvm phase.
+    jump = (
+        vm_host(inv, pinned_known_hosts_line(vm_ssh_target(inv)))
+        if access.jump == "aux-vm"
+        else None
+    )
     key = access.private_key.resolve().get_secret_value()
     key_path = access.private_key.path()
     hosts = []
@@ -154,6 +154,7 @@ def _hosts(cluster: Cluster, access: NodeSsh) -> list[AnsibleHost]:
                 private_key_file=key_path,
                 private_key=None if key_path is not None else access.private_key.resolve(),
                 become=access.become,
+                jump=jump,
             )
         )
     return hosts
@@ -194,7 +195,8 @@ def write_inventory(
     folder = state.root / "ansible"
     folder.mkdir(parents=True, mode=0o700, exist_ok=True)
     known = folder / f"nodes-{cluster}.known_hosts"
-    known.write_text("".join(h.known_hosts_line + "\n" for h in hosts), encoding="utf-8")
+    lines = [h.known_hosts_line for h in hosts] + [h.jump.known_hosts_line for h in hosts if h.jump]
+    known.write_text("".join(f"{line}\n" for line in dict.fromkeys(lines)), encoding="utf-8")
     doc = inventory_document(
         {"nodes": hosts}, folder, known_hosts=known, inline_keys=False, group_vars={"nodes": extra}
     )
@@ -236,7 +238,7 @@ class NodeRuntime:
             )
         ctx.state.secret(HUB_PULL_PASSWORD_SECRET)
         ctx.step(NAME, f"checking the host keys of cluster {cluster.name}'s nodes")
-        hosts = _hosts(cluster, cluster.node_ssh)
+        hosts = _hosts(ctx.inventory, cluster, cluster.node_ssh)
 
         def progress(p: Progress) -> None:
             if p.kind == "changed":

@@ -59,6 +59,8 @@ node_network() {
   ip -n "$VM_NS" addr replace "$LAB_NODE_VM_LINK_ADDR/30" dev "$LAB_NODE_VETH_VM"
   ip -n "$VM_NS" link set "$LAB_NODE_VETH_VM" up
   ip -n "$NS" route replace "$LAB_VM_ADDR/32" via "$LAB_NODE_VM_LINK_ADDR" dev eth1
+  # And the VM to the node, for sites that reach their nodes through the VM (node_ssh.jump).
+  ip -n "$VM_NS" route replace "$LAB_NODE_ADDR/32" via "$LAB_NODE_LINK_ADDR" dev "$LAB_NODE_VETH_VM"
   rm -f "$err"
   mkdir -p "$NETNS_ETC"
   printf '# the lab node %s: the site DNS is the hub VM'"'"'s dnsmasq\nnameserver %s\n' "$NS" "$LAB_VM_ADDR" \

@@ -264,6 +264,18 @@ def test_the_roles_molecule_scenario_finds_the_node_converged(
     run_molecule("nodes/containerd", lab.env["LAB_NODE_NAME"])
 
 
+def test_through_the_vm_the_same_node_is_found_converged(
+    lab: Lab, node_site: NodeSite, tmp_path: Path
+) -> None:
+    inventory = node_inventory(lab, tmp_path / "jump.yml", jump="aux-vm")
+    run = run_bootstrap(inventory, tmp_path / "logs", plain_env(), "--only", "nodes")
+    assert run.rc == 0, run.tail
+    assert run.phase("nodes")["changes"] == 0, run.phase("nodes")
+    # The play's SSH went through the VM: its recorded inventory names the VM as the jump.
+    saved = (lab.state / "installer" / "ansible" / "nodes-lab.inventory.json").read_text()
+    assert f"-W %h:%p {lab.vm_user}@{lab.vm_addr}" in saved
+
+
 def _known_hosts(tmp: Path, pattern: str, key_line: str) -> Path:
     path = tmp / f"known_hosts-{pattern.replace('.', '_')}"
     path.write_text(f"{pattern} {key_line}\n", encoding="utf-8")

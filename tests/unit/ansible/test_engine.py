@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import stat
 import sys
 from pathlib import Path
@@ -101,6 +102,28 @@ def test_inventory_pins_the_host_key_and_never_asks() -> None:
     assert "-o BatchMode=yes" in args
     assert hostvars["ansible_ssh_private_key_file"] == "/pdd/secrets/vm.key"
     assert hostvars["ansible_python_interpreter"] == "/usr/bin/python3"
+
+
+def test_a_host_behind_a_jump_host_pins_both_keys(tmp_path: Path) -> None:
+    node = AnsibleHost(**{**_host("node").__dict__, "address": "10.0.9.9", "jump": _host("vm")})
+    run = PlaybookRun(playbook=tmp_path / "p.yml", groups={"g": [node]}, run_dir=tmp_path / "r")
+    pdd = AnsibleEngine().prepare(run)
+    args = shlex.split(inventory_document(run.groups, pdd)["all"]["children"]["g"]["hosts"]
+                       ["node"]["ansible_ssh_common_args"])  # fmt: skip
+    assert f"UserKnownHostsFile={pdd}/known_hosts/node" in args
+    (proxy,) = [a.removeprefix("ProxyCommand=") for a in args if a.startswith("ProxyCommand=")]
+    jump = shlex.split(proxy)
+    assert jump[0] == "ssh" and jump[-3:] == ["-W", "%h:%p", f"{_host().user}@{_host().address}"]
+    assert f"UserKnownHostsFile={pdd}/known_hosts/node.jump" in jump
+    assert "StrictHostKeyChecking=yes" in jump and "BatchMode=yes" in jump
+    assert (pdd / "known_hosts" / "node.jump").read_text() == _host("vm").known_hosts_line + "\n"
+    # The jump host's key as the engine wrote it when given as text, 0600 like the node's own.
+    inline = AnsibleHost(**{**_host("vm").__dict__, "private_key_file": None,
+                            "private_key": SecretStr("KEYTEXT")})  # fmt: skip
+    node = AnsibleHost(**{**node.__dict__, "jump": inline})
+    run = PlaybookRun(playbook=tmp_path / "p.yml", groups={"g": [node]}, run_dir=tmp_path / "r2")
+    pdd = AnsibleEngine().prepare(run)
+    assert (pdd / "secrets" / "node.jump.key").stat().st_mode & 0o777 == 0o600
 
 
 def test_prepare_writes_private_files(tmp_path: Path) -> None:
