@@ -231,12 +231,14 @@ class NodeRuntime:
         self, ctx: PhaseContext, cluster: Cluster, playbook: Path, *, check: bool, ident: str
     ) -> tuple[PlaybookResult, list[AnsibleHost]]:
         assert cluster.node_ssh is not None  # runtime_configured and the inventory's rule
-        if not ctx.state.ca_cert.is_file():
+        converging = playbook == self._playbook
+        if converging and not ctx.state.ca_cert.is_file():
             raise EnvironmentProblem(
                 f"no site CA at {ctx.state.ca_cert} for the nodes to trust",
                 remedy="run the auxvm phase first (installer bootstrap --only auxvm)",
             )
-        ctx.state.secret(HUB_PULL_PASSWORD_SECRET)
+        if converging:
+            ctx.state.secret(HUB_PULL_PASSWORD_SECRET)
         ctx.step(NAME, f"checking the host keys of cluster {cluster.name}'s nodes")
         hosts = _hosts(ctx.inventory, cluster, cluster.node_ssh)
 
@@ -258,7 +260,7 @@ class NodeRuntime:
         result = self._engine.run(run, progress)
         if not result.ok:
             raise _failure_error(result, cluster, hosts)
-        if not check and playbook == self._playbook:
+        if converging and not check:
             # What converged the nodes, for operators who run the play by hand.
             write_inventory(ctx.state, cluster.name, hosts, dict(run.extra_vars))
         return result, hosts
