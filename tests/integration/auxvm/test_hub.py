@@ -374,6 +374,49 @@ def test_killed_service_comes_back(provisioned_hub: Hub, program: str) -> None:
     assert {int(g) for g in groups.stdout.split()} == {after}, (listening.stdout, groups.stdout)
 
 
+def test_a_program_left_on_another_certificate_is_restarted(
+    provisioned_hub: Hub, tmp_path: Path
+) -> None:
+    """What a run that stopped between a new certificate and a restart leaves: the files as the
+    next run wants them, a program serving the old certificate. The next run restarts that
+    program alone."""
+    hub = provisioned_hub
+    tls = "/etc/onprem-hub/tls"
+    ssh = _ssh(hub)
+    other = tmp_path / "other"
+    other.mkdir()
+    made = subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+         "/CN=a-stale-certificate", "-keyout", str(other / "k"), "-out", str(other / "c")],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    swap = (
+        f"sudo -n cp -p {tls}/hub.crt {tls}/hub.crt.keep && sudo -n cp -p {tls}/hub.key"
+        f" {tls}/hub.key.keep && sudo -n cp {other}/c {tls}/hub.crt && sudo -n cp {other}/k"
+        f" {tls}/hub.key && {' '.join(SUPERVISORCTL)} restart onprem-hub-registry-pull && sudo -n"
+        f" mv {tls}/hub.crt.keep {tls}/hub.crt && sudo -n mv {tls}/hub.key.keep {tls}/hub.key"
+    )
+    assert run_command(ssh, ["sh", "-c", swap]).rc == 0
+    assert not _answers_strictly(hub, REGISTRY_PORT)
+    pushing = _pid(hub, "registry")
+    # A failed run records nothing: the next one plays (the probe record stands for the last
+    # converging run, whose inputs were another certificate's).
+    (hub.state / "auxvm" / "probe.json").unlink()
+    again = bootstrap_auxvm(LAB_INVENTORY, tmp_path / "logs", hub.env)
+    assert again.rc == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert _answers_strictly(hub, REGISTRY_PORT)
+    assert _pid(hub, "registry") == pushing, "a program serving the right certificate restarted"
+
+
+def _answers_strictly(hub: Hub, port: int) -> bool:
+    try:
+        url = f"https://{hub.address}:{port}/v2/"
+        return httpx.get(url, verify=_tls(hub), timeout=5).status_code == 401
+    except httpx.TransportError:
+        return False
+
+
 def test_second_run_changes_nothing_and_keeps_secrets_out_of_logs(
     provisioned_hub: Hub, tmp_path: Path
 ) -> None:
