@@ -19,6 +19,7 @@ REQUIREMENTS = REPO / "requirements"
 ANCHORS = {
     "etcd": ("go.etcd.io/etcd/server/v3", "ETCD_VERSION", ""),
     "kwok": ("sigs.k8s.io/kwok", "KWOK_VERSION", ""),
+    "crictl": ("sigs.k8s.io/cri-tools", "CRICTL_VERSION", ""),
     "kubernetes": ("k8s.io/kubernetes", "KUBE_VERSION", ""),
     "pulumi": ("github.com/pulumi/pulumi/pkg/v3", "PULUMI_VERSION", "v"),
     "pulumi-kubernetes": (
