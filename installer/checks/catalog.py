@@ -133,6 +133,11 @@ SPECS: tuple[CheckSpec, ...] = (
               "No container in the platform's namespaces waits on `ErrImagePull` or"
               " `ImagePullBackOff`, and no event there reports a failed pull.",
               "Check the nodes' trust of the site CA and their route to the hub; airgap-load."),
+    CheckSpec("images.runtime_pull", _V, "a node pulls by upstream name", _F,
+              "Where the nodes phase configures the nodes' containerd: on the first such node,"
+              " `crictl pull` of the release's busybox by its upstream name succeeds (over SSH,"
+              " with sudo). Otherwise info.",
+              "Re-run the nodes phase; check node_runtime.crictl and cri_endpoint."),
 )  # fmt: skip
 
 BY_ID = {spec.id: spec for spec in SPECS}

@@ -21,7 +21,7 @@ from installer.checks.context import HTTP_TIMEOUT_S, SiteAccess
 from installer.checks.dnsquery import DnsError, query
 from installer.checks.framework import Check, Finding, note, passed, problem
 from installer.engines.kube import NodeInfo
-from installer.errors import FailedError
+from installer.errors import FailedError, InstallerError
 from installer.inventory.models import Cluster
 from installer.release import load_release
 from installer.site import (
@@ -390,6 +390,50 @@ def check_no_failed_pulls(access: SiteAccess, cluster: Cluster) -> Finding:
     return passed(f"no failed image pull in {', '.join(platform_namespaces(cluster))}")
 
 
+RUNTIME_PULL_TIMEOUT_S = 120.0
+
+
+def runtime_pull_image() -> str:
+    """The release image a node pulls by its upstream name (busybox, preloaded on every node of
+    a site without internet)."""
+    nodes = [i for i in load_release().images_for("nodes") if i.name.endswith("/busybox")]
+    if not nodes:  # a release manifest without it is a bug its own test catches
+        raise FailedError("the release manifest lists no busybox image for the nodes")
+    return f"{nodes[0].name}:{nodes[0].tag}"
+
+
+def check_runtime_pull(access: SiteAccess, cluster: Cluster) -> Finding:
+    """On the first node the nodes phase configures, containerd pulls a release image by its
+    upstream name (`crictl pull` over SSH, with sudo): trust, mirror and login work there."""
+    if not runtime_configured(cluster):
+        return note(
+            "the nodes' runtime is not configured by the installer (node_runtime.configure);"
+            " pulls through it are not checked"
+        )
+    runtime = cluster.node_runtime
+    nodes = runtime.nodes or [n.name for n in access.kube(cluster).nodes()]
+    if not nodes:
+        return problem("the cluster lists no node", "check the cluster's nodes")
+    host = access.node_host(cluster, nodes[0])
+    if host is None:
+        return problem(f"no SSH address for node {nodes[0]}", "add it to node_ssh.addresses")
+    image = runtime_pull_image()
+    sudo = ["sudo", "-n"] if cluster.node_ssh is not None and cluster.node_ssh.become else []
+    argv = [*sudo, runtime.crictl, "--runtime-endpoint", runtime.cri_endpoint, "pull", image]
+    try:
+        result = host.run(argv, timeout_s=RUNTIME_PULL_TIMEOUT_S)
+    except (InstallerError, OSError) as exc:
+        return problem(f"{host.where}: {exc}", "check node_ssh for the node")
+    if result.rc != 0:
+        why = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        return problem(
+            f"{nodes[0]}: `crictl pull {image}` through the node's containerd failed: {why[0]}",
+            "re-run the nodes phase; check the node's route to the hub, its trust of the site"
+            " CA and node_runtime.crictl / cri_endpoint",
+        )
+    return passed(f"{nodes[0]} pulled {image} by its upstream name through its containerd")
+
+
 def site_checks(access: SiteAccess, namespaces: ProbeNamespace) -> list[Check]:
     """The non-scheduling acceptance checks."""
     api = ("kube.api",)
@@ -429,5 +473,7 @@ def site_checks(access: SiteAccess, namespaces: ProbeNamespace) -> list[Check]:
                  requires=api),
             make("images.pull_failures", target, partial(check_no_failed_pulls, access, cluster),
                  requires=api),
+            make("images.runtime_pull", target, partial(check_runtime_pull, access, cluster),
+                 requires=api, timeout_s=RUNTIME_PULL_TIMEOUT_S + 30),
         ]  # fmt: skip
     return checks

@@ -602,6 +602,18 @@ class NodeRuntime(Model):
         " its configuration file changed; hosts.toml files and the CA are read at each pull and"
         " need none.",
     )
+    cri_endpoint: str = Field(
+        default="unix:///run/containerd/containerd.sock",
+        pattern=r"^unix:///.+",
+        description="containerd's CRI socket on the nodes, for verify's pull through a node's"
+        " runtime (`crictl --runtime-endpoint`).",
+    )
+    crictl: str = Field(
+        default="crictl",
+        min_length=1,
+        description="crictl on the nodes (a name on sudo's PATH, or a path), for verify's pull"
+        " of a release image by its upstream name through the node's runtime.",
+    )
 
 
 class Cluster(Model):

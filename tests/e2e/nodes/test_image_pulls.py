@@ -21,6 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+from installer.checks.context import SiteAccess
+from installer.checks.verify_site import check_runtime_pull
 from installer.inventory import load_inventory
 from installer.release import load_pins, load_release
 from tests.e2e.bootstrap.cli import LAB_INVENTORY, installer, plain_env, site_lock
@@ -56,6 +58,8 @@ def node_inventory(lab: Lab, dest: Path, **node_ssh: Any) -> Path:
         "config_path": env["LAB_NODE_CONTAINERD_CONFIG"],
         "certs_dir": env["LAB_NODE_CERTS_DIR"],
         "restart": [env["LAB_NODE_RESTART"]],
+        "crictl": env["LAB_CRICTL"],
+        "cri_endpoint": env["LAB_NODE_CRI_ENDPOINT"],
     }
     dest.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return dest
@@ -172,6 +176,26 @@ def test_after_it_the_node_pulls_by_upstream_name_from_the_hub(
     digest = pins.image(image)
     assert digest is not None
     assert f"docker.io/library/busybox@{digest}" in node_site.busybox_digests
+
+
+def test_verify_pulls_through_the_nodes_runtime_by_upstream_name(
+    lab: Lab, node_site: NodeSite, tmp_path: Path
+) -> None:
+    forget_image(lab, BUSYBOX)
+    access = SiteAccess(load_inventory(node_site.inventory))
+    found = check_runtime_pull(access, access.inventory.clusters[0])
+    assert found.ok, found.message
+    assert found.message == f"cpu-1 pulled {BUSYBOX} by its upstream name through its containerd"
+    # A runtime the check cannot reach fails, naming the node and the pull.
+    wrong = node_inventory(lab, tmp_path / "wrong.yml")
+    text = wrong.read_text(encoding="utf-8").replace(
+        lab.env["LAB_NODE_CRI_ENDPOINT"], "unix:///run/chk-no-such.sock"
+    )
+    wrong.write_text(text, encoding="utf-8")
+    access = SiteAccess(load_inventory(wrong))
+    failed = check_runtime_pull(access, access.inventory.clusters[0])
+    assert not failed.ok
+    assert failed.message.startswith(f"cpu-1: `crictl pull {BUSYBOX}` through the node's")
 
 
 def test_the_sandbox_image_comes_from_the_hub(lab: Lab, node_site: NodeSite) -> None:
