@@ -118,7 +118,16 @@ def test_vm_has_its_own_network_identity(lab: Lab) -> None:
     addrs = in_vm(lab, "ip", "-4", "-o", "addr", "show")
     assert addrs.returncode == 0, addrs.stderr
     inet = sorted(line.split()[3] for line in addrs.stdout.splitlines())
-    assert inet == sorted([f"{lab.vm_addr}/{read_versions()['LAB_VM_PREFIX']}", "127.0.0.1/8"])
+    # Its own address and loopback, and the end of its link to the lab's node host (which
+    # lab/components/25-node.sh adds while the node runs).
+    versions = read_versions()
+    assert inet == sorted(
+        [
+            f"{lab.vm_addr}/{versions['LAB_VM_PREFIX']}",
+            "127.0.0.1/8",
+            f"{versions['LAB_NODE_VM_LINK_ADDR']}/30",
+        ]
+    )
     routes = in_vm(lab, "ip", "-4", "route", "show")
     # No default route: the VM reaches the host over the veth pair and nothing beyond it.
     assert "default" not in routes.stdout
