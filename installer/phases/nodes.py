@@ -34,7 +34,15 @@ from installer.errors import BadInputError, EnvironmentProblem, FailedError, Ins
 from installer.inventory import Inventory
 from installer.inventory.models import Cluster, NodeSsh
 from installer.phases.auxvm import vm_host, vm_ssh_target
-from installer.phases.base import Change, Event, PhaseContext, PhasePlan, PhaseResult, Status
+from installer.phases.base import (
+    Action,
+    Change,
+    Event,
+    PhaseContext,
+    PhasePlan,
+    PhaseResult,
+    Status,
+)
 from installer.phases.stacks import StackPhase
 from installer.release import ReleaseManifest, load_release
 from installer.site import hub_urls, mirrored_registries, runtime_configured, site_image
@@ -265,39 +273,31 @@ class NodeRuntime:
             write_inventory(ctx.state, cluster.name, hosts, dict(run.extra_vars))
         return result, hosts
 
-    def _changes(self, cluster: Cluster, result: PlaybookResult) -> list[Change]:
-        return [
-            Change(f"cluster/{cluster.name}/node/{o.host}", "update", "task", o.task, o.role)
-            for o in result.changed
-        ]
-
-    def plan(self, ctx: PhaseContext) -> list[Change]:
-        """The play in check mode: each file that would change, on each node."""
+    def _each(
+        self, ctx: PhaseContext, playbook: Path, *, check: bool, ident: str, action: Action
+    ) -> list[Change]:
+        """`playbook` on every configured cluster's nodes; each changed task, by node."""
         changes: list[Change] = []
         for cluster in self.clusters(ctx.inventory):
-            result, _ = self._run(ctx, cluster, self._playbook, check=True, ident="nodes-check")
-            changes += self._changes(cluster, result)
-        return changes
-
-    def apply(self, ctx: PhaseContext) -> list[Change]:
-        """Converge every configured node; a second run changes nothing."""
-        changes: list[Change] = []
-        for cluster in self.clusters(ctx.inventory):
-            result, _ = self._run(ctx, cluster, self._playbook, check=False, ident="nodes")
-            changes += self._changes(cluster, result)
-        return changes
-
-    def destroy(self, ctx: PhaseContext) -> list[Change]:
-        """Every file the play wrote, put back as it was before the first run."""
-        changes: list[Change] = []
-        remove = self._playbook.with_name(REMOVE_PLAYBOOK.name)
-        for cluster in self.clusters(ctx.inventory):
-            result, _ = self._run(ctx, cluster, remove, check=False, ident="nodes-remove")
+            result, _ = self._run(ctx, cluster, playbook, check=check, ident=ident)
             changes += [
-                Change(f"cluster/{cluster.name}/node/{o.host}", "delete", "task", o.task, o.role)
+                Change(f"cluster/{cluster.name}/node/{o.host}", action, "task", o.task, o.role)
                 for o in result.changed
             ]
         return changes
+
+    def plan(self, ctx: PhaseContext) -> list[Change]:
+        """The play in check mode: each file that would change, on each node."""
+        return self._each(ctx, self._playbook, check=True, ident="nodes-check", action="update")
+
+    def apply(self, ctx: PhaseContext) -> list[Change]:
+        """Converge every configured node; a second run changes nothing."""
+        return self._each(ctx, self._playbook, check=False, ident="nodes", action="update")
+
+    def destroy(self, ctx: PhaseContext) -> list[Change]:
+        """Every file the play wrote, put back as it was before the first run."""
+        remove = self._playbook.with_name(REMOVE_PLAYBOOK.name)
+        return self._each(ctx, remove, check=False, ident="nodes-remove", action="delete")
 
 
 class NodesPhase:
