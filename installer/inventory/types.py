@@ -199,7 +199,8 @@ def _resolve_path(value: object, info: ValidationInfo) -> Path:
     path = Path(str(value)).expanduser()
     base = (info.context or {}).get("base_dir")
     if not path.is_absolute() and isinstance(base, Path):
-        path = base / path
+        # `..` taken out: the same file is one path however the inventory names it.
+        path = Path(os.path.normpath(base / path))
     return path
 
 
@@ -249,7 +250,7 @@ class SecretRef:
             return None
         path = Path(self.target).expanduser()
         if not path.is_absolute() and self._base_dir is not None:
-            path = self._base_dir / path
+            path = Path(os.path.normpath(self._base_dir / path))
         return path
 
     def resolve(self) -> SecretStr:

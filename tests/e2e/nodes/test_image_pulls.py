@@ -11,8 +11,11 @@ phase wrote, from inside the node's namespace, whose only route out is to the hu
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -320,6 +323,72 @@ def test_an_unreachable_node_fails_the_phase_by_name(
     assert run.rc == 3, run.tail
     assert f"node {lab.env['LAB_NODE_NAME']} ({lab.vm_user}@{gone}:22)" in run.tail
     assert "reachable on its SSH port" in run.tail
+
+
+NO_CONTAINERD_PORT = 2022
+# A second sshd on the node host whose sessions see its filesystem without containerd: /usr/bin
+# through an overlay that whites the binary out, in a mount namespace of the sshd's own (nothing
+# changes for the node's own sshd, its containerd or the host).
+_WITHOUT_CONTAINERD = """set -e
+mkdir -p "$T/upper" "$T/work"
+mount -t overlay overlay -o "lowerdir=/usr/bin,upperdir=$T/upper,workdir=$T/work" /usr/bin
+rm -f /usr/bin/containerd
+exec /usr/sbin/sshd -D -e -f "$T/sshd_config"
+"""
+
+
+@pytest.fixture
+def node_without_containerd(lab: Lab, tmp_path: Path) -> Iterator[Path]:
+    """The node host's address on port NO_CONTAINERD_PORT: the same host key and login, no
+    containerd. Yields the known_hosts file that pins it."""
+    addr = lab.env["LAB_NODE_ADDR"]
+    node_state = lab.state / "node"
+    config = (node_state / "sshd_config").read_text(encoding="utf-8")
+    config = config.replace(f"{addr}:22", f"{addr}:{NO_CONTAINERD_PORT}")
+    assert f":{NO_CONTAINERD_PORT}" in config, "the node's sshd_config no longer listens on :22"
+    (tmp_path / "sshd_config").write_text(config, encoding="utf-8")
+    log = (tmp_path / "sshd.log").open("w")
+    sshd = subprocess.Popen(
+        ["ip", "netns", "exec", lab.env["LAB_NODE_NETNS"], "unshare", "--mount",
+         "--propagation", "private", "bash", "-c", _WITHOUT_CONTAINERD],
+        env={**os.environ, "T": str(tmp_path)}, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection((addr, NO_CONTAINERD_PORT), timeout=1).close()
+                break
+            except OSError:
+                log.flush()
+                assert sshd.poll() is None, (tmp_path / "sshd.log").read_text(encoding="utf-8")
+                assert time.monotonic() < deadline, "the second sshd did not start in 30 s"
+                time.sleep(0.2)
+        key = (node_state / "ssh_host_ed25519_key.pub").read_text(encoding="utf-8").split()[:2]
+        yield _known_hosts(tmp_path, f"[{addr}]:{NO_CONTAINERD_PORT}", " ".join(key))
+    finally:
+        sshd.terminate()
+        sshd.wait(timeout=30)
+        log.close()
+
+
+def test_a_node_without_containerd_fails_the_phase_by_name(
+    lab: Lab, node_site: NodeSite, node_without_containerd: Path, tmp_path: Path
+) -> None:
+    config = Path(lab.env["LAB_NODE_CONTAINERD_CONFIG"])
+    before = config.read_bytes()
+    inventory = node_inventory(
+        lab, tmp_path / "no-containerd.yml", port=NO_CONTAINERD_PORT,
+        known_hosts=str(node_without_containerd),
+    )  # fmt: skip
+    run = run_bootstrap(inventory, tmp_path / "logs", plain_env(), "--only", "nodes")
+    assert run.rc == 1, run.tail
+    where = f"{lab.vm_user}@{lab.env['LAB_NODE_ADDR']}:{NO_CONTAINERD_PORT}"
+    assert f"node {lab.env['LAB_NODE_NAME']} ({where})" in run.tail
+    assert "no containerd on this node" in run.tail
+    assert "install containerd" in run.tail
+    # Refused before anything was written: the node's files are as the first run left them.
+    assert config.read_bytes() == before
 
 
 def test_a_node_with_another_host_key_is_refused_by_name(

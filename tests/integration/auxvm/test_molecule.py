@@ -1,12 +1,11 @@
-"""Each role's molecule scenario (syntax, converge, idempotence, verify) against the lab VM.
+"""Each role's molecule scenario against the lab VM: its converge (which must change nothing on
+the converged hub) and its verify (`run_molecule`, tests/fixtures/molecule.py).
 
 The scenarios use the delegated driver and the inventory the installer generated for the
 provisioned hub (`<lab state>/installer/ansible/aux-vm.inventory.json`): host key pinned, key,
 certificate and password paths. They run with the site lock held by `provisioned_hub`, one
 after the other: side by side they took longer in the whole test run (236 s against 215 s), the
-lanes already sharing two cores. The hub is converged already, so each first converge must
-change nothing either.
-"""
+lanes already sharing two cores."""
 
 from __future__ import annotations
 

@@ -43,6 +43,22 @@ def test_defaults_and_paths_relative_to_the_inventory(tmp_path: Path) -> None:
     assert access.private_key.path() == tmp_path / "nodes_ed25519"
 
 
+def test_a_file_named_through_a_parent_folder_is_one_path(tmp_path: Path) -> None:
+    # `../x/key` from one inventory and `<abs>/x/key` from another name the same file: the same
+    # path (what the auxvm drift probe's digest of its inputs compares).
+    site = tmp_path / "site"
+    site.mkdir()
+    block = GOOD.replace("file:nodes_ed25519", "file:../keys/nodes_ed25519").replace(
+        "known_hosts: nodes_known_hosts", "known_hosts: ../keys/known_hosts"
+    )
+    path = site / "site.yml"
+    path.write_text(BASE.read_text(encoding="utf-8") + block, encoding="utf-8")
+    access = load_inventory(path).clusters[0].node_ssh
+    assert access is not None
+    assert access.private_key.path() == tmp_path / "keys" / "nodes_ed25519"
+    assert str(access.known_hosts) == str(tmp_path / "keys" / "known_hosts")
+
+
 def test_explicit_addresses_and_jump(tmp_path: Path) -> None:
     block = GOOD + (
         "      port: 2222\n      become: false\n      jump: aux-vm\n"
