@@ -322,15 +322,23 @@ def read_vm(
 
 
 def tree_digest(root: Path, into: Any) -> None:
-    """Feed every file of `root` (relative name and content, sorted) into the hash `into`."""
+    """Feed every file of `root` (relative name and content, sorted) into the hash `into`.
+
+    Python's bytecode caches are left out: they are made from the sources beside them (which
+    are in) whenever Python imports one, as Ansible does with a role's filter plugins; counted,
+    the first import would change the digest with nothing changed."""
     if root.is_file():
         into.update(b"file\0")
         _file_into(root, into)
         return
     for path in sorted(root.rglob("*")):
-        if path.is_file():
+        if path.is_file() and not _bytecode(path.relative_to(root)):
             into.update(str(path.relative_to(root)).encode() + b"\0")
             _file_into(path, into)
+
+
+def _bytecode(relative: Path) -> bool:
+    return "__pycache__" in relative.parts or relative.suffix == ".pyc"
 
 
 def _file_into(path: Path, into: Any) -> None:

@@ -204,3 +204,23 @@ def test_the_inputs_digest_does_not_follow_where_a_controller_file_lives(tmp_pat
     # Set against unset is a difference (the play installs the program only when it is given).
     unset = inputs_digest({"hub_chartmuseum_binary_src": "", "port": 5000}, host, {}, [play])
     assert unset != digest(here)
+
+
+def test_python_bytecode_beside_a_roles_plugin_leaves_the_digest_as_it_was(tmp_path: Path) -> None:
+    """Ansible imports a role's filter plugins, and Python writes their bytecode beside them the
+    first time: that is no change of the play (it made every next auxvm run play in full)."""
+    plugins = tmp_path / "playbooks" / "roles" / "nodes" / "filter_plugins"
+    plugins.mkdir(parents=True)
+    (plugins / "edit.py").write_text("def f(x):\n    return x\n")
+    host = {"address": "10.0.0.2", "port": 22}
+
+    def digest() -> str:
+        return inputs_digest({"port": 5000}, host, {}, [tmp_path / "playbooks"])
+
+    before = digest()
+    (plugins / "__pycache__").mkdir()
+    (plugins / "__pycache__" / "edit.cpython-311.pyc").write_bytes(b"\x00bytecode")
+    (plugins / "stray.pyc").write_bytes(b"\x00bytecode")
+    assert digest() == before
+    (plugins / "edit.py").write_text("def f(x):\n    return 2 * x\n")
+    assert digest() != before
