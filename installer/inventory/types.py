@@ -193,15 +193,19 @@ LabelValue = Annotated[str, AfterValidator(_label_value)]
 # --- paths ----------------------------------------------------------------------------------
 
 
+def under_inventory(path: Path, base: Path | None) -> Path:
+    """`path` taken relative to the inventory's folder `base` when it is relative, `..` taken
+    out: the same file is one path however an inventory names it."""
+    if path.is_absolute() or base is None:
+        return path
+    return Path(os.path.normpath(base / path))
+
+
 def _resolve_path(value: object, info: ValidationInfo) -> Path:
     if not isinstance(value, str | Path) or not str(value).strip():
         raise ValueError("expected a file path")
-    path = Path(str(value)).expanduser()
     base = (info.context or {}).get("base_dir")
-    if not path.is_absolute() and isinstance(base, Path):
-        # `..` taken out: the same file is one path however the inventory names it.
-        path = Path(os.path.normpath(base / path))
-    return path
+    return under_inventory(Path(str(value)).expanduser(), base if isinstance(base, Path) else None)
 
 
 FilePath = Annotated[
@@ -248,10 +252,7 @@ class SecretRef:
         """The file a `file:` reference points at (resolved against the inventory folder)."""
         if self.kind != "file":
             return None
-        path = Path(self.target).expanduser()
-        if not path.is_absolute() and self._base_dir is not None:
-            path = Path(os.path.normpath(self._base_dir / path))
-        return path
+        return under_inventory(Path(self.target).expanduser(), self._base_dir)
 
     def resolve(self) -> SecretStr:
         """Read the secret. Raises BadInputError naming the reference (never the value)."""
