@@ -369,6 +369,13 @@ class AnsibleEngine:
             _close_masters(control)
             shutil.rmtree(pdd / "secrets", ignore_errors=True)
         artifacts = pdd / "artifacts" / run.ident
+        missed = _unread_events(artifacts)
+        if missed:
+            # ansible-runner gives up reading the play's last output after 5 s (a loaded
+            # machine); the callback's own copies of those events are still there.
+            log.info("ansible: %d event(s) read from the run's artifacts", len(missed))
+            for event in missed:
+                collector.handle(event)
         status: RunStatus = runner.status if runner.status in _STATUSES else "error"
         result = PlaybookResult(
             status=status,
@@ -394,6 +401,23 @@ class AnsibleEngine:
 
 
 _STATUSES = frozenset({"successful", "failed", "timeout", "canceled"})
+
+
+def _unread_events(artifacts: Path) -> list[dict[str, Any]]:
+    """Events the play's callback wrote that ansible-runner never handed to the event handler, in
+    order. The runner reads events from the play's output and takes each one's data from the
+    callback's `job_events/<uuid>-partial.json`, removing it; its last read of the output ends
+    after 5 seconds, and on a loaded machine the final events (a failed task's, the stats) can
+    be left there unread."""
+    found: list[dict[str, Any]] = []
+    for path in (artifacts / "job_events").glob("*-partial.json"):
+        try:
+            event = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(event, dict):
+            found.append(event)
+    return sorted(found, key=lambda event: int(event.get("counter") or 0))
 
 
 def _search_path() -> str:

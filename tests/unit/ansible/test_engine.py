@@ -165,6 +165,38 @@ def test_failed_task_is_a_result_with_its_message(tmp_path: Path) -> None:
     assert any(p.kind == "failed" for p in seen)
 
 
+def test_events_the_runner_left_unread_still_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ansible-runner stops reading the play's output 5 s after it ends; on a loaded machine the
+    last events (the failed task's) stay unread, as `<uuid>-partial.json` files. Here the runner
+    is made to leave the failure unread that way: the result still names the failed task."""
+    import ansible_runner
+
+    real_run = ansible_runner.run
+
+    def run_leaving_failures_unread(**kwargs: Any) -> Any:
+        handler = kwargs["event_handler"]
+        artifacts = Path(kwargs["private_data_dir"]) / "artifacts" / kwargs["ident"]
+
+        def dropping(event: dict[str, Any]) -> bool:
+            if event.get("event") == "runner_on_failed":
+                partial = artifacts / "job_events" / f"{event['uuid']}-partial.json"
+                partial.write_text(json.dumps(event), encoding="utf-8")
+                return False
+            return bool(handler(event))
+
+        return real_run(**{**kwargs, "event_handler": dropping})
+
+    monkeypatch.setattr(ansible_runner, "run", run_leaving_failures_unread)
+    result, _ = _run(tmp_path, fail=True)
+    assert result.status == "failed"
+    failure = result.first_failure
+    assert failure is not None, "the failed task's event was not read from the artifacts"
+    assert failure.task == "Fail when asked"
+    assert failure.message == "broken on purpose; remedy: do not ask"
+
+
 def test_check_mode_changes_nothing(tmp_path: Path) -> None:
     result, _ = _run(tmp_path, fail=False, check=True)
     assert result.ok
