@@ -46,10 +46,10 @@ typecheck: setup
 unit: setup
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
-# The static checks (lint, typecheck) beside lab/up, then one pytest-xdist session over every
-# tier, in lanes (tests/conftest.py): the lab site's tests on one worker from the start, the
-# stacks' e2e tests on a cluster of their own beside them, the unit and integration tests on the
-# other workers (scripts/test).
+# The static checks (lint, typecheck) beside the lab's two sites' lab/up, then two pytest
+# sessions at once (scripts/test): the whole-site bootstrap and nodes modules on the second site
+# (LAB_SITE=b), every other test on the first in one pytest-xdist session in lanes
+# (tests/conftest.py).
 test: setup lab-tools
 	PATH="$(abspath $(VENV))/bin:$$PATH" PYTEST_WORKERS=$(PYTEST_WORKERS) scripts/test $(PYTEST_ARGS)
 

@@ -6,12 +6,24 @@ LAB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$LAB_DIR/.." && pwd)"
 # shellcheck source=lab/versions.env
 source "$LAB_DIR/versions.env"
+# A second lab site beside the first (LAB_SITE=b): its own ports, names, addresses, user and
+# state folder, from lab/sites/<site>.env over versions.env; the toolchain cache is shared.
+LAB_SITE="${LAB_SITE:-}"
+if [[ -n "$LAB_SITE" ]]; then
+  [[ "$LAB_SITE" =~ ^[a-z][a-z0-9]*$ && -s "$LAB_DIR/sites/$LAB_SITE.env" ]] || {
+    printf '[lab] error: LAB_SITE=%s names no site; the sites are: %s\n' "$LAB_SITE" \
+      "$(cd "$LAB_DIR/sites" 2>/dev/null && ls -- *.env 2>/dev/null | sed 's/\.env$//' | tr '\n' ' ')" >&2
+    exit 1
+  }
+  # shellcheck source=/dev/null
+  source "$LAB_DIR/sites/$LAB_SITE.env"
+fi
 
 # Built tools live outside the repo, keyed by tool and version, so a fresh clone reuses them.
 LAB_CACHE="${LAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/onprem-installer/lab}"
 # Runtime state of a running lab (pids, logs, certificates, kubeconfig). Never committed.
-LAB_STATE="${LAB_STATE:-$LAB_DIR/.state}"
-export LAB_DIR REPO_DIR LAB_CACHE LAB_STATE
+LAB_STATE="${LAB_STATE:-$LAB_DIR/.state${LAB_SITE:+-$LAB_SITE}}"
+export LAB_DIR REPO_DIR LAB_CACHE LAB_STATE LAB_SITE
 
 log()  { printf '[lab] %s\n' "$*" >&2; }
 die()  { printf '[lab] error: %s\n' "$*" >&2; exit 1; }
@@ -115,15 +127,20 @@ port_free() {
 # Keycloak). One CA for the stand-in "internet", apart from the cluster's own PKI.
 LAB_CA_DIR="$LAB_STATE/ca"
 
-# lab_ca: create the lab CA once (key 0600); prints the CA certificate's path.
+# _lab_ca_make: create the lab CA if it is missing (key 0600). Callers hold the CA's lock.
+_lab_ca_make() {
+  [[ -s "$LAB_CA_DIR/ca.crt" ]] && return 0
+  (umask 077; openssl genrsa -out "$LAB_CA_DIR/ca.key" 2048 2>/dev/null)
+  openssl req -x509 -new -key "$LAB_CA_DIR/ca.key" -sha256 -days 825 -subj "/CN=onprem-installer lab CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -out "$LAB_CA_DIR/ca.crt" 2>/dev/null
+}
+
+# lab_ca: create the lab CA once; prints the CA certificate's path. Components that start side
+# by side (lab/up) take the CA's lock, so two never make two CAs or sign with one serial.
 lab_ca() {
   mkdir -p "$LAB_CA_DIR"
-  if [[ ! -s "$LAB_CA_DIR/ca.crt" ]]; then
-    (umask 077; openssl genrsa -out "$LAB_CA_DIR/ca.key" 2048 2>/dev/null)
-    openssl req -x509 -new -key "$LAB_CA_DIR/ca.key" -sha256 -days 825 -subj "/CN=onprem-installer lab CA" \
-      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
-      -out "$LAB_CA_DIR/ca.crt" 2>/dev/null
-  fi
+  (flock 9; _lab_ca_make) 9>"$LAB_CA_DIR/.lock"
   printf '%s\n' "$LAB_CA_DIR/ca.crt"
 }
 
@@ -132,14 +149,18 @@ lab_ca() {
 lab_cert() {
   local name="$1"; shift
   local san; san="$(IFS=,; printf '%s' "$*")"
-  lab_ca >/dev/null
-  [[ -s "$LAB_CA_DIR/$name.crt" && -s "$LAB_CA_DIR/$name.key" ]] && return 0
-  (umask 077; openssl genrsa -out "$LAB_CA_DIR/$name.key" 2048 2>/dev/null)
-  openssl req -new -key "$LAB_CA_DIR/$name.key" -subj "/CN=$name" -out "$LAB_CA_DIR/$name.csr" 2>/dev/null
-  openssl x509 -req -in "$LAB_CA_DIR/$name.csr" -CA "$LAB_CA_DIR/ca.crt" -CAkey "$LAB_CA_DIR/ca.key" \
-    -CAcreateserial -days 825 -sha256 -out "$LAB_CA_DIR/$name.crt" \
-    -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' "$san") 2>/dev/null
-  rm -f "$LAB_CA_DIR/$name.csr"
+  mkdir -p "$LAB_CA_DIR"
+  (
+    flock 9
+    _lab_ca_make
+    [[ -s "$LAB_CA_DIR/$name.crt" && -s "$LAB_CA_DIR/$name.key" ]] && exit 0
+    (umask 077; openssl genrsa -out "$LAB_CA_DIR/$name.key" 2048 2>/dev/null)
+    openssl req -new -key "$LAB_CA_DIR/$name.key" -subj "/CN=$name" -out "$LAB_CA_DIR/$name.csr" 2>/dev/null
+    openssl x509 -req -in "$LAB_CA_DIR/$name.csr" -CA "$LAB_CA_DIR/ca.crt" -CAkey "$LAB_CA_DIR/ca.key" \
+      -CAcreateserial -days 825 -sha256 -out "$LAB_CA_DIR/$name.crt" \
+      -extfile <(printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' "$san") 2>/dev/null
+    rm -f "$LAB_CA_DIR/$name.csr"
+  ) 9>"$LAB_CA_DIR/.lock"
 }
 
 # lab_secret FILE: print the secret kept in FILE, creating it (random, 0600) the first time.

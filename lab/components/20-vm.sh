@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # 20-vm: the site's spare VM, played by a network namespace joined to the host by a veth pair,
-# with its own sshd, host key and sudo user. The installer reaches it only over SSH.
+# with its own sshd, host key and sudo user, and a root file system of its own: this machine's,
+# read-only beneath the VM's disk ($LAB_STATE/vm/disk, lab/vm/boot.sh), so nothing the installer
+# writes on the VM lands in this machine's folders. The installer reaches it only over SSH.
 # VERB: build | up | down | status.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
@@ -87,6 +89,18 @@ vm_sshd_config() {
     die "vm: sshd rejects $VM_STATE/sshd_config; see $(logfile vm-sshd)"
 }
 
+# vm_on_root_fs: what the VM's sshd reads from this machine (its configuration and host key, the
+# user's authorized keys) must be on the root file system: the VM's root is an overlay of / alone
+# (lab/vm/boot.sh), without the file systems mounted under it.
+vm_on_root_fs() {
+  local path mnt
+  for path in "$VM_STATE" "$(getent passwd "$LAB_VM_USER" | cut -d: -f6)"; do
+    mnt="$(findmnt -n -o TARGET -T "$path" 2>/dev/null || printf '/')"
+    [[ "$mnt" == / ]] ||
+      die "vm: $path is on the file system mounted at $mnt; the lab VM sees only the root file system (lab/vm/boot.sh): put LAB_STATE and /home there"
+  done
+}
+
 vm_listening() { in_vm ss -Hltn "sport = :$LAB_VM_SSH_PORT" | grep -q "$LAB_VM_ADDR:$LAB_VM_SSH_PORT"; }
 
 # vm_ssh CMD...: run CMD on the VM as the lab user, the way the installer will: strict host keys.
@@ -118,11 +132,18 @@ vm_up() {
   vm_keys
   vm_user
   vm_sshd_config
+  vm_on_root_fs
   if ! is_alive vm-sshd && vm_listening; then
     die "vm: port $LAB_VM_ADDR:$LAB_VM_SSH_PORT in $NS is already in use by a process the lab did not start"
   fi
   forget_dead vm-sshd
-  start_daemon vm-sshd ip netns exec "$NS" "$SSHD" -D -e -f "$VM_STATE/sshd_config"
+  if ! is_alive vm-sshd; then
+    # A VM whose sshd died is booted again, as a machine would be: what still ran in it stops
+    # (it holds the old boot's disk), and its disk is kept.
+    vm_stop_processes
+    start_daemon vm-sshd ip netns exec "$NS" unshare --mount --propagation private \
+      "$LAB_DIR/vm/boot.sh" "$VM_STATE/disk" "$SSHD" -D -e -f "$VM_STATE/sshd_config"
+  fi
   wait_for vm-sshd 30 vm_ssh sudo -n /usr/bin/python3 -V
   write_env
   log "vm up: ssh -i $VM_STATE/id_ed25519 -o UserKnownHostsFile=$VM_STATE/known_hosts $LAB_VM_USER@$LAB_VM_ADDR"
@@ -142,23 +163,26 @@ wait_gone() {
   log "vm: processes still ending after 5 s: $*"
 }
 
+# vm_stop_processes: end whatever still runs in the VM (SSH sessions, the hub's services): all of
+# it was started through the lab's sshd, inside the VM's namespaces.
+vm_stop_processes() {
+  local pids
+  netns_exists || return 0
+  pids="$(ip netns pids "$NS" 2>/dev/null || true)"
+  [[ -n "$pids" ]] || return 0
+  # shellcheck disable=SC2086
+  kill -TERM $pids 2>/dev/null || true
+  sleep 1
+  pids="$(ip netns pids "$NS" 2>/dev/null || true)"
+  # shellcheck disable=SC2086
+  [[ -z "$pids" ]] || kill -KILL $pids 2>/dev/null || true
+  wait_gone $pids
+}
+
 vm_down() {
-  local pids home
+  local home
   stop_daemon vm-sshd
-  if netns_exists; then
-    # Whatever still runs in the VM (SSH sessions, services a test started there) was started
-    # through the lab's sshd; it goes with the VM.
-    pids="$(ip netns pids "$NS" 2>/dev/null || true)"
-    if [[ -n "$pids" ]]; then
-      # shellcheck disable=SC2086
-      kill -TERM $pids 2>/dev/null || true
-      sleep 1
-      pids="$(ip netns pids "$NS" 2>/dev/null || true)"
-      # shellcheck disable=SC2086
-      [[ -z "$pids" ]] || kill -KILL $pids 2>/dev/null || true
-      wait_gone $pids
-    fi
-  fi
+  vm_stop_processes
   # Deleting the host side takes the VM side with it at once; a namespace's own devices go
   # later, in the kernel's background clean-up, so the pair is not left to the namespace.
   ip link del "$VETH_HOST" 2>/dev/null || true

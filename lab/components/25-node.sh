@@ -110,7 +110,7 @@ EOF
   cat >"$NODE_STATE/restart-containerd" <<EOF
 #!/bin/sh
 # Restart the lab node's containerd (lab/components/25-node.sh); what a node's systemctl would do.
-exec env LAB_STATE="$LAB_STATE" LAB_CACHE="$LAB_CACHE" bash "$LAB_DIR/components/25-node.sh" restart-containerd
+exec env LAB_SITE="$LAB_SITE" LAB_STATE="$LAB_STATE" LAB_CACHE="$LAB_CACHE" bash "$LAB_DIR/components/25-node.sh" restart-containerd
 EOF
   chmod 0755 "$NODE_STATE/restart-containerd"
 }

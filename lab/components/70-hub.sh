@@ -9,22 +9,30 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
-HOSTS_TAG="# onprem-installer lab hub"
-HUB_NAME="hub.ml.lab.test"   # inventories/lab.yml: aux_vm.hostname
+# The line's mark ends the line; the second site's differs (a mark that ends the other's line
+# would take it away).
+HOSTS_TAG="# onprem-installer lab hub${LAB_SITE:+ of site $LAB_SITE}"
+HUB_NAME="$LAB_HUB_NAME"   # the site's inventory: aux_vm.hostname
 # Keyed by the hashed lockfile they are downloaded from (requirements/devpi.lock).
 wheels_dir() {
   printf '%s\n' "$LAB_CACHE/devpi-wheels-$DEVPI_SERVER_VERSION-$(sha256sum "$REPO_DIR/requirements/devpi.lock" | cut -c1-12)"
 }
 programs_dir() { printf '%s\n' "$LAB_STATE/hub-programs"; }
-# What the installer puts on the VM (playbooks/roles/hub/common/defaults, inventories/lab.yml).
-# The lab VM shares this machine's file system, so a new lab starts by clearing what an earlier
-# lab's hub left there, as a fresh VM would have none of it.
-HUB_DIRS=(/etc/onprem-hub /opt/onprem-hub /run/onprem-hub /var/log/onprem-hub /var/lib/onprem-hub)
-FRESH_MARK="$LAB_STATE/hub.fresh"
+# hosts_marked: this site's /etc/hosts lines (those ending with its mark).
+hosts_marked() { awk -v t=" $HOSTS_TAG" 'length($0) > length(t) && substr($0, length($0) - length(t) + 1) == t' /etc/hosts; }
+# Two sites change /etc/hosts, maybe at once (scripts/test takes them down together): one at a time.
+HOSTS_LOCK=/tmp/onprem-lab-hosts.lock
 
-clear_vm_hub() {
-  local d
-  for d in "${HUB_DIRS[@]}"; do rm -rf -- "$d"; done
+hosts_add() {
+  [[ -n "$(hosts_marked)" ]] || printf '%s %s %s\n' "$LAB_VM_ADDR" "$HUB_NAME" "$HOSTS_TAG" >>/etc/hosts
+}
+
+hosts_drop() {
+  local kept
+  [[ -n "$(hosts_marked)" ]] || return 0
+  # /etc/hosts may be a bind mount: rewrite it in place rather than replacing the file.
+  kept="$(grep -vxF -f <(hosts_marked) /etc/hosts || true)"
+  printf '%s\n' "$kept" >/etc/hosts
 }
 
 chartmuseum() {
@@ -35,6 +43,8 @@ chartmuseum() {
 build() {
   local dir logf
   dir="$(wheels_dir)"
+  [[ -s "$dir/devpi_server-$DEVPI_SERVER_VERSION-py3-none-any.whl" ]] && return 0
+  component_lock 70-hub
   [[ -s "$dir/devpi_server-$DEVPI_SERVER_VERSION-py3-none-any.whl" ]] && return 0
   logf="$(logfile build-devpi-wheels)"
   log "devpi-server $DEVPI_SERVER_VERSION wheels: downloading (log $logf)"
@@ -48,13 +58,7 @@ build() {
 up() {
   # shellcheck source=/dev/null
   source "$LAB_STATE/env.d/vm.env"
-  if [[ ! -e "$FRESH_MARK" ]]; then
-    clear_vm_hub
-    : >"$FRESH_MARK"
-  fi
-  if ! grep -qF "$HOSTS_TAG" /etc/hosts; then
-    printf '%s %s %s\n' "$LAB_VM_ADDR" "$HUB_NAME" "$HOSTS_TAG" >>/etc/hosts
-  fi
+  (flock 9; hosts_add) 9>"$HOSTS_LOCK"
   # The hub's programs as inventories/lab.yml names them (aux_vm.programs_dir), laid out as
   # `airgap-bundle --hub-from` takes them: the installer needs no environment to find them.
   rm -rf "$(programs_dir)"; mkdir -p "$(programs_dir)"
@@ -68,13 +72,9 @@ up() {
 }
 
 down() {
-  if grep -qF "$HOSTS_TAG" /etc/hosts; then
-    # /etc/hosts may be a bind mount: rewrite it in place rather than replacing the file.
-    local kept; kept="$(grep -vF "$HOSTS_TAG" /etc/hosts)"
-    printf '%s\n' "$kept" >/etc/hosts
-  fi
-  rm -rf "$LAB_STATE/env.d/hub.env" "$FRESH_MARK" "$(programs_dir)"
-  clear_vm_hub
+  (flock 9; hosts_drop) 9>"$HOSTS_LOCK"
+  # What the hub put on the VM went with the VM's disk (20-vm down).
+  rm -rf "$LAB_STATE/env.d/hub.env" "$(programs_dir)"
   # The installer's state of the lab site (inventories/lab.yml: journal, Pulumi stacks, hub PKI
   # and passwords) describes a site that is now gone: the cluster's etcd, Keycloak's database and
   # the hub were just removed. Kept, a later lab's bootstrap or destroy would act on stacks whose
@@ -83,7 +83,7 @@ down() {
 }
 
 status() {
-  if grep -qF "$HOSTS_TAG" /etc/hosts; then
+  if [[ -n "$(hosts_marked)" ]]; then
     printf 'hub\tready\t%s resolves here\n' "$HUB_NAME"
   else
     printf 'hub\tdown\t%s does not resolve here\n' "$HUB_NAME"; return 1

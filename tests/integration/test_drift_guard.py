@@ -45,7 +45,7 @@ def guard(lab: Path, *tools: str, cache: Path | None = None) -> subprocess.Compl
 def lab_copy(tmp_path: Path) -> Path:
     """lab/ without its runtime state, to change by hand."""
     copy = tmp_path / "lab"
-    shutil.copytree(LAB_DIR, copy, ignore=shutil.ignore_patterns(".state"))
+    shutil.copytree(LAB_DIR, copy, ignore=shutil.ignore_patterns(".state", ".state-*"))
     return copy
 
 

@@ -22,6 +22,7 @@ from installer.airgap.hub import ChartMuseum
 from installer.release import ReleaseManifest, load_release
 from tests.fixtures.auxvm import Hub
 from tests.fixtures.hubservices import Server
+from tests.fixtures.lab import site_inventory
 from tests.fixtures.lab_services import LabServices
 from tests.fixtures.registries import PASSWORD, USER, Registry
 from tests.integration.airgap.helpers import keypair, load_args, skopeo_digest
@@ -137,7 +138,7 @@ def test_lab_bundle_loads_into_the_vm_hub(
     """Into the VM's registry, ChartMuseum and DevPI, with the site CA and the generated
     password from the state folder (`--inventory`); the VM is reached by its address."""
     hub = session_hub
-    inventory = REPO / "inventories" / "lab.yml"
+    inventory = site_inventory("lab")
     run = [
         *CLI, "--log-dir", str(tmp_path / "logs"), "airgap-load", str(lab_bundle.path),
         "--verify-key", str(lab_bundle.pub), "--inventory", str(inventory),

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.fixtures.auxvm import chartmuseum_binary, devpi_wheelhouse
-from tests.fixtures.lab import REPO, Lab, site_lock  # noqa: F401  (re-exported for the e2e tests)
+from tests.fixtures.lab import REPO, Lab, site_inventory, site_lock  # noqa: F401  (re-exported)
 
-LAB_INVENTORY = REPO / "inventories" / "lab.yml"
+# inventories/lab.yml, or its translation for the lab site this session works on (LAB_SITE).
+LAB_INVENTORY = site_inventory("lab")
 
 
 def tool_env(lab: Lab) -> dict[str, str]:

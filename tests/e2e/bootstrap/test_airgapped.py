@@ -36,12 +36,12 @@ from installer.state import StateDir
 from tests.e2e.bootstrap.cli import installer, site_lock, tool_env
 from tests.e2e.bootstrap.runs import Bootstrap, hub_data_left, run_bootstrap, upstream
 from tests.fixtures.auxvm import chartmuseum_binary, devpi_wheelhouse
-from tests.fixtures.lab import REPO, Lab
+from tests.fixtures.lab import REPO, Lab, site_inventory
 from tests.fixtures.lab_services import LabServices
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-INVENTORY = REPO / "inventories" / "lab-airgap.yml"
+INVENTORY = site_inventory("lab-airgap")
 
 
 @dataclass(frozen=True)

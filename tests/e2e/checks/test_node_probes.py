@@ -5,18 +5,14 @@ the test inventory maps node h100-1 to the VM's address (`node_ssh.addresses`), 
 key pinned in the lab's known_hosts. The VM has no GPU, so a test-only `nvidia-smi` prints a
 recorded output (tests/fixtures/nvidia_smi). It lives in a folder of its own that a line at the
 top of the VM user's ~/.bashrc puts first on PATH (bash reads ~/.bashrc for commands sshd runs);
-both go when the module ends. The VM shares this machine's filesystem, so they are written here.
+both are written over SSH (the VM has a file system of its own) and go when the module ends.
 A loop device on the VM stands in for an OpenEBS disk of h100-1 (raw, then formatted).
 """
 
 from __future__ import annotations
 
-import os
-import pwd
-import shutil
-import stat
+import shlex
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -58,40 +54,31 @@ def held_site() -> Iterator[None]:
 def shim(lab: Lab) -> Iterator[Callable[[str], None]]:
     """Put the test-only nvidia-smi on the VM user's PATH; `use(name)` picks its fixture.
 
-    Leaves the VM as found: the folder is removed and ~/.bashrc gets its exact bytes, mode and
-    owner back (or is removed if it did not exist).
+    Leaves the VM as found: the folder is removed and ~/.bashrc gets its exact bytes back in
+    place (or is removed if it did not exist).
     """
-    user = pwd.getpwnam(lab.vm_user)
-    folder = Path(tempfile.mkdtemp(prefix="onprem-chk-nvsmi-"))
-    bashrc = Path(user.pw_dir) / ".bashrc"
-    before = bashrc.read_bytes() if bashrc.exists() else None
-    mode = stat.S_IMODE(bashrc.stat().st_mode) if before is not None else 0o644
+    folder = lab.vm_run("mktemp -d /tmp/onprem-chk-nvsmi-XXXXXX").stdout.decode().strip()
+    saved = f"{folder}.bashrc"
+    lab.vm_run(f"chmod 0755 {folder} && if [ -e ~/.bashrc ]; then cp -p ~/.bashrc {saved}; fi")
     try:
-        folder.chmod(0o755)
-        tool = folder / "nvidia-smi"
-        tool.write_text(SHIM)
-        tool.chmod(0o755)
-        line = f'PATH="{folder}:$PATH"  {MARK}\n'.encode()
-        bashrc.write_bytes(line + (before or b""))
-        os.chown(bashrc, user.pw_uid, user.pw_gid)
-        bashrc.chmod(mode)
+        lab.vm_run(f"cat >{folder}/nvidia-smi && chmod 0755 {folder}/nvidia-smi", SHIM)
+        line = f'PATH="{folder}:$PATH"  {MARK}'
+        lab.vm_run(
+            f"{{ printf '%s\\n' {shlex.quote(line)}; cat {saved} 2>/dev/null; }} >{folder}.new"
+            f" && cat {folder}.new >~/.bashrc && rm {folder}.new"
+        )
 
         def use(name: str) -> None:
-            for old in ("query.csv", "list.txt", "output.txt", "rc"):
-                (folder / old).unlink(missing_ok=True)
+            lab.vm_run(f"cd {folder} && rm -f query.csv list.txt output.txt rc")
             for recorded in (FIXTURES / name).iterdir():
-                shutil.copyfile(recorded, folder / recorded.name)
-                (folder / recorded.name).chmod(0o644)
+                lab.vm_run(f"cat >{folder}/{recorded.name}", recorded.read_bytes())
 
         yield use
     finally:
-        if before is None:
-            bashrc.unlink(missing_ok=True)
-        else:
-            bashrc.write_bytes(before)
-            os.chown(bashrc, user.pw_uid, user.pw_gid)
-            bashrc.chmod(mode)
-        shutil.rmtree(folder, ignore_errors=True)
+        lab.vm_run(
+            f"if [ -e {saved} ]; then cat {saved} >~/.bashrc; else rm -f ~/.bashrc; fi;"
+            f" rm -rf {folder} {saved} {folder}.new"
+        )
 
 
 def node_ssh(lab: Lab, **fields: Any) -> dict[str, Any]:

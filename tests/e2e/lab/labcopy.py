@@ -17,7 +17,7 @@ from tests.fixtures.lab import LAB_DIR, REPO, read_versions
 def copy_lab(dest: Path, changes: Mapping[str, str]) -> Path:
     """Copy lab/ (without its state) to dest/lab, setting each NAME=value of `changes`."""
     lab_copy = dest / "lab"
-    shutil.copytree(LAB_DIR, lab_copy, ignore=shutil.ignore_patterns(".state"))
+    shutil.copytree(LAB_DIR, lab_copy, ignore=shutil.ignore_patterns(".state", ".state-*"))
     versions = lab_copy / "versions.env"
     text = versions.read_text()
     for name, value in changes.items():

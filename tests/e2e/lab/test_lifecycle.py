@@ -152,7 +152,7 @@ def test_namespace_failure_is_one_line() -> None:
 def run_vm_up_unprivileged(top: Path) -> subprocess.CompletedProcess[str]:
     """Run a copy of 20-vm.sh up as nobody, with its own state and namespace name."""
     lab_copy = top / "lab"
-    shutil.copytree(LAB_DIR, lab_copy, ignore=shutil.ignore_patterns(".state"))
+    shutil.copytree(LAB_DIR, lab_copy, ignore=shutil.ignore_patterns(".state", ".state-*"))
     versions = lab_copy / "versions.env"
     versions.write_text(
         versions.read_text().replace("LAB_VM_NETNS=onprem-lab-vm", "LAB_VM_NETNS=onprem-lab-denied")

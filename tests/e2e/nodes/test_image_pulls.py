@@ -204,7 +204,8 @@ def test_verify_pulls_through_the_nodes_runtime_by_upstream_name(
 def test_the_sandbox_image_comes_from_the_hub(lab: Lab, node_site: NodeSite) -> None:
     assert node_site.pause_after.returncode == 0, node_site.pause_after.stderr
     text = Path(lab.env["LAB_NODE_CONTAINERD_CONFIG"]).read_text(encoding="utf-8")
-    assert f'sandbox_image = "hub.ml.lab.test:5000/{PAUSE}"' in text
+    hub = load_inventory(node_site.inventory).aux_vm.hostname
+    assert f'sandbox_image = "{hub}:5000/{PAUSE}"' in text
 
 
 def test_the_node_keeps_its_own_settings_and_the_password_is_root_only(
@@ -314,7 +315,7 @@ def test_an_unreachable_node_fails_the_phase_by_name(
 ) -> None:
     # Its key pinned under the address that answers nothing: the connection itself fails.
     key = Path(lab.env["LAB_NODE_KNOWN_HOSTS"]).read_text(encoding="utf-8").split(" ", 1)[1]
-    gone = "10.213.1.99"
+    gone = lab.env["LAB_NODE_ADDR"].rsplit(".", 1)[0] + ".99"
     inventory = node_inventory(
         lab, tmp_path / "gone.yml", addresses={lab.env["LAB_NODE_NAME"]: gone},
         known_hosts=str(_known_hosts(tmp_path, gone, key.strip())),

@@ -179,8 +179,9 @@ def test_port_taken_on_the_vm_fails_before_any_change(
 
 @pytest.fixture
 def sudo_taken_away(provisioned_hub: Hub, tmp_path: Path) -> Iterator[Path]:
-    """The VM's SSH user without its sudo rule (the lab VM shares this machine's /etc, and
-    `lab/components/20-vm.sh up` writes the rule again should this test be killed)."""
+    """The VM's SSH user without its sudo rule (the VM's /etc is this machine's beneath the VM's
+    disk, and the hub never writes this rule, so the VM reads it from here; `lab/components/
+    20-vm.sh up` writes the rule again should this test be killed)."""
     rule = Path(f"/etc/sudoers.d/onprem-lab-{provisioned_hub.vm.user}")
     aside = tmp_path / rule.name
     assert rule.is_file(), rule

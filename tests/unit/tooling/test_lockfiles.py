@@ -4,6 +4,7 @@ the Python lockfiles agree with pyproject.toml and constraints.txt and hash ever
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -32,15 +33,19 @@ ANCHORS = {
 
 
 def lab_scripts() -> list[Path]:
-    """Every script of lab/ (not its runtime state)."""
-    state = LAB_DIR / ".state"
-    return [
-        p
-        for p in sorted(LAB_DIR.rglob("*"))
-        if p.is_file()
-        and state not in p.parents
-        and (p.suffix == ".sh" or (p.suffix == "" and p.read_bytes()[:2] == b"#!"))
-    ]
+    """Every script of lab/, not the sites' runtime state (lab/.state, lab/.state-<site>: the
+    second site comes up while a test run collects)."""
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(LAB_DIR):
+        if Path(folder) == LAB_DIR:
+            dirs[:] = [d for d in dirs if not d.startswith(".state")]
+        for name in files:
+            path = Path(folder) / name
+            if path.is_file() and (
+                path.suffix == ".sh" or (path.suffix == "" and path.read_bytes()[:2] == b"#!")
+            ):
+                found.append(path)
+    return sorted(found)
 
 
 def code_lines(path: Path) -> list[tuple[int, str]]:
