@@ -68,8 +68,18 @@ build_charts() {
   prune_stale upstream-charts "$d"
 }
 
+# devpi_venv_whole: the venv's programs are there and start from where the venv is now (a venv
+# names its own folder in its scripts: a cache moved or copied elsewhere leaves them pointing at
+# the old place).
+devpi_venv_whole() {
+  local b
+  for b in devpi-server devpi devpi-init; do
+    [[ -x "$DEVPI_VENV/bin/$b" && "$(head -n1 "$DEVPI_VENV/bin/$b")" == "#!$DEVPI_VENV/bin/python"* ]] || return 1
+  done
+}
+
 build_devpi() {
-  [[ -x "$DEVPI_VENV/bin/devpi-server" && -x "$DEVPI_VENV/bin/devpi" ]] && return 0
+  devpi_venv_whole && return 0
   local logf; logf="$(logfile build-devpi)"
   log "devpi-server $DEVPI_SERVER_VERSION: installing into $DEVPI_VENV (log $logf)"; local t0=$SECONDS
   rm -rf "$DEVPI_VENV"
