@@ -1,7 +1,9 @@
-"""Acceptance checks that schedule real pods: presets land on their pools, job nodes stay closed.
+"""Acceptance checks that schedule real pods: presets land on their pools and start there, job
+nodes stay closed.
 
 Each pod is built exactly as the job controller builds a job's pod (`installer.site`): required
 node affinity on the pool label `In [pools]`, the preset's tolerations, requests equal to limits.
+A preset's pod must also start: its node pulls the probe image from the hub and runs it.
 Pods live in one namespace per run, labelled as the installer's, and are deleted when the check
 ends, pass or fail; the namespace is deleted when the run ends.
 """
@@ -20,7 +22,7 @@ from installer.checks.catalog import make
 from installer.checks.context import SiteAccess
 from installer.checks.framework import Check, Finding, passed, problem
 from installer.checks.preflight_kube import pool_members
-from installer.engines.kube import Kube, PodState
+from installer.engines.kube import PULL_FAILURE_REASONS, Kube, PodState
 from installer.errors import FailedError
 from installer.inventory.models import Cluster, NodePool, Preset
 from installer.site import (
@@ -36,8 +38,18 @@ log = logging.getLogger("installer.checks")
 MANAGED_BY = {"app.kubernetes.io/managed-by": "onprem-installer"}
 PURPOSE_LABEL = "onprem-installer/purpose"
 PROBE_IMAGE = "busybox:latest"
-"""The platform's guide has every node preload busybox, so the pod never waits on a pull."""
+"""Small, in the release (so on the hub); the node pulls it from there as it pulls every image."""
 SCHEDULE_WAIT_S = 40.0
+START_WAIT_S = 120.0
+"""How long a scheduled pod may take to pull its image and start."""
+START_FAILURES = PULL_FAILURE_REASONS | {
+    "CreateContainerError",
+    "CreateContainerConfigError",
+    "RunContainerError",
+}
+"""Why a container waits when its node cannot start it: no use waiting longer."""
+SANDBOX_FAILURE = "FailedCreatePodSandBox"
+"""The event a kubelet reports when the runtime cannot make the pod's sandbox (its pause image)."""
 NAMESPACE_READY_S = 30.0
 STALE_AFTER_S = 3600.0
 """A verify namespace this old is left from an interrupted run (a run takes minutes)."""
@@ -171,6 +183,28 @@ def _schedule(kube: Kube, namespace: str, manifest: dict[str, Any]) -> PodState:
     return state
 
 
+def _start(kube: Kube, namespace: str, state: PodState) -> str | None:
+    """Wait until the scheduled pod's containers started; why not, or None when they did."""
+    deadline = time.monotonic() + START_WAIT_S
+    current: PodState | None = state
+    while current is not None and not current.started:
+        reason = (current.waiting or "").partition(":")[0]
+        if reason in START_FAILURES:
+            return current.waiting
+        sandbox = [
+            w for w in kube.pod_warnings(namespace, state.name) if w.startswith(SANDBOX_FAILURE)
+        ]
+        if sandbox:
+            return sandbox[-1]
+        if current.phase == "Failed":
+            return f"the pod failed ({current.waiting or 'no container started'})"
+        if time.monotonic() > deadline:
+            return f"not started within {START_WAIT_S:g}s ({current.waiting or current.phase})"
+        time.sleep(0.5)
+        current = kube.pod(namespace, state.name)
+    return None if current is not None else "the pod disappeared before it started"
+
+
 def diagnose(kube: Kube, cluster: Cluster, pools: list[str], tolerated: set[str]) -> str:
     """Why nodes the inventory puts in `pools` may refuse a pod: wrong label, extra taints."""
     nodes = kube.nodes()
@@ -226,7 +260,16 @@ def check_preset(
                 "remove the pool label from nodes outside the pool; re-run the nodes phase",
                 node=state.node,
             )
-        return passed(f"scheduled on {state.node} (pools {pools})", node=state.node)
+        not_started = _start(kube, namespace, state)
+        if not_started is not None:
+            return problem(
+                f"a pod of {preset.name} was scheduled on {state.node} but did not start:"
+                f" {not_started}",
+                "check that the node's container runtime trusts the site CA and pulls from the hub"
+                " (re-run the nodes phase) and the node's kubelet log",
+                node=state.node,
+            )
+        return passed(f"scheduled on {state.node} and started (pools {pools})", node=state.node)
     finally:
         kube.delete_pod(namespace, name)
 

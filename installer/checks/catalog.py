@@ -99,8 +99,10 @@ SPECS: tuple[CheckSpec, ...] = (
               "Re-run the auxvm phase; check the VM's certificates against the site CA."),
     CheckSpec("sched.preset", _V, "preset pods land on their pools", _F,
               "For every preset, a short-lived pod with the job controller's node affinity,"
-              " tolerations and resources is scheduled onto a node of its pools and no other.",
-              "Re-run the nodes phase; check pool labels, taints and allocatable resources."),
+              " tolerations and resources is scheduled onto a node of its pools and no other,"
+              " and starts there (its node pulls the probe image from the hub).",
+              "Re-run the nodes phase; check pool labels, taints, allocatable resources and the"
+              " node's container runtime."),
     CheckSpec("sched.job_taint", _V, "job nodes refuse other pods", _F,
               "A pod without the job toleration, aimed at a job pool, is not scheduled there.",
               "Re-run the nodes phase: the pool's job taint is missing."),

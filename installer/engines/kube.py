@@ -72,13 +72,17 @@ class DeploymentState:
 
 @dataclass(frozen=True)
 class PodState:
-    """Where a pod stands with the scheduler."""
+    """Where a pod stands with the scheduler and its node."""
 
     name: str
     node: str | None
     phase: str
     unschedulable: str | None
     """The scheduler's message when it reported the pod Unschedulable."""
+    started: bool = False
+    """Every container of the pod runs or has run (its image was there and it was started)."""
+    waiting: str | None = None
+    """`<reason>: <message>` of the first container still waiting to start, if any."""
 
 
 @dataclass(frozen=True)
@@ -309,12 +313,34 @@ class Kube:
         for cond in item.status.conditions or []:
             if (cond.type, cond.status, cond.reason) == ("PodScheduled", "False", "Unschedulable"):
                 unschedulable = str(cond.message or "unschedulable")
+        statuses = item.status.container_statuses or []
+        started = bool(statuses) and len(statuses) == len(item.spec.containers or [])
+        waiting = None
+        for cs in statuses:
+            state = cs.state
+            if state is None or not (state.running or state.terminated):
+                started = False
+            if state is not None and state.waiting is not None and waiting is None:
+                waiting = f"{state.waiting.reason}: {state.waiting.message or ''}".strip(": ")
         return PodState(
             name=name,
             node=item.spec.node_name,
             phase=str(item.status.phase or ""),
             unschedulable=unschedulable,
+            started=started,
+            waiting=waiting,
         )
+
+    def pod_warnings(self, namespace: str, name: str) -> list[str]:
+        """`<reason>: <message>` of the Warning events of one pod, as the API lists them."""
+        from kubernetes import client
+
+        listing = self._call(
+            client.CoreV1Api(self._api).list_namespaced_event,
+            namespace,
+            field_selector=f"involvedObject.kind=Pod,involvedObject.name={name},type=Warning",
+        )
+        return [f"{ev.reason}: {ev.message or ''}".strip(": ") for ev in listing.items]
 
     # --- writes (short-lived objects of the acceptance checks) --------------------------------
 

@@ -6,7 +6,8 @@
 # built, beside lock.key (the hash of the lockfile it was built from); the next run skips a tool
 # whose bin folder is there and whose lock.key matches the committed lockfile.
 
-KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+# kubelet: the node host's real kubelet (lab/components/25-node.sh kubelet-up).
+KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
 
 kube_bin_dir()  { printf '%s\n' "$LAB_CACHE/kubernetes-$KUBE_VERSION/bin"; }
 etcd_bin_dir()  { printf '%s\n' "$LAB_CACHE/etcd-$ETCD_VERSION/bin"; }

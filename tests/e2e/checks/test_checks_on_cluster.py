@@ -227,7 +227,7 @@ def test_verify_schedules_presets_onto_their_pools(
         report = run_verify(load_inventory(site(pools.edit)))
     presets = by(report, "sched.preset")
     assert presets[f"cluster/lab/preset/pc-{pools.tag}"] == (
-        Status.PASS, f"scheduled on chk-{pools.tag}-c1 (pools c-{pools.tag})",
+        Status.PASS, f"scheduled on chk-{pools.tag}-c1 and started (pools c-{pools.tag})",
     )  # fmt: skip
     assert presets[f"cluster/lab/preset/pg-{pools.tag}"][0] is Status.PASS
     taints = by(report, "sched.job_taint")

@@ -20,12 +20,13 @@ COPY_SHIFTS = (4000, 6000, 10000)
 
 
 def _unshareable(key: str) -> bool:
-    """What one machine has once: loopback ports, namespaces, addresses, links, users, names.
+    """What one machine has once: loopback ports, namespaces, addresses and subnets, links,
+    cgroups, users, names.
     (The VM's SSH port is inside the VM's own network namespace.)"""
     if key == "LAB_VM_SSH_PORT":
         return False
     return (
-        key.endswith(("_PORT", "_NETNS", "_ADDR"))
+        key.endswith(("_PORT", "_NETNS", "_ADDR", "_CIDR", "_CGROUP"))
         or "_VETH_" in key
         or key
         in {
