@@ -62,11 +62,23 @@ echo "lab stand-in for $(cat /etc/lab-stand-in)"
 mkdir -p /tmp/www && cp /etc/lab-stand-in /tmp/www/index.html
 exec httpd -f -p 8080 -h /tmp/www
 SH
+  if [[ "$name" == */pause ]]; then
+    # The pause image holds a pod's namespaces as a real node's runtime runs it: its sandbox
+    # gets a read-only root, so the stand-in writes nothing, serves nothing (its port would be
+    # every container's of the pod) and ends on TERM.
+    cat >"$t/usr/local/bin/entrypoint" <<'SH'
+#!/bin/sh
+echo "lab stand-in for $(cat /etc/lab-stand-in)"
+trap 'exit 0' TERM INT
+while :; do sleep 86400 & wait $!; done
+SH
+  fi
   chmod 0755 "$t/usr/local/bin/entrypoint"
   tree_tar "$t" "$work/own.tar"
   c="$("${B[@]}" from --pull=never "$parent")"
   "${B[@]}" add "$c" "$work/own.tar" / >/dev/null
-  "${B[@]}" config --entrypoint '["/usr/local/bin/entrypoint"]' --port 8080 \
+  port=(--port 8080); [[ "$name" == */pause ]] && port=()
+  "${B[@]}" config --entrypoint '["/usr/local/bin/entrypoint"]' "${port[@]}" \
     --label "org.opencontainers.image.title=$name" --label "org.opencontainers.image.version=$tag" \
     --label "org.opencontainers.image.description=onprem-installer lab stand-in" "$c"
   commit "$c" localhost/lab-image:current

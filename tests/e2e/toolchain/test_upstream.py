@@ -18,7 +18,9 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -247,50 +249,87 @@ def test_oci_charts_are_mirrored_in_the_registry(
     assert (tmp_path / f"{chart.name}-{chart.version}.tgz").is_file()
 
 
+class Podman:
+    """podman on a store of its own, pulling from the stand-in upstream and running with runc.
+    This machine refuses the large default rlimits podman asks for, hence explicit ones."""
+
+    def __init__(self, lab_services: LabServices, tmp_path: Path) -> None:
+        self.lab_services, self.tmp_path = lab_services, tmp_path
+        self.runroot = Path(tempfile.mkdtemp(prefix="lab-pod-"))  # at most 50 characters
+        self.base = [
+            "podman",
+            *("--root", str(tmp_path / "store"), "--runroot", str(self.runroot)),
+            *("--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"),
+            *("--events-backend", "none"),
+        ]
+
+    def __call__(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.base, *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def pull(self, image: ImageRef) -> str:
+        ref = f"{self.lab_services.registry}/{image.name}:{image.tag}"
+        pull = self(
+            *("pull", "-q", "--cert-dir", str(self.lab_services.cert_dir(self.tmp_path))),
+            *("--creds", self.lab_services.auth.pair, f"docker://{ref}"),
+            timeout=300,
+        )
+        assert pull.returncode == 0, pull.stderr
+        return ref
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self(
+            *("run", "--runtime", "runc", "--network", "none"),
+            *("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"),
+            *args,
+        )
+
+    def close(self) -> None:
+        self("rm", "--all", "--force", "--time", "0")
+        shutil.rmtree(self.runroot, ignore_errors=True)
+
+
+@pytest.fixture
+def podman(lab_services: LabServices, tmp_path: Path) -> Iterator[Podman]:
+    p = Podman(lab_services, tmp_path)
+    try:
+        yield p
+    finally:
+        p.close()
+
+
 @pytest.mark.parametrize(
     "image",
     [next(i for i in MANIFEST.images if i.component == c) for c in ("auxvm", "platform")],
     ids=lambda i: f"{i.name}:{i.tag}",
 )
-def test_stand_in_image_pulls_and_runs(
-    image: ImageRef, lab_services: LabServices, tmp_path: Path
-) -> None:
+def test_stand_in_image_pulls_and_runs(image: ImageRef, podman: Podman) -> None:
     # Real, runnable images: podman pulls one from the upstream and runs it with runc, no network.
-    # This machine refuses the large default rlimits podman asks for, hence explicit ones.
-    runroot = Path(tempfile.mkdtemp(prefix="lab-pod-"))  # podman wants at most 50 characters
-    podman = [
-        "podman",
-        *("--root", str(tmp_path / "store"), "--runroot", str(runroot)),
-        *("--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "none"),
-    ]
-    ref = f"{lab_services.registry}/{image.name}:{image.tag}"
-    pull = subprocess.run(
-        [
-            *podman,
-            *("pull", "-q", "--cert-dir", str(lab_services.cert_dir(tmp_path))),
-            *("--creds", lab_services.auth.pair, f"docker://{ref}"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert pull.returncode == 0, pull.stderr
-    run = subprocess.run(
-        [
-            *podman,
-            *("run", "--rm", "--runtime", "runc", "--network", "none"),
-            *("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"),
-            *(ref, "cat", "/etc/lab-stand-in"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    shutil.rmtree(runroot, ignore_errors=True)
+    run = podman.run("--rm", podman.pull(image), "cat", "/etc/lab-stand-in")
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == [
         f"lab stand-in for {image.name}:{image.tag}",
         f"{image.name}:{image.tag}",
     ]
+
+
+def test_the_sandbox_image_holds_a_pod_on_a_read_only_root(podman: Podman) -> None:
+    # containerd runs a pod's sandbox (pause) container with a read-only root file system: a
+    # stand-in that exits there leaves the pod's containers without a sandbox to join.
+    (pause,) = [i for i in MANIFEST.images if i.name.endswith("/pause")]
+    ref = podman.pull(pause)
+    config = json.loads(podman("image", "inspect", ref).stdout)[0]["Config"]
+    assert not config.get("ExposedPorts"), config  # every container of the pod shares its ports
+    # podman would mount a tmpfs on /tmp of a read-only container; containerd does not.
+    started = podman.run(
+        "--detach", "--read-only", "--read-only-tmpfs=false", "--name", "sandbox", ref
+    )
+    assert started.returncode == 0, started.stderr
+    time.sleep(3)
+    state = json.loads(podman("inspect", "sandbox").stdout)[0]["State"]
+    assert state["Running"], (state, podman("logs", "sandbox").stdout)
+    stopped = podman("stop", "--time", "10", "sandbox")
+    assert stopped.returncode == 0, stopped.stderr
+    state = json.loads(podman("inspect", "sandbox").stdout)[0]["State"]
+    assert state["ExitCode"] == 0, state  # it ended on TERM, not killed after the grace period
