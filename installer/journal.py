@@ -53,6 +53,10 @@ class JournalData(BaseModel):
     phases: dict[str, PhaseEntry] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
     """Versions of the installer (and, once deployed, the platform) of the last bootstrap."""
+    clusters: dict[str, dict[str, PhaseEntry]] = Field(default_factory=dict)
+    """The cluster phases' outcomes per cluster (cluster -> phase -> entry): a re-run resumes
+    each cluster where it stopped. `phases` holds each cluster phase's outcome over all
+    clusters."""
 
 
 class Journal:
@@ -104,6 +108,51 @@ class Journal:
     def end_bootstrap(self, ok: bool) -> None:
         """Record how the bootstrap ended."""
         self.data.bootstrap = "ok" if ok else "failed"
+        self.save()
+
+    def cluster_finished_with(self, cluster: str, phase: str, digest: str) -> bool:
+        """True when `phase` last finished ok on `cluster` with inputs hashing to `digest`."""
+        entry = self.data.clusters.get(cluster, {}).get(phase)
+        return entry is not None and entry.state == "ok" and entry.inputs_hash == digest
+
+    def cluster_started(self, cluster: str, phase: str, digest: str, run: str) -> None:
+        """Record that `phase` began on `cluster`."""
+        self.data.clusters.setdefault(cluster, {})[phase] = PhaseEntry(
+            state="running", inputs_hash=digest, started=_now(), run=run
+        )
+        self.save()
+
+    def cluster_finished(
+        self, cluster: str, phase: str, state: PhaseState, changes: int, message: str
+    ) -> None:
+        """Record the outcome of `phase` on `cluster`."""
+        entry = self.data.clusters[cluster][phase]
+        self.data.clusters[cluster][phase] = entry.model_copy(
+            update={
+                "state": state,
+                "finished": _now(),
+                "changes": changes,
+                "message": REDACTOR.redact(message)[:2000],
+            }
+        )
+        self.save()
+
+    def forget_cluster(self, cluster: str, phases: list[str]) -> None:
+        """`destroy --cluster`: the cluster's entries of `phases` go; each phase's entry over
+        all clusters is what the other clusters' entries say (none left: it goes too)."""
+        mine = self.data.clusters.get(cluster, {})
+        for phase in phases:
+            mine.pop(phase, None)
+            rest = [c[phase] for c in self.data.clusters.values() if phase in c]
+            if not rest:
+                self.data.phases.pop(phase, None)
+            elif phase in self.data.phases:
+                state: PhaseState = "ok" if all(e.state == "ok" for e in rest) else "failed"
+                self.data.phases[phase] = self.data.phases[phase].model_copy(
+                    update={"state": state}
+                )
+        if not mine:
+            self.data.clusters.pop(cluster, None)
         self.save()
 
     def phase_started(self, phase: str, digest: str, run: str) -> None:

@@ -55,6 +55,20 @@ def _selected(
     return inv, names, load_phases(names)
 
 
+def _known_clusters(inv: Inventory, names: list[str] | None) -> list[str] | None:
+    """`--cluster` values, checked against the inventory (None when not given)."""
+    if not names:
+        return None
+    known = [c.name for c in inv.clusters]
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise BadInputError(
+            f"cluster {', '.join(missing)} is not in the inventory",
+            remedy=f"clusters: {', '.join(known)}",
+        )
+    return [n for n in known if n in names]
+
+
 def opened_bundle(bundle: Path | None, verify_key: Path | None) -> Bundle | None:
     """`--bundle` opened once, its signature checked with `--verify-key`, before any phase."""
     if bundle is None:
@@ -253,15 +267,30 @@ def destroy(
     purge: Annotated[
         bool, typer.Option("--purge", help="Also delete the VM's data (images, charts, wheels).")
     ] = False,
+    cluster: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cluster",
+            help="Take back only this cluster's side (repeatable): its stacks, labels, taints"
+            " and node runtime files; the hub and the other clusters stay.",
+        ),
+    ] = None,
     output: OutputOption = None,
 ) -> None:
     """Take the site back in reverse order; shows what goes and asks first."""
     begin("destroy", output)
     inv, names, phases = _selected(inventory, only, None, skip)
+    clusters = _known_clusters(inv, cluster)
+    if clusters is not None and purge:
+        raise BadInputError(
+            "--purge deletes the hub's data, which every cluster shares; --cluster leaves the"
+            " hub as it is",
+            remedy="drop --purge, or --cluster to take back the whole site",
+        )
     state = StateDir(inv.site.state_dir)
     with site_lock(state.root, f"destroy --inventory {inventory}"):
         ctx = _context(inv, inventory, dry_run=False)
-        plans = runner.destroy_plan(ctx, phases, names, purge=purge)
+        plans = runner.destroy_plan(ctx, phases, names, purge=purge, clusters=clusters)
         if not is_json():
             print_plan(plans)
         if not yes:
@@ -272,7 +301,9 @@ def destroy(
                 )
             if not typer.confirm("Destroy all of this?", default=False):
                 raise typer.Exit(int(ExitCode.FAILED))
-        report = runner.destroy(ctx, phases, names, Journal(state.journal), purge=purge)
+        report = runner.destroy(
+            ctx, phases, names, Journal(state.journal), purge=purge, clusters=clusters
+        )
     if is_json():
         emit_json(
             {"event": "summary", "ok": report.ok, "phases": [o.as_dict() for o in report.outcomes]}

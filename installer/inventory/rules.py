@@ -378,6 +378,31 @@ def check_cluster(cluster: Cluster) -> None:
     _raise(out)
 
 
+def _shared_realm_clients(inv: Inventory) -> list[Violation]:
+    """Clusters that share one Keycloak realm need OIDC clients of their own: each cluster's
+    keycloak stack owns its client, and taking one cluster back deletes that client."""
+    out: list[Violation] = []
+    owners: dict[tuple[str, str, str], str] = {}
+    for i, cluster in enumerate(inv.clusters):
+        if cluster.name in owners.values():
+            continue  # a cluster named twice: that is the error to fix first
+        kc = cluster.keycloak
+        domain = cluster.domain or f"{cluster.name}.org.{inv.site.domain}"
+        url = (kc.url or f"https://keycloak.{domain}").rstrip("/").lower()
+        key = (url, kc.realm, kc.client_id)
+        if key in owners:
+            out.append(
+                (
+                    ("clusters", i, "keycloak", "client_id"),
+                    f"client '{kc.client_id}' of realm '{kc.realm}' at {url} is already cluster"
+                    f" '{owners[key]}'s: give this cluster a client of its own"
+                    f" (keycloak.client_id: {kc.client_id}-{cluster.name})",
+                )
+            )
+        owners.setdefault(key, cluster.name)
+    return out
+
+
 def check_inventory(inv: Inventory) -> None:
     """Cluster names and domains are unique across the site."""
     out: list[Violation] = []
@@ -398,6 +423,7 @@ def check_inventory(inv: Inventory) -> None:
                 )
             )
         seen_domains.setdefault(domain, cluster.name)
+    out.extend(_shared_realm_clients(inv))
     if inv.site.airgapped and inv.upstream is not None:
         out.append(
             (

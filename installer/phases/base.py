@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from installer.inventory import Inventory
+from installer.inventory.models import Cluster
 from installer.state import StateDir
 
 if TYPE_CHECKING:
@@ -114,6 +115,18 @@ class PhaseContext:
     """`--allow-downgrade`: load a bundle of an older release than the site has loaded."""
     replace_changed: bool = False
     """`--replace-changed`: charts the hub serves with other bytes are replaced."""
+    cluster: str | None = None
+    """The one cluster a cluster phase works on in this call: the runner runs each cluster phase
+    once per cluster (`installer.bootstrap`), so that one cluster's failure stops that cluster
+    only. None: every cluster of the inventory."""
+
+    def clusters(self) -> list[Cluster]:
+        """The clusters this call works on, in inventory order."""
+        return [c for c in self.inventory.clusters if self.cluster in (None, c.name)]
+
+    def for_cluster(self, name: str) -> PhaseContext:
+        """This context, narrowed to one cluster."""
+        return replace(self, cluster=name)
 
     def step(self, phase: str, message: str, **data: Any) -> None:
         """Report a step of `phase`."""

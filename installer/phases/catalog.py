@@ -24,6 +24,11 @@ REQUIRES: Mapping[str, tuple[str, ...]] = {
     "verify": ("platform",),
 }
 
+CLUSTER_PHASES = ("nodes", "storage", "dns", "keycloak", "platform")
+"""Phases that work on each cluster apart (one Pulumi stack per cluster and component): the
+runner runs them once per cluster (`PhaseContext.cluster`), journals each cluster's outcome, and
+`destroy --cluster` takes them back from one cluster."""
+
 ALWAYS_RUN = frozenset({"preflight", "verify"})
 """Checks look at the site as it is now: they run on every attempt, resumed or not."""
 

@@ -220,9 +220,9 @@ class NodeRuntime:
         self._engine = engine or AnsibleEngine()
         self._playbook = playbook
 
-    def clusters(self, inv: Inventory) -> list[Cluster]:
-        """The clusters whose nodes the play configures."""
-        return [c for c in inv.clusters if runtime_configured(c)]
+    def clusters(self, ctx: PhaseContext) -> list[Cluster]:
+        """The clusters (of those the call works on) whose nodes the play configures."""
+        return [c for c in ctx.clusters() if runtime_configured(c)]
 
     def inputs(self, ctx: PhaseContext) -> Any:
         """The node settings of each configured cluster and the registries mirrored."""
@@ -232,7 +232,7 @@ class NodeRuntime:
                 "node_runtime": c.node_runtime.model_dump(mode="json"),
                 "vars": runtime_vars(ctx.inventory, c, ctx.state),
             }
-            for c in self.clusters(ctx.inventory)
+            for c in self.clusters(ctx)
         }
 
     def _run(
@@ -278,7 +278,7 @@ class NodeRuntime:
     ) -> list[Change]:
         """`playbook` on every configured cluster's nodes; each changed task, by node."""
         changes: list[Change] = []
-        for cluster in self.clusters(ctx.inventory):
+        for cluster in self.clusters(ctx):
             result, _ = self._run(ctx, cluster, playbook, check=check, ident=ident)
             changes += [
                 Change(f"cluster/{cluster.name}/node/{o.host}", action, "task", o.task, o.role)
@@ -328,7 +328,7 @@ class NodesPhase:
         then the stack."""
         runtime = self.runtime.apply(ctx)
         stack = self.stack.apply(ctx)
-        configured = [c.name for c in self.runtime.clusters(ctx.inventory)]
+        configured = [c.name for c in self.runtime.clusters(ctx)]
         where = f"; containerd: {len(runtime)} change(s) on the nodes of {', '.join(configured)}"
         return PhaseResult(
             NAME,
@@ -344,7 +344,7 @@ class NodesPhase:
         plan.notes += [
             f"put back containerd's files on the nodes of cluster {c.name} as they were before"
             " the first bootstrap"
-            for c in self.runtime.clusters(ctx.inventory)
+            for c in self.runtime.clusters(ctx)
         ]
         return plan
 

@@ -82,13 +82,13 @@ class StackPhase:
             cluster.name: stack_input(
                 self.component, ctx.inventory, cluster, ctx.state
             ).args.model_dump(mode="json")
-            for cluster in ctx.inventory.clusters
+            for cluster in ctx.clusters()
         }
 
     def _each(self, ctx: PhaseContext, action: str) -> list[StackSummary]:
         engine = self._engine(ctx)
         summaries = []
-        for cluster in ctx.inventory.clusters:
+        for cluster in ctx.clusters():
             si = stack_input(self.component, ctx.inventory, cluster, ctx.state)
             ctx.step(self.name, f"{action} {self.component}/{cluster.name}")
             summaries.append(getattr(engine, action)(si, on_event=self._sink(ctx)))
@@ -119,7 +119,7 @@ class StackPhase:
             notes=[
                 f"destroy the {self.component} stack of cluster {c.name} (every resource it"
                 " created; labels and taints the installer did not set stay)"
-                for c in ctx.inventory.clusters
+                for c in ctx.clusters()
             ],
         )
 

@@ -171,8 +171,12 @@ class KeycloakRealmProvider(ResourceProvider):
     def delete(self, _id: str, props: dict[str, Any]) -> None:
         admin = self._admin(props)
         try:
-            if props.get("realm_created"):
-                admin.delete_realm(props["realm"])
+            # A realm the installer made goes with its last client: while another cluster's (or
+            # an operator's) client lives there, only this cluster's client goes.
+            realm = props["realm"]
+            made = props.get("realm_created") or admin.realm_made_by_installer(realm)
+            if made and not admin.other_clients(realm, props["client_id"]):
+                admin.delete_realm(realm)
                 return
             if props.get("identity_provider"):
                 admin.delete_identity_provider(props["realm"], props["identity_provider"]["alias"])

@@ -38,6 +38,23 @@ def tls_context(ca_file: str | None) -> ssl.SSLContext:
     return context
 
 
+BUILT_IN_CLIENTS = frozenset(
+    {
+        "account",
+        "account-console",
+        "admin-cli",
+        "broker",
+        "realm-management",
+        "security-admin-console",
+    }
+)
+"""The clients Keycloak makes in every new realm."""
+MADE_BY = "installer.apolo.us/made-by"
+MADE_BY_INSTALLER = "onprem-installer"
+"""The realm attribute that marks a realm the installer made: the stack that removes the realm's
+last installer client removes the realm, whichever cluster's stack made it."""
+
+
 class KeycloakAdmin:
     """A logged-in admin session on one Keycloak."""
 
@@ -83,21 +100,40 @@ class KeycloakAdmin:
         return True
 
     def ensure_realm(self, realm: str) -> bool:
-        """Create the realm (enabled) when missing; True when it was created."""
+        """Create the realm (enabled, marked as the installer's) when missing; True when it
+        was created."""
         if self.realm_exists(realm):
             return False
-        _check(
-            self.http.post(self._admin(""), json={"realm": realm, "enabled": True}),
-            f"create realm {realm}",
-        )
+        rep = {"realm": realm, "enabled": True, "attributes": {MADE_BY: MADE_BY_INSTALLER}}
+        _check(self.http.post(self._admin(""), json=rep), f"create realm {realm}")
         return True
 
+    def realm_made_by_installer(self, realm: str) -> bool:
+        """Whether the installer made the realm (its mark), whichever cluster's stack did."""
+        reply = self.http.get(self._admin(f"/{realm}"))
+        if reply.status_code == 404:
+            return False
+        _check(reply, f"read realm {realm}")
+        return bool(reply.json().get("attributes", {}).get(MADE_BY) == MADE_BY_INSTALLER)
+
     def find_client(self, realm: str, client_id: str) -> dict[str, Any] | None:
-        """The client's representation, or None."""
+        """The client's representation, or None (also when the realm is gone)."""
         reply = self.http.get(self._admin(f"/{realm}/clients"), params={"clientId": client_id})
+        if reply.status_code == 404:
+            return None
         _check(reply, f"read client {client_id}")
         found: list[dict[str, Any]] = reply.json()
         return found[0] if found else None
+
+    def other_clients(self, realm: str, client_id: str) -> list[str]:
+        """The realm's clients other than `client_id` and those Keycloak makes in every realm:
+        what someone else (another cluster, an operator) keeps there."""
+        reply = self.http.get(self._admin(f"/{realm}/clients"))
+        if reply.status_code == 404:
+            return []
+        _check(reply, f"list the clients of realm {realm}")
+        names = [str(c.get("clientId", "")) for c in reply.json()]
+        return sorted(n for n in names if n != client_id and n not in BUILT_IN_CLIENTS)
 
     def ensure_client(self, spec: RealmSpec) -> bool:
         """Create or correct the platform's confidential OIDC client; True when it changed."""

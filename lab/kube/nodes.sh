@@ -19,8 +19,9 @@ topology_rows() {
   done
 }
 
-# node_ip INDEX: the node's InternalIP. Only API data: nothing listens there.
-node_ip() { printf '10.213.%d.%d\n' $((16 + ($1 - 1) / 250)) $((($1 - 1) % 250 + 1)); }
+# node_ip INDEX: the node's InternalIP, from 10.213.NODE_NET.1 on (each lab cluster its own
+# range: 16 for the first, 48 for the second). Only API data: nothing listens there.
+node_ip() { printf '10.213.%d.%d\n' $((${NODE_NET:-16} + ($1 - 1) / 250)) $((($1 - 1) % 250 + 1)); }
 
 # render_nodes [EXISTING]: the Nodes as one YAML stream, leaving out those named in EXISTING
 # (one name per line): a node already registered keeps what others (the installer) set on it.

@@ -575,6 +575,36 @@ def test_duplicate_cluster_names(tmp_path: Path) -> None:
     assert "used twice" in problem.message
 
 
+def _two_clusters_one_realm(client_ids: tuple[str, str]) -> str:
+    base = BASE.read_text(encoding="utf-8")
+    cluster = base[base.index("clusters:\n") + len("clusters:\n") :]
+    clusters = []
+    for name, client in zip(("main", "infer"), client_ids, strict=True):
+        clusters.append(
+            cluster.replace("  - name: main", f"  - name: {name}").rstrip("\n")
+            + "\n    keycloak: {mode: external, url: 'https://sso.example.com',"
+            + f" admin_password: env:KC, client_id: {client}}}\n"
+        )
+    return base[: base.index("clusters:\n") + len("clusters:\n")] + "".join(clusters)
+
+
+def test_clusters_sharing_a_realm_need_clients_of_their_own(tmp_path: Path) -> None:
+    # Each cluster's keycloak stack owns its OIDC client: taking one cluster back would delete
+    # the client the other logs in with.
+    path = tmp_path / "shared.yml"
+    path.write_text(_two_clusters_one_realm(("platform", "platform")), encoding="utf-8")
+    with pytest.raises(InputFileError) as info:
+        load_inventory(path)
+    (problem,) = info.value.problems
+    assert problem.path == "clusters[1].keycloak.client_id"
+    assert problem.line == 47
+    assert "already cluster 'main's" in problem.message
+    assert "client_id: platform-infer" in problem.message
+    path.write_text(_two_clusters_one_realm(("platform", "platform-infer")), encoding="utf-8")
+    inv = load_inventory(path)
+    assert [c.keycloak.client_id for c in inv.clusters] == ["platform", "platform-infer"]
+
+
 def _special_files(tmp_path: Path) -> dict[str, tuple[Path, int, str]]:
     empty = tmp_path / "empty.yml"
     empty.write_text("", encoding="utf-8")
