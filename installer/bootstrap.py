@@ -249,7 +249,10 @@ class _Run:
             except InstallerError as exc:
                 self._cluster_failed(cluster.name, name, exc.message, exc)
                 per[cluster.name] = "failed"
-                messages.append(f"{cluster.name}: {exc.message}")
+                messages.append(
+                    exc.message if len(ctx.inventory.clusters) == 1
+                    else f"{cluster.name}: {exc.message}"
+                )  # fmt: skip
                 continue
             state: PhaseState = "ok" if result.ok else "failed"
             journal.cluster_finished(cluster.name, name, state, len(result.changes), result.message)
@@ -327,6 +330,8 @@ class _Run:
         done = [c.name for c in self.ctx.inventory.clusters if c.name not in self.failed]
         first = errors[0][1].error
         assert first is not None
+        if len(self.ctx.inventory.clusters) == 1:
+            raise first  # the site's one cluster: the error as the phase raised it
         parts = [f"cluster {c}: {f.phase}: {f.message}" for c, f in self.failed.items()]
         tail = f" (cluster {', '.join(done)} completed its phases)" if done else ""
         raise type(first)("; ".join(parts) + tail, remedy=first.remedy)

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ruamel.yaml import YAML
 
@@ -270,57 +270,15 @@ class PulumiEngine:
 
     def preview(self, si: StackInput, on_event: EventSink | None = None) -> StackSummary:
         """What `up` would change; changes nothing."""
-        stack = self.configure(si)
-        recovered = self.recover(si, stack)
-        steps: list[ResourceChange] = []
-        with _failures("preview", si):
-            result = stack.preview(on_event=_collector(steps, on_event), diff=True, color="never")
-        return StackSummary(
-            component=si.component,
-            stack=si.stack,
-            action="preview",
-            counts=_counts(result.change_summary),
-            steps=tuple(steps),
-            recovered=recovered,
-        )
+        return self._run("preview", si, on_event)
 
     def up(self, si: StackInput, on_event: EventSink | None = None) -> StackSummary:
         """Converge the stack; FailedError when any step failed (never reported as done)."""
-        stack = self.configure(si)
-        recovered = self.recover(si, stack)
-        steps: list[ResourceChange] = []
-        outputs: dict[str, Any] = {}
-        # The stack's outputs come with the engine's events (secrets as "[secret]"); the
-        # Automation API would read them again after the update with two more CLI runs, about
-        # 0.7 s a stack and a fifth of a no-op bootstrap.
-        stack.outputs = dict
-        with _failures("update", si):
-            result = stack.up(on_event=_collector(steps, on_event, outputs), color="never")
-        return StackSummary(
-            component=si.component,
-            stack=si.stack,
-            action="up",
-            counts=_counts(result.summary.resource_changes),
-            steps=tuple(steps),
-            outputs=outputs,
-            recovered=recovered,
-        )
+        return self._run("up", si, on_event)
 
     def refresh(self, si: StackInput, on_event: EventSink | None = None) -> StackSummary:
         """Read the live state of every resource into the stack's state."""
-        stack = self.configure(si)
-        recovered = self.recover(si, stack)
-        steps: list[ResourceChange] = []
-        with _failures("refresh", si):
-            result = stack.refresh(on_event=_collector(steps, on_event), color="never")
-        return StackSummary(
-            component=si.component,
-            stack=si.stack,
-            action="refresh",
-            counts=_counts(result.summary.resource_changes),
-            steps=tuple(steps),
-            recovered=recovered,
-        )
+        return self._run("refresh", si, on_event)
 
     def never_created(self, si: StackInput) -> bool:
         """True when the file backend holds no such stack: nothing was ever deployed by it
@@ -338,17 +296,34 @@ class PulumiEngine:
         if self.never_created(si):
             log.info("%s/%s: not in the backend; nothing to destroy", si.project, si.stack)
             return StackSummary(component=si.component, stack=si.stack, action="destroy", counts={})
+        return self._run("destroy", si, on_event)
+
+    def _run(self, action: Action, si: StackInput, on_event: EventSink | None) -> StackSummary:
+        """One run of the stack: configure it, clear what an interrupted run left, run `action`
+        with the engine's events collected, and summarize."""
         stack = self.configure(si)
         recovered = self.recover(si, stack)
         steps: list[ResourceChange] = []
-        with _failures("destroy", si):
-            result = stack.destroy(on_event=_collector(steps, on_event), color="never")
+        outputs: dict[str, Any] = {}
+        collect = _collector(steps, on_event, outputs if action == "up" else None)
+        if action == "up":
+            # The stack's outputs come with the engine's events (secrets as "[secret]"); the
+            # Automation API would read them again after the update with two more CLI runs,
+            # about 0.7 s a stack and a fifth of a no-op bootstrap.
+            stack.outputs = dict
+        verb, counted = _RUNS[action]
+        with _failures(verb, si):
+            if action == "preview":
+                result = stack.preview(on_event=collect, diff=True, color="never")
+            else:
+                result = getattr(stack, action)(on_event=collect, color="never")
         return StackSummary(
             component=si.component,
             stack=si.stack,
-            action="destroy",
-            counts=_counts(result.summary.resource_changes),
+            action=action,
+            counts=_counts(counted(result)),
             steps=tuple(steps),
+            outputs=outputs,
             recovered=recovered,
         )
 
@@ -405,6 +380,17 @@ class PulumiEngine:
             log.warning("%s/%s: removed %s", si.project, si.stack, what)
             cleared.append(what)
         return cleared
+
+
+Action = Literal["preview", "up", "refresh", "destroy"]
+
+_RUNS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "preview": ("preview", lambda result: result.change_summary),
+    "up": ("update", lambda result: result.summary.resource_changes),
+    "refresh": ("refresh", lambda result: result.summary.resource_changes),
+    "destroy": ("destroy", lambda result: result.summary.resource_changes),
+}
+"""Per action: the word a failure names it by, and where its result keeps the counts."""
 
 
 def _counts(ops: Any) -> dict[str, int]:
