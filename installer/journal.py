@@ -153,6 +153,8 @@ class Journal:
                 )
         if not mine:
             self.data.clusters.pop(cluster, None)
+        if "platform" in phases:
+            self.data.versions.pop(f"platform/{cluster}", None)  # no platform runs there now
         self.save()
 
     def phase_started(self, phase: str, digest: str, run: str) -> None:

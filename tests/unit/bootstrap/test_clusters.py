@@ -214,6 +214,7 @@ def test_destroy_one_cluster_leaves_the_rest_of_the_site(ctx: PhaseContext) -> N
     assert sorted(data.clusters["train"]) == sorted(CLUSTER_PHASES)
     assert data.bootstrap == "ok"
     assert set(data.phases) == set(PHASE_ORDER)  # train still has every phase
+    assert "platform/infer" not in data.versions and "platform/train" in data.versions
     view = bootstrap.site_status(load_inventory(MULTI), data)
     assert view["clusters"]["infer"]["platform"]["state"] == "never"
     assert view["clusters"]["train"]["platform"]["state"] == "ok"
