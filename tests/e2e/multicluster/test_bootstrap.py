@@ -15,17 +15,16 @@ The module holds the lab site (`site_lock()`) and gives both clusters' sides bac
 from __future__ import annotations
 
 import json
-import os
-import signal
+import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client, config
 
 from installer.checks.dnsquery import query
@@ -187,6 +186,77 @@ def test_status_reports_each_cluster(multi: MultiSite) -> None:
     assert {view["versions"][f"platform/{name}"] for name in CLUSTERS} == {release}
 
 
+# --- a hand `pulumi up` of infer's platform stack after changing one of infer's presets -------
+
+
+@dataclass(frozen=True)
+class HandRun:
+    up: subprocess.CompletedProcess[str]
+    lab_before: dict[str, str]
+    lab_after: dict[str, str]
+    infer_before: dict[str, str]
+    infer_after: dict[str, str]
+    presets_after: str
+    namespace: str
+
+
+def _edited_inventory(dest: Path) -> Path:
+    """lab-multi.yml with infer's cpu-small preset at another price, every path made absolute."""
+    text = MULTI.read_text(encoding="utf-8").replace("../lab/", f"{REPO}/lab/")
+    data = yaml.safe_load(text)
+    (infer,) = [c for c in data["clusters"] if c["name"] == "infer"]
+    (preset,) = [p for p in infer["presets"] if p["name"] == "cpu-small"]
+    preset["credits_per_hour"] = "0.75"
+    dest.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def hand_run(lab: Lab, multi: MultiSite) -> HandRun:
+    assert multi.first.rc == 0, "the bootstrap failed"
+    work = multi.logs / "hand"
+    shutil.copytree(
+        REPO / "stacks",
+        work / "stacks",
+        ignore=shutil.ignore_patterns("Pulumi.*.yaml", "__pycache__"),
+    )
+    edited = _edited_inventory(work / "edited.yml")
+    namespace = multi.inventory.cluster("infer").platform.namespace
+    with site_lock():
+        rc, config, tail = installer(
+            "stacks", "config", "-i", str(edited), "--cluster", "infer", "-c", "platform",
+            "--stacks-dir", str(work / "stacks"), log_dir=work / "logs", timeout=300,
+            env=multi.env,
+        )  # fmt: skip
+        assert rc == 0, tail
+        lab_before, infer_before = _versions(kube(lab, "lab")), _versions(kube(lab, "infer"))
+        env = {**config["env"], "HOME": str(work)}
+        for argv in (["stack", "select", "infer"], ["up", "--yes"]):
+            proc = subprocess.run(
+                ["pulumi", *argv, "--non-interactive"], cwd=work / "stacks" / "platform",
+                env=env, capture_output=True, text=True, timeout=600, check=False,
+            )  # fmt: skip
+            assert proc.returncode == 0, f"pulumi {argv}: {proc.stdout}\n{proc.stderr}"
+        lab_after, infer_after = _versions(kube(lab, "lab")), _versions(kube(lab, "infer"))
+        presets = kube(lab, "infer").read_namespaced_config_map("platform-config", namespace)
+    return HandRun(
+        proc, lab_before, lab_after, infer_before, infer_after, json.dumps(presets.data), namespace
+    )
+
+
+def test_a_hand_run_of_one_clusters_stack_changes_that_cluster_only(hand_run: HandRun) -> None:
+    # Every object of cluster lab kept its resourceVersion.
+    assert hand_run.lab_after == hand_run.lab_before
+    changed = sorted(
+        k for k, v in hand_run.infer_after.items() if hand_run.infer_before.get(k) != v
+    )
+    # In infer, the platform's config map is the one config map that changed.
+    assert [k for k in changed if k.startswith("configmap/")] == [
+        f"configmap/{hand_run.namespace}/platform-config"
+    ], changed
+    assert "0.75" in hand_run.presets_after
+
+
 # --- destroy --cluster infer: infer's side goes, lab's stays exactly as it was ---------------
 
 
@@ -212,7 +282,8 @@ class InferDestroyed:
 
 
 @pytest.fixture(scope="module")
-def infer_destroyed(lab: Lab, multi: MultiSite) -> InferDestroyed:
+def infer_destroyed(lab: Lab, multi: MultiSite, hand_run: HandRun) -> InferDestroyed:
+    del hand_run  # it works on infer as the bootstrap left it
     assert multi.first.rc == 0, "the bootstrap failed"
     with site_lock():
         before = _versions(kube(lab, "lab"))
@@ -280,12 +351,13 @@ def _kube_daemon(verb: str) -> None:
     assert proc.returncode == 0, f"11-kube-infer.sh {verb}: {(proc.stdout + proc.stderr)[-3000:]}"
 
 
-def _stop_infer_apiserver(lab: Lab) -> None:
-    pid = int((lab.state / "run" / "kube-apiserver-infer.pid").read_text().strip())
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
+def _stop_infer_apiserver() -> None:
+    """Stop infer's API server as the lab stops its daemons (TERM, KILL after 10 s)."""
+    proc = subprocess.run(
+        ["bash", "-c", 'source "$1/lib.sh" && stop_daemon kube-apiserver-infer', "_", str(LAB_DIR)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
 
 
 @dataclass(frozen=True)
@@ -313,7 +385,7 @@ def midway(lab: Lab, multi: MultiSite, infer_destroyed: InferDestroyed) -> Midwa
         for line in proc.stdout:
             lines.append(line)
             if not stopped and '"phase_started"' in line and '"phase": "storage"' in line:
-                _stop_infer_apiserver(lab)  # both clusters' nodes phase is done
+                _stop_infer_apiserver()  # both clusters' nodes phase is done
                 stopped = True
         rc = proc.wait(timeout=BOOTSTRAP_TIMEOUT_S)
         assert stopped, "".join(lines)[-3000:]
