@@ -502,3 +502,10 @@ def connected(kubeconfig: Path, context: str | None = None) -> Iterator[Kube]:
         yield kube
     finally:
         kube.close()
+
+
+def read_nodes(kubeconfig: Path, context: str | None = None) -> list[NodeInfo]:
+    """Every node of a cluster, sorted by name: what the stacks' inputs read of a live cluster
+    (pool membership, GPU facts), with the same errors as every other read."""
+    with connected(kubeconfig, context) as kube:
+        return kube.nodes()

@@ -119,6 +119,10 @@ class PhaseContext:
     """The one cluster a cluster phase works on in this call: the runner runs each cluster phase
     once per cluster (`installer.bootstrap`), so that one cluster's failure stops that cluster
     only. None: every cluster of the inventory."""
+    facts: dict[str, Any] = field(default_factory=dict)
+    """What a phase read of the live site, kept for the rest of its call: the inputs' hash and
+    the run that follows read the clusters' nodes once (the runner narrows the context, with
+    facts of its own, for each phase and cluster)."""
 
     def clusters(self) -> list[Cluster]:
         """The clusters this call works on, in inventory order."""
@@ -126,7 +130,7 @@ class PhaseContext:
 
     def for_cluster(self, name: str) -> PhaseContext:
         """This context, narrowed to one cluster."""
-        return replace(self, cluster=name)
+        return replace(self, cluster=name, facts={})
 
     def step(self, phase: str, message: str, **data: Any) -> None:
         """Report a step of `phase`."""

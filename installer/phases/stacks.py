@@ -20,7 +20,7 @@ from installer.phases.base import (
     Status,
 )
 from installer.stacks import ComponentName
-from installer.stacks.inputs import stack_input
+from installer.stacks.inputs import NodeMemo, stack_input
 
 _ACTIONS: dict[str, Action] = {
     "create": "create",
@@ -80,7 +80,7 @@ class StackPhase:
         """The stack arguments per cluster (secrets are kept apart and are not hashed)."""
         return {
             cluster.name: stack_input(
-                self.component, ctx.inventory, cluster, ctx.state
+                self.component, ctx.inventory, cluster, ctx.state, _nodes(ctx)
             ).args.model_dump(mode="json")
             for cluster in ctx.clusters()
         }
@@ -89,7 +89,7 @@ class StackPhase:
         engine = self._engine(ctx)
         summaries = []
         for cluster in ctx.clusters():
-            si = stack_input(self.component, ctx.inventory, cluster, ctx.state)
+            si = stack_input(self.component, ctx.inventory, cluster, ctx.state, _nodes(ctx))
             ctx.step(self.name, f"{action} {self.component}/{cluster.name}")
             summaries.append(getattr(engine, action)(si, on_event=self._sink(ctx)))
         return summaries
@@ -128,6 +128,12 @@ class StackPhase:
         summaries = self._each(ctx, "destroy")
         changes = [c for s in summaries for c in self._changes(s)]
         return PhaseResult(self.name, Status.OK, changes, message=f"{len(changes)} removed")
+
+
+def _nodes(ctx: PhaseContext) -> NodeMemo:
+    """The context's node reader: each cluster's nodes read once for the phase's call."""
+    memo: NodeMemo = ctx.facts.setdefault("nodes", NodeMemo())
+    return memo
 
 
 def storage_phase() -> StackPhase:

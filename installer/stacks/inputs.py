@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from installer.engines.kube import NodeInfo, read_nodes
 from installer.errors import BadInputError
 from installer.inventory.models import Cluster, Inventory, Storage
 from installer.release import ReleaseManifest, load_release
@@ -21,7 +23,6 @@ from installer.stacks.keycloak import (
     InClusterKeycloak,
     KeycloakArgs,
 )
-from installer.stacks.livecluster import LiveNode, read_nodes
 from installer.stacks.nodeplan import plan_nodes
 from installer.stacks.nodes import NodesArgs
 from installer.stacks.platform import (
@@ -45,7 +46,12 @@ from installer.stacks.storage_cstor import (
 )
 from installer.state import HUB_PULL_PASSWORD_SECRET, HUB_PULL_USER, StateDir
 
-NodeReader = Callable[[KubeTarget], list[LiveNode]]
+NodeReader = Callable[[KubeTarget], list[NodeInfo]]
+
+
+def live_nodes(target: KubeTarget) -> list[NodeInfo]:
+    """The cluster's nodes as its kubeconfig (and context) sees them."""
+    return read_nodes(Path(target.kubeconfig), target.context)
 
 
 def kube_target(cluster: Cluster) -> KubeTarget:
@@ -54,7 +60,7 @@ def kube_target(cluster: Cluster) -> KubeTarget:
 
 
 def nodes_input(
-    inv: Inventory, cluster: Cluster, state: StateDir, read: NodeReader = read_nodes
+    inv: Inventory, cluster: Cluster, state: StateDir, read: NodeReader = live_nodes
 ) -> StackInput:
     """The nodes stack: pools resolved against the live nodes (selectors, names, GPU facts)."""
     target = kube_target(cluster)
@@ -66,7 +72,7 @@ def platform_input(
     inv: Inventory,
     cluster: Cluster,
     state: StateDir,
-    read: NodeReader = read_nodes,
+    read: NodeReader = live_nodes,
     release: ReleaseManifest | None = None,
 ) -> StackInput:
     """The platform stack: controllers' config (pool sizes from the live nodes), images, secrets."""
@@ -366,8 +372,32 @@ def builders() -> dict[ComponentName, Builder]:
     return out
 
 
+class NodeMemo:
+    """A node reader that reads each cluster's nodes once: a phase computes its inputs' hash and
+    then runs with the same facts (`PhaseContext.facts`, one per phase and cluster)."""
+
+    def __init__(self, read: NodeReader | None = None) -> None:
+        self._read = read if read is not None else live_nodes
+        self._seen: dict[tuple[str, str | None], list[NodeInfo]] = {}
+
+    def __call__(self, target: KubeTarget) -> list[NodeInfo]:
+        key = (target.kubeconfig, target.context)
+        if key not in self._seen:
+            self._seen[key] = self._read(target)
+        return self._seen[key]
+
+
 def stack_input(
-    component: ComponentName, inv: Inventory, cluster: Cluster, state: StateDir
+    component: ComponentName,
+    inv: Inventory,
+    cluster: Cluster,
+    state: StateDir,
+    read: NodeReader | None = None,
 ) -> StackInput:
-    """The stack input of one component for one cluster."""
+    """The stack input of one component for one cluster (`read`: how the live nodes are read,
+    for the components that need them)."""
+    if read is not None and component == "nodes":
+        return nodes_input(inv, cluster, state, read=read)
+    if read is not None and component == "platform":
+        return platform_input(inv, cluster, state, read=read)
     return builders()[component](inv, cluster, state)

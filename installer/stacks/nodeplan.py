@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from installer.engines.kube import NodeInfo
 from installer.errors import BadInputError
 from installer.inventory.models import Cluster, NodePool
 from installer.inventory.types import format_bytes, parse_quantity
 from installer.site import GPU_RESOURCES, pool_labels, pool_taints
-from installer.stacks.livecluster import LiveNode
 from installer.stacks.nodes import NodeAssignment, TaintSpec
 
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -24,7 +24,7 @@ def _selector_text(selector: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
 
 
-def pool_members(cluster: Cluster, pool: NodePool, live: dict[str, LiveNode]) -> list[LiveNode]:
+def pool_members(cluster: Cluster, pool: NodePool, live: dict[str, NodeInfo]) -> list[NodeInfo]:
     """The live nodes of `pool`: its named nodes (each must exist) or its selector's matches."""
     where = f"cluster {cluster.name}, pool {pool.name}"
     if pool.nodes is not None:
@@ -50,7 +50,7 @@ def _show(resource: str, amount: Decimal) -> str:
     return f"{float(amount):g}" if resource == "cpu" else format_bytes(int(amount))
 
 
-def check_node(cluster: Cluster, pool: NodePool, node: LiveNode) -> list[str]:
+def check_node(cluster: Cluster, pool: NodePool, node: NodeInfo) -> list[str]:
     """Contradictions between what the pool claims and what the node reports."""
     why: list[str] = []
     gpu = pool.gpu
@@ -87,7 +87,7 @@ def check_node(cluster: Cluster, pool: NodePool, node: LiveNode) -> list[str]:
     return why
 
 
-def plan_nodes(cluster: Cluster, live_nodes: list[LiveNode]) -> list[NodeAssignment]:
+def plan_nodes(cluster: Cluster, live_nodes: list[NodeInfo]) -> list[NodeAssignment]:
     """Every pool node with the labels and taints the installer sets on it, sorted by name."""
     live = {n.name: n for n in live_nodes}
     owner: dict[str, str] = {}

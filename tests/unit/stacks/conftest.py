@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from installer.engines.kube import NodeInfo
 from installer.inventory import Inventory, load_inventory
-from installer.stacks.livecluster import LiveNode
 
 SITE = """\
 apiVersion: installer/v1
@@ -47,9 +47,9 @@ clusters:
 """
 
 
-def gpu_node(name: str, product: str, count: int = 8) -> LiveNode:
+def gpu_node(name: str, product: str, count: int = 8) -> NodeInfo:
     """A GPU node as feature discovery and the device plugin report it."""
-    return LiveNode(
+    return NodeInfo(
         name=name,
         labels={
             "kubernetes.io/hostname": name,
@@ -60,16 +60,16 @@ def gpu_node(name: str, product: str, count: int = 8) -> LiveNode:
     )
 
 
-def cpu_node(name: str) -> LiveNode:
+def cpu_node(name: str) -> NodeInfo:
     """A CPU node."""
-    return LiveNode(
+    return NodeInfo(
         name=name,
         labels={"kubernetes.io/hostname": name},
         allocatable={"cpu": "32", "memory": "128Gi"},
     )
 
 
-def lab_nodes() -> list[LiveNode]:
+def lab_nodes() -> list[NodeInfo]:
     """The lab's topology (lab/kube/topology.txt)."""
     return [
         cpu_node("cpu-1"),

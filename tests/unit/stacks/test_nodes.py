@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from installer.engines.kube import NodeInfo
 from installer.errors import BadInputError
 from installer.inventory import Inventory
+from installer.phases.base import PhaseContext
+from installer.phases.stacks import StackPhase, _nodes
 from installer.site import (
     ACCELERATOR_LABEL,
     JOB_TAINT,
@@ -18,10 +21,9 @@ from installer.site import (
     PREEMPTIBLE_TAINT,
     pool_labels,
 )
-from installer.stacks import program_of
-from installer.stacks.common import FIELD_MANAGER
-from installer.stacks.inputs import nodes_input
-from installer.stacks.livecluster import LiveNode
+from installer.stacks import inputs, program_of
+from installer.stacks.common import FIELD_MANAGER, KubeTarget
+from installer.stacks.inputs import nodes_input, stack_input
 from installer.stacks.nodeplan import plan_nodes
 from installer.stacks.nodes import NodesArgs
 from installer.stacks.taints import reconcile_taints
@@ -32,7 +34,7 @@ from tests.unit.stacks.mocks import RecordingMocks, run_program
 DYNAMIC = "pulumi-python:dynamic:Resource"
 
 
-def _args(site: Inventory, live: list[LiveNode] | None = None) -> NodesArgs:
+def _args(site: Inventory, live: list[NodeInfo] | None = None) -> NodesArgs:
     cluster = site.clusters[0]
     si = nodes_input(
         site, cluster, StateDir(Path("/nonexistent")), read=lambda _t: live or lab_nodes()
@@ -240,3 +242,31 @@ def test_a_second_run_changes_nothing() -> None:
     first = reconcile_taints([GPU], [JOB, GPU, SPOT], [], [])
     second = reconcile_taints(first.taints, [JOB, GPU, SPOT], first.owned, first.displaced)
     assert second == first
+
+
+def test_a_phase_reads_each_clusters_nodes_once_per_call(
+    site: Inventory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The inputs' hash (the journal) and the run that follows share one read of the live nodes;
+    # the runner's next call (another phase, or another cluster) reads afresh.
+    reads: list[str] = []
+
+    def read(target: KubeTarget) -> list[NodeInfo]:
+        reads.append(target.kubeconfig)
+        return lab_nodes()
+
+    monkeypatch.setattr(inputs, "live_nodes", read)
+    ctx = PhaseContext(
+        inventory=site,
+        inventory_path=tmp_path / "site.yml",
+        state=StateDir(tmp_path / "state"),
+        run_dir=tmp_path,
+        emit=lambda event: None,
+    ).for_cluster("main")
+    phase = StackPhase("nodes")
+    first = phase.inputs(ctx)
+    assert phase.inputs(ctx) == first
+    assert stack_input("nodes", site, site.clusters[0], ctx.state, _nodes(ctx)).args
+    assert len(reads) == 1
+    phase.inputs(ctx.for_cluster("main"))
+    assert len(reads) == 2
