@@ -5,18 +5,24 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from installer.bootstrap import EventLog
 from installer.cli.render import emit_json, err, is_json, out
-from installer.cli.state import InventoryOption, OutputOption, begin
+from installer.cli.state import STATE, InventoryOption, OutputOption, begin
 from installer.engines.pulumi import PulumiEngine, StackEvent, StackSummary
 from installer.errors import BadInputError, ExitCode, FailedError
 from installer.inventory import Inventory, load_inventory
 from installer.inventory.models import Cluster
+from installer.journal import Journal, inputs_hash
+from installer.lock import site_lock
+from installer.phases.base import PhaseContext
+from installer.phases.stacks import StackPhase
 from installer.stacks import COMPONENTS, ComponentName
 from installer.stacks.inputs import builders, stack_input
 from installer.state import StateDir
@@ -166,27 +172,76 @@ def _run(
     component: list[str] | None,
     backend_url: str | None,
 ) -> list[StackSummary]:
+    """`action` on the selected stacks, cluster by cluster, through the bootstrap phases' own
+    code (`StackPhase.run`). What changes the site (up, refresh, destroy) holds the site lock,
+    and up and destroy write each cluster's outcome to the journal, as bootstrap does: `status`
+    shows them and a resumed bootstrap knows what they did."""
     inv = inventory if isinstance(inventory, Inventory) else load_inventory(inventory)
-    engine = _engine(inv, backend_url)
+    path = inventory if isinstance(inventory, Path) else Path()
     order = _components(component)
     if action == "destroy":
         order = list(reversed(order))
+    clusters = _clusters(inv, cluster)
+    state = StateDir(inv.site.state_dir)
+    assert STATE.run is not None
+    ctx = PhaseContext(
+        inventory=inv,
+        inventory_path=path,
+        state=state,
+        run_dir=STATE.run.folder,
+        emit=EventLog(STATE.run.folder),
+    )
+    lock = (
+        nullcontext()
+        if action == "preview"
+        else site_lock(state.root, f"stacks {action} --inventory {path}")
+    )
     summaries: list[StackSummary] = []
-    for item in _clusters(inv, cluster):
-        for name in order:
-            si = stack_input(name, inv, item, engine.state)
-            if not is_json():
-                err.print(f"{action} {name}/{si.stack}", markup=False)
-            run = getattr(engine, action)
-            try:
-                summaries.append(run(si, on_event=_show_event))
-            except FailedError as exc:
-                done = ", ".join(f"{s.component}/{s.stack}" for s in summaries) or "none"
-                raise FailedError(
-                    f"{exc.message}\n(stacks finished before this one: {done})",
-                    remedy=exc.remedy,
-                ) from None
+    with lock:
+        journal = Journal(state.journal) if action in ("up", "destroy") else None
+        for item in clusters:
+            narrowed = ctx.for_cluster(item.name)
+            for name in order:
+                phase = StackPhase(name, backend_url)
+                if not is_json():
+                    err.print(f"{action} {name}/{item.name}", markup=False)
+                summaries += _journaled(journal, phase, narrowed, action, summaries)
     return summaries
+
+
+def _journaled(
+    journal: Journal | None,
+    phase: StackPhase,
+    ctx: PhaseContext,
+    action: str,
+    before: list[StackSummary],
+) -> list[StackSummary]:
+    """One stack's run, its outcome in the journal (up: the cluster's entry of that phase;
+    destroy: the entry goes)."""
+    cluster = ctx.cluster
+    assert cluster is not None
+    if journal is not None and action == "up":
+        journal.cluster_started(
+            cluster, phase.name, inputs_hash(phase.inputs(ctx)), ctx.run_dir.name
+        )
+    try:
+        done = phase.run(ctx, action, on_event=_show_event)
+    except FailedError as exc:
+        if journal is not None and action == "up":
+            journal.cluster_finished(cluster, phase.name, "failed", 0, exc.message)
+        finished = ", ".join(f"{s.component}/{s.stack}" for s in before) or "none"
+        raise FailedError(
+            f"{exc.message}\n(stacks finished before this one: {finished})",
+            remedy=exc.remedy,
+        ) from None
+    if journal is not None and action == "up":
+        changes = sum(s.changes for s in done)
+        journal.cluster_finished(
+            cluster, phase.name, "ok", changes, f"stacks up: {changes} resource change(s)"
+        )
+    elif journal is not None and action == "destroy":
+        journal.forget_cluster(cluster, [phase.name])
+    return done
 
 
 @group.command("preview")

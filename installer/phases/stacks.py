@@ -37,13 +37,16 @@ _ACTIONS: dict[str, Action] = {
 class StackPhase:
     """One component's stacks, one per cluster."""
 
-    def __init__(self, component: ComponentName) -> None:
+    def __init__(self, component: ComponentName, backend_url: str | None = None) -> None:
         self.name: str = component
         self.component: ComponentName = component
+        self.backend_url = backend_url
+        """`installer stacks --backend-url`; the state folder's file backend when None."""
 
     def _engine(self, ctx: PhaseContext) -> PulumiEngine:
         return PulumiEngine(
             state=ctx.state,
+            backend_url=self.backend_url,
             bin_dir=ctx.inventory.site.pulumi_bin_dir,
             guarded=ctx.inventory.site.airgapped,
         )
@@ -85,23 +88,26 @@ class StackPhase:
             for cluster in ctx.clusters()
         }
 
-    def _each(self, ctx: PhaseContext, action: str) -> list[StackSummary]:
+    def run(self, ctx: PhaseContext, action: str, on_event: Any = None) -> list[StackSummary]:
+        """`action` (preview, up, refresh, destroy) on the stack of each cluster of the call, in
+        order: what bootstrap's phases and `installer stacks` both run. Engine events go to
+        `on_event`, else to the context as the phase's steps."""
         engine = self._engine(ctx)
         summaries = []
         for cluster in ctx.clusters():
             si = stack_input(self.component, ctx.inventory, cluster, ctx.state, _nodes(ctx))
             ctx.step(self.name, f"{action} {self.component}/{cluster.name}")
-            summaries.append(getattr(engine, action)(si, on_event=self._sink(ctx)))
+            summaries.append(getattr(engine, action)(si, on_event=on_event or self._sink(ctx)))
         return summaries
 
     def plan(self, ctx: PhaseContext) -> PhasePlan:
         """A preview of every cluster's stack."""
-        changes = [c for s in self._each(ctx, "preview") for c in self._changes(s)]
+        changes = [c for s in self.run(ctx, "preview") for c in self._changes(s)]
         return PhasePlan(self.name, changes)
 
     def apply(self, ctx: PhaseContext) -> PhaseResult:
         """`pulumi up` of every cluster's stack; a second run changes nothing."""
-        summaries = self._each(ctx, "up")
+        summaries = self.run(ctx, "up")
         changes = [c for s in summaries for c in self._changes(s)]
         stacks = ", ".join(f"{s.component}/{s.stack}" for s in summaries)
         return PhaseResult(
@@ -125,7 +131,7 @@ class StackPhase:
 
     def destroy(self, ctx: PhaseContext, *, purge: bool) -> PhaseResult:
         """`pulumi destroy` of every cluster's stack."""
-        summaries = self._each(ctx, "destroy")
+        summaries = self.run(ctx, "destroy")
         changes = [c for s in summaries for c in self._changes(s)]
         return PhaseResult(self.name, Status.OK, changes, message=f"{len(changes)} removed")
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from installer.engines.pulumi import project_file_text
+from installer.lock import site_lock
 from installer.stacks import COMPONENTS
 from tests.unit.stacks.conftest import SITE
 
@@ -97,3 +98,17 @@ def test_stack_folders_match_what_the_engine_writes() -> None:
         assert f'program_of("{component}")()' in (folder / "__main__.py").read_text(
             encoding="utf-8"
         )
+
+
+def test_stacks_up_refuses_while_a_bootstrap_holds_the_site(
+    tmp_path: Path,
+) -> None:
+    # `stacks up` runs the bootstrap phases' code under the same site lock: while another run
+    # holds it, nothing is read or changed and the holder is named.
+    site = _site(tmp_path)
+    with site_lock(tmp_path / "state", "bootstrap --inventory onprem.yml"):
+        proc = _installer(tmp_path, "stacks", "up", "-i", str(site), "-c", "nodes")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    message = json.loads(proc.stdout)["error"]["message"]
+    assert "another run holds the site lock" in message
+    assert "bootstrap --inventory onprem.yml" in message
