@@ -120,9 +120,10 @@ class PhaseContext:
     once per cluster (`installer.bootstrap`), so that one cluster's failure stops that cluster
     only. None: every cluster of the inventory."""
     facts: dict[str, Any] = field(default_factory=dict)
-    """What a phase read of the live site, kept for the rest of its call: the inputs' hash and
-    the run that follows read the clusters' nodes once (the runner narrows the context, with
-    facts of its own, for each phase and cluster)."""
+    """What the run read of the live site, kept for the rest of the run: each cluster's nodes
+    are listed once, for the plan, the inputs' hashes and every phase (the contexts the runner
+    narrows to one cluster share it). Only what the installer does not change is kept: the
+    nodes' names, GPU labels and allocatable resources that pools and presets resolve against."""
 
     def clusters(self) -> list[Cluster]:
         """The clusters this call works on, in inventory order."""
@@ -130,7 +131,7 @@ class PhaseContext:
 
     def for_cluster(self, name: str) -> PhaseContext:
         """This context, narrowed to one cluster."""
-        return replace(self, cluster=name, facts={})
+        return replace(self, cluster=name)
 
     def step(self, phase: str, message: str, **data: Any) -> None:
         """Report a step of `phase`."""

@@ -137,7 +137,7 @@ class StackPhase:
 
 
 def _nodes(ctx: PhaseContext) -> NodeMemo:
-    """The context's node reader: each cluster's nodes read once for the phase's call."""
+    """The run's node reader: each cluster's nodes read once per run."""
     memo: NodeMemo = ctx.facts.setdefault("nodes", NodeMemo())
     return memo
 

@@ -373,8 +373,8 @@ def builders() -> dict[ComponentName, Builder]:
 
 
 class NodeMemo:
-    """A node reader that reads each cluster's nodes once: a phase computes its inputs' hash and
-    then runs with the same facts (`PhaseContext.facts`, one per phase and cluster)."""
+    """A node reader that reads each cluster's nodes once per run (`PhaseContext.facts`): the
+    plan, the phases' inputs hashes and their runs resolve pools against one listing."""
 
     def __init__(self, read: NodeReader | None = None) -> None:
         self._read = read if read is not None else live_nodes

@@ -244,11 +244,11 @@ def test_a_second_run_changes_nothing() -> None:
     assert second == first
 
 
-def test_a_phase_reads_each_clusters_nodes_once_per_call(
+def test_a_run_reads_each_clusters_nodes_once(
     site: Inventory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The inputs' hash (the journal) and the run that follows share one read of the live nodes;
-    # the runner's next call (another phase, or another cluster) reads afresh.
+    # The plan, the inputs' hashes (the journal) and the runs of every phase share one listing of
+    # a cluster's nodes; the next run lists them afresh.
     reads: list[str] = []
 
     def read(target: KubeTarget) -> list[NodeInfo]:
@@ -256,17 +256,22 @@ def test_a_phase_reads_each_clusters_nodes_once_per_call(
         return lab_nodes()
 
     monkeypatch.setattr(inputs, "live_nodes", read)
-    ctx = PhaseContext(
-        inventory=site,
-        inventory_path=tmp_path / "site.yml",
-        state=StateDir(tmp_path / "state"),
-        run_dir=tmp_path,
-        emit=lambda event: None,
-    ).for_cluster("main")
-    phase = StackPhase("nodes")
-    first = phase.inputs(ctx)
-    assert phase.inputs(ctx) == first
-    assert stack_input("nodes", site, site.clusters[0], ctx.state, _nodes(ctx)).args
+
+    def run_context() -> PhaseContext:
+        return PhaseContext(
+            inventory=site,
+            inventory_path=tmp_path / "site.yml",
+            state=StateDir(tmp_path / "state"),
+            run_dir=tmp_path,
+            emit=lambda event: None,
+        )
+
+    ctx = run_context()
+    first = StackPhase("nodes").inputs(ctx)
+    narrowed = ctx.for_cluster("main")
+    assert StackPhase("nodes").inputs(narrowed) == first
+    assert StackPhase("platform").inputs(narrowed)
+    assert stack_input("nodes", site, site.clusters[0], ctx.state, _nodes(narrowed)).args
     assert len(reads) == 1
-    phase.inputs(ctx.for_cluster("main"))
+    StackPhase("nodes").inputs(run_context())
     assert len(reads) == 2
