@@ -117,24 +117,15 @@ class Journal:
 
     def cluster_started(self, cluster: str, phase: str, digest: str, run: str) -> None:
         """Record that `phase` began on `cluster`."""
-        self.data.clusters.setdefault(cluster, {})[phase] = PhaseEntry(
-            state="running", inputs_hash=digest, started=_now(), run=run
-        )
+        self.data.clusters.setdefault(cluster, {})[phase] = _started(digest, run)
         self.save()
 
     def cluster_finished(
         self, cluster: str, phase: str, state: PhaseState, changes: int, message: str
     ) -> None:
         """Record the outcome of `phase` on `cluster`."""
-        entry = self.data.clusters[cluster][phase]
-        self.data.clusters[cluster][phase] = entry.model_copy(
-            update={
-                "state": state,
-                "finished": _now(),
-                "changes": changes,
-                "message": REDACTOR.redact(message)[:2000],
-            }
-        )
+        entries = self.data.clusters[cluster]
+        entries[phase] = _finished(entries[phase], state, changes, message)
         self.save()
 
     def forget_cluster(self, cluster: str, phases: list[str]) -> None:
@@ -159,20 +150,27 @@ class Journal:
 
     def phase_started(self, phase: str, digest: str, run: str) -> None:
         """Record that `phase` began (left `running` if the process dies)."""
-        self.data.phases[phase] = PhaseEntry(
-            state="running", inputs_hash=digest, started=_now(), run=run
-        )
+        self.data.phases[phase] = _started(digest, run)
         self.save()
 
     def phase_finished(self, phase: str, state: PhaseState, changes: int, message: str) -> None:
         """Record the outcome of `phase`."""
-        entry = self.data.phases[phase]
-        self.data.phases[phase] = entry.model_copy(
-            update={
-                "state": state,
-                "finished": _now(),
-                "changes": changes,
-                "message": REDACTOR.redact(message)[:2000],
-            }
-        )
+        self.data.phases[phase] = _finished(self.data.phases[phase], state, changes, message)
         self.save()
+
+
+def _started(digest: str, run: str) -> PhaseEntry:
+    """A phase's entry as it begins (left `running` if the process dies)."""
+    return PhaseEntry(state="running", inputs_hash=digest, started=_now(), run=run)
+
+
+def _finished(entry: PhaseEntry, state: PhaseState, changes: int, message: str) -> PhaseEntry:
+    """`entry` with the phase's outcome (the message redacted and bounded)."""
+    return entry.model_copy(
+        update={
+            "state": state,
+            "finished": _now(),
+            "changes": changes,
+            "message": REDACTOR.redact(message)[:2000],
+        }
+    )
