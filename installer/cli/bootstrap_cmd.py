@@ -19,6 +19,7 @@ from installer.cli.state import (
     OutputOption,
     ReplaceChangedOption,
     begin,
+    selected_clusters,
 )
 from installer.errors import BadInputError, ExitCode
 from installer.inventory import Inventory, load_inventory
@@ -53,20 +54,6 @@ def _selected(
     inv = load_inventory(inventory)
     names = select(only, start, skip)
     return inv, names, load_phases(names)
-
-
-def _known_clusters(inv: Inventory, names: list[str] | None) -> list[str] | None:
-    """`--cluster` values, checked against the inventory (None when not given)."""
-    if not names:
-        return None
-    known = [c.name for c in inv.clusters]
-    missing = [n for n in names if n not in known]
-    if missing:
-        raise BadInputError(
-            f"cluster {', '.join(missing)} is not in the inventory",
-            remedy=f"clusters: {', '.join(known)}",
-        )
-    return [n for n in known if n in names]
 
 
 def opened_bundle(bundle: Path | None, verify_key: Path | None) -> Bundle | None:
@@ -280,7 +267,8 @@ def destroy(
     """Take the site back in reverse order; shows what goes and asks first."""
     begin("destroy", output)
     inv, names, phases = _selected(inventory, only, None, skip)
-    clusters = _known_clusters(inv, cluster)
+    chosen = {c.name for c in selected_clusters(inv, cluster)} if cluster else None
+    clusters = [c.name for c in inv.clusters if c.name in chosen] if chosen else None
     if clusters is not None and purge:
         raise BadInputError(
             "--purge deletes the hub's data, which every cluster shares; --cluster leaves the"

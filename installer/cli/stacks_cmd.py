@@ -14,11 +14,10 @@ from rich.table import Table
 
 from installer.bootstrap import EventLog
 from installer.cli.render import emit_json, err, is_json, out
-from installer.cli.state import STATE, InventoryOption, OutputOption, begin
+from installer.cli.state import STATE, InventoryOption, OutputOption, begin, selected_clusters
 from installer.engines.pulumi import PulumiEngine, StackEvent, StackSummary
 from installer.errors import BadInputError, ExitCode, FailedError
 from installer.inventory import Inventory, load_inventory
-from installer.inventory.models import Cluster
 from installer.journal import Journal, inputs_hash
 from installer.lock import site_lock
 from installer.phases.base import PhaseContext
@@ -55,19 +54,6 @@ BackendOption = Annotated[
         envvar="INSTALLER_PULUMI_BACKEND_URL",
     ),
 ]
-
-
-def _clusters(inv: Inventory, names: list[str] | None) -> list[Cluster]:
-    if not names:
-        return list(inv.clusters)
-    known = {c.name: c for c in inv.clusters}
-    missing = [n for n in names if n not in known]
-    if missing:
-        raise BadInputError(
-            f"cluster {', '.join(missing)} is not in the inventory",
-            remedy=f"clusters: {', '.join(known)}",
-        )
-    return [known[n] for n in names]
 
 
 def _components(names: list[str] | None) -> list[ComponentName]:
@@ -136,7 +122,7 @@ def config(
     inv = load_inventory(inventory)
     engine = _engine(inv, backend_url)
     written: list[str] = []
-    for item in _clusters(inv, cluster):
+    for item in selected_clusters(inv, cluster):
         for name in _components(component):
             si = stack_input(name, inv, item, engine.state)
             folder = stacks_dir / name
@@ -181,7 +167,7 @@ def _run(
     order = _components(component)
     if action == "destroy":
         order = list(reversed(order))
-    clusters = _clusters(inv, cluster)
+    clusters = selected_clusters(inv, cluster)
     state = StateDir(inv.site.state_dir)
     assert STATE.run is not None
     ctx = PhaseContext(
@@ -295,7 +281,7 @@ def destroy(
     """Remove what the stacks created, in reverse order (asks first)."""
     begin("stacks destroy", output)
     inv = load_inventory(inventory)
-    _clusters(inv, cluster)
+    selected_clusters(inv, cluster)
     _components(component)
     if not yes:
         if is_json() or not sys.stdin.isatty():

@@ -9,6 +9,9 @@ from typing import Annotated
 
 import typer
 
+from installer.errors import BadInputError
+from installer.inventory import Inventory
+from installer.inventory.models import Cluster
 from installer.runlog import DEFAULT_LOG_DIR, Run, start_run
 
 
@@ -73,3 +76,18 @@ InventoryOption = Annotated[
         envvar="INSTALLER_INVENTORY",
     ),
 ]
+
+
+def selected_clusters(inv: Inventory, names: list[str] | None) -> list[Cluster]:
+    """The inventory's clusters `--cluster` names (all when none), or bad input naming the
+    unknown ones and the known ones."""
+    if not names:
+        return list(inv.clusters)
+    known = {c.name: c for c in inv.clusters}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise BadInputError(
+            f"cluster {', '.join(missing)} is not in the inventory",
+            remedy=f"clusters: {', '.join(known)}",
+        )
+    return [known[n] for n in names]
