@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +23,33 @@ from installer.errors import BadInputError, EnvironmentProblem, FailedError
 log = logging.getLogger("installer.kube")
 TIMEOUT_S = 15.0
 T = TypeVar("T")
+
+# The kubernetes client writes a kubeconfig's embedded certificate and key to temporary files it
+# shares between loads of the same content, and records each file's name *before* writing it: a
+# thread loading the same kubeconfig meanwhile gets the name of an empty file, and its first
+# request fails with `[SSL] PEM lib`. Pulumi's dynamic providers call it from several threads at
+# once, so every load in the installer goes through this lock.
+_LOAD_LOCK = threading.Lock()
+
+
+def load_configuration(kubeconfig: str | Path, context: str | None = None) -> Any:
+    """The client `Configuration` of `kubeconfig` (and `context`, else its current one),
+    loaded so that concurrent loads in one process never see each other's half-written files."""
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    with _LOAD_LOCK:
+        config.load_kube_config(
+            config_file=str(kubeconfig), context=context, client_configuration=configuration
+        )
+    return configuration
+
+
+def api_client(kubeconfig: str | Path, context: str | None = None) -> Any:
+    """A `kubernetes.client.ApiClient` for `kubeconfig` (see `load_configuration`)."""
+    from kubernetes import client
+
+    return client.ApiClient(load_configuration(kubeconfig, context))
 
 
 @dataclass(frozen=True)
@@ -166,11 +194,8 @@ class Kube:
                 f"kubeconfig {kubeconfig} has no current context",
                 remedy="set clusters[].context in the inventory",
             )
-        configuration = client.Configuration()
         try:
-            config.load_kube_config(
-                config_file=str(kubeconfig), context=context, client_configuration=configuration
-            )
+            configuration = load_configuration(kubeconfig, context)
         except (ConfigException, OSError, ValueError) as exc:
             raise BadInputError(f"kubeconfig {kubeconfig}: {exc}") from None
         configuration.retries = 1  # an unreachable API should fail in seconds, not minutes

@@ -183,9 +183,11 @@ def forget_helm_releases(
     """Remove the Helm records (`sh.helm.release.v1.*` secrets) of `releases`; what went."""
     if not releases:
         return []
-    from kubernetes import client, config
+    from kubernetes import client
 
-    api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig, context=context))
+    from installer.engines.kube import api_client
+
+    api = client.CoreV1Api(api_client(kubeconfig, context))
     done = []
     for namespace, name in releases:
         records = api.list_namespaced_secret(

@@ -23,6 +23,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, Resource, ResourceProvider, UpdateResult
 from pydantic import Field
 
+from installer.engines.kube import api_client
 from installer.stacks.common import StackModel
 
 NDM_GROUP = "openebs.io"
@@ -216,14 +217,10 @@ def pool_cluster_spec(pools: list[PoolDevices], spec: CStorPools) -> dict[str, A
 
 
 def _list_block_devices(props: dict[str, Any]) -> list[dict[str, Any]]:
-    from kubernetes import client, config
+    from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    api = client.CustomObjectsApi(
-        config.new_client_from_config(
-            config_file=props["kubeconfig"], context=props.get("context") or None
-        )
-    )
+    api = client.CustomObjectsApi(api_client(props["kubeconfig"], props.get("context") or None))
     try:
         listing = api.list_namespaced_custom_object(
             NDM_GROUP,

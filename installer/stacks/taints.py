@@ -31,6 +31,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
+from installer.engines.kube import api_client
 from installer.stacks.common import FIELD_MANAGER
 
 _ATTEMPTS = 8
@@ -102,12 +103,9 @@ def reconcile_taints(
 
 
 def _api(props: dict[str, Any]) -> Any:
-    from kubernetes import client, config
+    from kubernetes import client
 
-    api_client = config.new_client_from_config(
-        config_file=props["kubeconfig"], context=props.get("context") or None
-    )
-    return client.CoreV1Api(api_client)
+    return client.CoreV1Api(api_client(props["kubeconfig"], props.get("context") or None))
 
 
 def _as_dicts(taints: Any) -> list[dict[str, Any]]:
