@@ -7,7 +7,10 @@ the engine's `FailedError`, which the runner journals; the next bootstrap resume
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from installer.engines.pulumi import PulumiEngine, StackEvent, StackSummary
 from installer.phases.base import (
@@ -19,8 +22,9 @@ from installer.phases.base import (
     PhaseResult,
     Status,
 )
-from installer.stacks import ComponentName
+from installer.stacks import ComponentName, StackInput
 from installer.stacks.inputs import NodeMemo, stack_input
+from installer.stacks.storage import ChartSource
 
 _ACTIONS: dict[str, Action] = {
     "create": "create",
@@ -101,9 +105,36 @@ class StackPhase:
         return summaries
 
     def plan(self, ctx: PhaseContext) -> PhasePlan:
-        """A preview of every cluster's stack."""
-        changes = [c for s in self.run(ctx, "preview") for c in self._changes(s)]
-        return PhasePlan(self.name, changes)
+        """A preview of every cluster's stack.
+
+        A stack whose charts come from the site's hub cannot be previewed before the hub exists
+        (Helm reads the chart, over TLS, with the site CA): on a site the installer has not
+        provisioned yet (no site CA in the state folder) its plan says so instead of failing,
+        and the preview comes with the plan after `auxvm` has run."""
+        engine = self._engine(ctx)
+        plan = PhasePlan(self.name)
+        for cluster in ctx.clusters():
+            si = stack_input(self.component, ctx.inventory, cluster, ctx.state, _nodes(ctx))
+            missing = _hub_ca_missing(si)
+            if missing is not None:
+                plan.changes.append(
+                    Change(
+                        f"stack/{self.component}/{si.stack}",
+                        "create",
+                        "stack",
+                        self.component,
+                        "its charts come from the hub: previewed once auxvm has provisioned it",
+                    )
+                )
+                plan.notes.append(
+                    f"{self.component}/{cluster.name}: not previewed: the site CA ({missing})"
+                    " does not exist yet; bootstrap provisions the hub (auxvm) first"
+                )
+                continue
+            ctx.step(self.name, f"preview {self.component}/{cluster.name}")
+            summary = engine.preview(si, on_event=self._sink(ctx))
+            plan.changes.extend(self._changes(summary))
+        return plan
 
     def apply(self, ctx: PhaseContext) -> PhaseResult:
         """`pulumi up` of every cluster's stack; a second run changes nothing."""
@@ -134,6 +165,28 @@ class StackPhase:
         summaries = self.run(ctx, "destroy")
         changes = [c for s in summaries for c in self._changes(s)]
         return PhaseResult(self.name, Status.OK, changes, message=f"{len(changes)} removed")
+
+
+def _chart_sources(value: Any) -> list[ChartSource]:
+    """Every chart source in a stack's arguments."""
+    if isinstance(value, ChartSource):
+        return [value]
+    if isinstance(value, BaseModel):
+        fields = type(value).model_fields
+        return [s for name in fields for s in _chart_sources(getattr(value, name))]
+    if isinstance(value, dict):
+        return [s for item in value.values() for s in _chart_sources(item)]
+    if isinstance(value, list | tuple):
+        return [s for item in value for s in _chart_sources(item)]
+    return []
+
+
+def _hub_ca_missing(si: StackInput) -> str | None:
+    """The CA file a chart source of the stack names and that does not exist, if any."""
+    for source in _chart_sources(si.args):
+        if not Path(source.ca_file).is_file():
+            return source.ca_file
+    return None
 
 
 def _nodes(ctx: PhaseContext) -> NodeMemo:

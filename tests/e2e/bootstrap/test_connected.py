@@ -58,6 +58,12 @@ class ConnectedSite:
     logs: Path
     left_after_purge: list[str]
     """The hub's folders still on the VM after `destroy --purge` (none)."""
+    fresh_plan: tuple[int, dict[str, Any], str]
+    """`installer plan --only auxvm` on the VM as it was before the hub (no service account)."""
+
+
+# The hub's service account (playbooks/roles/hub/common/defaults/main.yml).
+HUB_USER = "onprem-hub"
 
 
 def _state_root() -> Path:
@@ -79,13 +85,23 @@ def connected_site(
         assert rc == 0, f"destroy --purge failed (exit {rc}):\n{tail}"
         left_after_purge = hub_data_left(lab, LAB_INVENTORY)
         shutil.rmtree(_state_root() / "airgap" / "mirror", ignore_errors=True)
+        # A VM the hub was never on: purge keeps the service account (documented), so it goes
+        # by hand. What an operator runs first on such a VM is the plan of its hub.
+        lab.vm_run(
+            f"sudo -n userdel {HUB_USER} 2>/dev/null; sudo -n groupdel {HUB_USER} 2>/dev/null;"
+            f" ! getent passwd {HUB_USER}"
+        )
+        fresh_plan = installer(
+            "plan", "-i", str(LAB_INVENTORY), "--only", "auxvm",
+            log_dir=tmp / "fresh-plan", timeout=900, env=env,
+        )  # fmt: skip
         first = run_bootstrap(LAB_INVENTORY, tmp / "first", env)
         second = run_bootstrap(LAB_INVENTORY, tmp / "second", env) if first.rc == 0 else first
         plan_rc, _, plan_tail = installer(
             "plan", "-i", str(LAB_INVENTORY), "--expect-no-changes",
             log_dir=tmp / "plan", timeout=900, env=env,
         )  # fmt: skip
-        site = ConnectedSite(first, second, plan_rc, plan_tail, tmp, left_after_purge)
+        site = ConnectedSite(first, second, plan_rc, plan_tail, tmp, left_after_purge, fresh_plan)
         (tmp / "phase-seconds.json").write_text(
             json.dumps({"first": first.seconds(), "second": second.seconds()}, indent=1)
         )
@@ -102,6 +118,19 @@ def _failing(report: dict[str, Any]) -> list[str]:
 
 def test_destroy_purge_took_the_hub_off_the_vm(connected_site: ConnectedSite) -> None:
     assert connected_site.left_after_purge == []
+
+
+def test_the_hubs_plan_on_a_vm_it_was_never_on_lists_what_bootstrap_will_do(
+    connected_site: ConnectedSite,
+) -> None:
+    """Check mode cannot run a task as the service account the run would create: the plan of a
+    new VM once failed there (devpi-init)."""
+    rc, doc, tail = connected_site.fresh_plan
+    assert rc == 0, f"plan on a new VM failed (exit {rc}):\n{tail}"
+    (auxvm,) = [p for p in doc["phases"] if p["phase"] == "auxvm"]
+    names = {c["name"] for c in auxvm["changes"]}
+    assert "Create the service account" in names, names
+    assert "Write devpi-init's one-time config (root password, 0600)" in names, names
 
 
 def test_bootstrap_from_nothing_ends_verified(connected_site: ConnectedSite) -> None:

@@ -1,5 +1,6 @@
-"""The lab's second site (lab/sites/<site>.env) moves everything two sites on one machine cannot
-share, onto ports no other lab copy takes; its inventories name none of the first site's."""
+"""The lab's other sites (lab/sites/<site>.env) move everything two sites on one machine cannot
+share, onto ports no other site or lab copy takes; their inventories name none of the first
+site's."""
 
 from __future__ import annotations
 
@@ -38,11 +39,44 @@ def _unshareable(key: str) -> bool:
 
 
 def _ports(values: dict[str, str]) -> set[int]:
-    return {int(v) for k, v in values.items() if k.endswith("_PORT") and k != "LAB_VM_SSH_PORT"}
+    """The loopback ports a site takes: its own, and its second cluster's (`infer`, its kube
+    ports plus LAB_KUBE_INFER_PORT_OFFSET)."""
+    own = {int(v) for k, v in values.items() if k.endswith("_PORT") and k != "LAB_VM_SSH_PORT"}
+    offset = int(values["LAB_KUBE_INFER_PORT_OFFSET"])
+    infer = {
+        int(v) + offset
+        for k, v in values.items()
+        if k.endswith("_PORT") and k.startswith(("LAB_KUBE_", "LAB_ETCD_", "LAB_KWOK_"))
+    }
+    assert not own & infer, "a port of the site is one of its second cluster's"
+    return own | infer
 
 
-def test_there_is_a_second_site() -> None:
-    assert SITES == ["b"]
+def _site(site: str) -> dict[str, str]:
+    return {**BASE, **read_env_file(LAB_DIR / "sites" / f"{site}.env")}
+
+
+def test_the_sites_make_test_runs_on_are_there() -> None:
+    assert SITES == ["b", "c"]
+
+
+def test_no_two_sites_share_a_port() -> None:
+    taken: dict[int, str] = {port: "the first site" for port in _ports(BASE)}
+    for site in SITES:
+        for port in _ports(_site(site)):
+            assert port not in taken, f"site {site}'s port {port} is {taken[port]}'s"
+            taken[port] = f"site {site}"
+
+
+def test_no_two_sites_share_a_subnet() -> None:
+    """The VM's, the node's, their link's and the pods' /24 of every site: all different."""
+    keys = ("LAB_VM_ADDR", "LAB_NODE_ADDR", "LAB_NODE_LINK_ADDR", "LAB_NODE_POD_CIDR")
+    nets = [
+        ".".join(values[key].split("/")[0].split(".")[:3])
+        for values in [BASE, *(_site(site) for site in SITES)]
+        for key in keys
+    ]
+    assert len(set(nets)) == len(nets), sorted(nets)
 
 
 @pytest.mark.parametrize("site", SITES)
@@ -64,10 +98,12 @@ def test_a_site_moves_everything_two_sites_cannot_share(site: str) -> None:
 
 @pytest.mark.parametrize("site", SITES)
 def test_a_sites_ports_are_clear_of_every_other_lab(site: str) -> None:
-    site_ports = _ports({**BASE, **read_env_file(LAB_DIR / "sites" / f"{site}.env")})
+    site_ports = _ports(_site(site))
     first = _ports(BASE)
     kube = {
-        int(v) for k, v in BASE.items() if k.startswith(("LAB_KUBE_", "LAB_ETCD_", "LAB_KWOK_"))
+        int(v)
+        for k, v in BASE.items()
+        if k.endswith("_PORT") and k.startswith(("LAB_KUBE_", "LAB_ETCD_", "LAB_KWOK_"))
     }
     copies = {port + shift for port in first | kube for shift in COPY_SHIFTS}
     assert len(site_ports) == len(_ports(BASE)), "two of the site's ports are one"
@@ -77,7 +113,7 @@ def test_a_sites_ports_are_clear_of_every_other_lab(site: str) -> None:
 
 
 @pytest.mark.parametrize("site", SITES)
-@pytest.mark.parametrize("name", ["lab", "lab-airgap"])
+@pytest.mark.parametrize("name", ["lab", "lab-airgap", "lab-multi"])
 def test_a_sites_inventory_names_none_of_the_first_sites_places(
     site: str, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
