@@ -6,8 +6,8 @@ LAB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(cd "$LAB_DIR/.." && pwd)"
 # shellcheck source=lab/versions.env
 source "$LAB_DIR/versions.env"
-# Another lab site beside the first (LAB_SITE=b, LAB_SITE=c): its own ports, names, addresses,
-# user and state folder, from lab/sites/<site>.env over versions.env; the toolchain cache is shared.
+# Another lab site beside the first (LAB_SITE=b): its own ports, names, addresses, user and
+# state folder, from lab/sites/<site>.env over versions.env; the toolchain cache is shared.
 LAB_SITE="${LAB_SITE:-}"
 if [[ -n "$LAB_SITE" ]]; then
   [[ "$LAB_SITE" =~ ^[a-z][a-z0-9]*$ && -s "$LAB_DIR/sites/$LAB_SITE.env" ]] || {
