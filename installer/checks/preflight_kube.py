@@ -18,11 +18,10 @@ from installer.checks.preflight_vm import evaluate_clock
 from installer.engines.kube import NodeInfo
 from installer.errors import InstallerError
 from installer.inventory.models import Cluster, NodePool, StorageDisk
-from installer.site import GPU_RESOURCES
+from installer.site import GPU_PRODUCT_LABEL, gpu_label_problems, gpu_resource_problems
 
 KUBE_MIN = (1, 28)
 KUBE_MAX_TESTED = (1, 36)
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"
 
 
@@ -181,30 +180,22 @@ def evaluate_pool_nodes(pool: NodePool, nodes: Sequence[NodeInfo]) -> Finding:
 def evaluate_gpu_nodes(pool: NodePool, nodes: Sequence[NodeInfo]) -> Finding:
     """GPU nodes of the pool expose the pool's GPUs (device plugin) and product (GFD)."""
     assert pool.gpu is not None
-    resource = GPU_RESOURCES[pool.gpu.vendor]
     members = pool_members(pool, nodes)
     if not members:
         return problem("no nodes of the pool exist", "see kube.nodes")
     problems = []
     for node in members:
-        count = node.allocatable.get(resource)
-        if count is None:
-            problems.append(f"{node.name}: no allocatable {resource} (device plugin not running)")
-        elif count != str(pool.gpu.count):
-            problems.append(
-                f"{node.name}: allocatable {resource} is {count}, the pool says {pool.gpu.count}"
-            )
+        problems += [
+            f"{node.name}: {why}"
+            for why in gpu_resource_problems(pool.gpu, node.allocatable, exact=True)
+        ]
         if pool.gpu.vendor != "nvidia":
             continue
-        product = node.labels.get(GPU_PRODUCT_LABEL)
-        if product is None:
+        if GPU_PRODUCT_LABEL not in node.labels:
             problems.append(
                 f"{node.name}: no {GPU_PRODUCT_LABEL} label (GPU feature discovery not running)"
             )
-        elif product != pool.gpu.model:
-            problems.append(
-                f"{node.name}: {GPU_PRODUCT_LABEL} is {product}, the pool says {pool.gpu.model}"
-            )
+        problems += [f"{node.name}: {why}" for why in gpu_label_problems(pool.gpu, node.labels)]
         memory = node.labels.get(GPU_MEMORY_LABEL, "")
         if pool.gpu.memory is not None and memory.isdigit():
             want = pool.gpu.memory // 2**20

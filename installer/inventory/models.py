@@ -299,6 +299,13 @@ class AuxVm(Model):
 # --- node pools and presets -----------------------------------------------------------------
 
 GpuVendor = Literal["nvidia", "amd", "intel"]
+# The extended resource each vendor's device plugin advertises for a whole GPU.
+GPU_RESOURCE: dict[str, str] = {
+    "nvidia": "nvidia.com/gpu",
+    "amd": "amd.com/gpu",
+    "intel": "gpu.intel.com/i915",
+}
+MIG_RESOURCE_PREFIX = "nvidia.com/mig-"
 
 
 class PoolGpu(Model):
@@ -317,6 +324,26 @@ class PoolGpu(Model):
         default_factory=dict,
         description="MIG slices per node by profile (`1g.10gb: 7`) when MIG is configured.",
     )
+    mig_strategy: Literal["mixed", "single"] = Field(
+        default="mixed",
+        description="How the NVIDIA device plugin advertises the MIG slices (with `mig_profiles`):"
+        " `mixed`, one resource per profile (`nvidia.com/mig-1g.10gb`); `single`, every slice as"
+        " `nvidia.com/gpu` (one profile per node).",
+    )
+
+    @property
+    def slices(self) -> int:
+        """MIG slices per node (0 without MIG)."""
+        return sum(self.mig_profiles.values())
+
+    def allocatable(self) -> dict[str, int]:
+        """The extended resources each node of the pool advertises, and how many of each:
+        whole GPUs, or with MIG its slices (per profile, or as GPUs with the single strategy)."""
+        if not self.mig_profiles:
+            return {GPU_RESOURCE[self.vendor]: self.count}
+        if self.mig_strategy == "single":
+            return {GPU_RESOURCE[self.vendor]: self.slices}
+        return {f"{MIG_RESOURCE_PREFIX}{p}": n for p, n in sorted(self.mig_profiles.items())}
 
 
 class Taint(Model):

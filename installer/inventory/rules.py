@@ -197,6 +197,15 @@ def check_pool(pool: NodePool) -> None:
         out.append((("selector",), "selector must have at least one label"))
     if pool.gpu and pool.gpu.mig_profiles and pool.gpu.vendor != "nvidia":
         out.append((("gpu", "mig_profiles"), "MIG profiles exist only on NVIDIA GPUs"))
+    if pool.gpu and pool.gpu.mig_strategy == "single" and len(pool.gpu.mig_profiles) > 1:
+        out.append(
+            (
+                ("gpu", "mig_strategy"),
+                "the single MIG strategy advertises every slice as nvidia.com/gpu, so a node"
+                f" has one profile; this pool has {len(pool.gpu.mig_profiles)}"
+                " (use mig_strategy: mixed)",
+            )
+        )
     _raise(out)
 
 
@@ -281,12 +290,26 @@ def _preset_fits(preset: Preset, pool: NodePool) -> list[str]:
         else:
             if gpu.model is not None and gpu.model != pool.gpu.model:
                 why.append(f"GPU model {gpu.model} != pool's {pool.gpu.model}")
-            if gpu.count > pool.gpu.count:
+            sliced = bool(pool.gpu.mig_profiles)
+            if sliced and pool.gpu.mig_strategy == "mixed":
+                why.append(
+                    f"pool '{pool.name}' has no whole GPUs: its GPUs are MIG slices, each profile"
+                    " a resource of its own (mig_strategy: mixed); ask nvidia_migs"
+                )
+            elif sliced and gpu.count > pool.gpu.slices:
+                why.append(f"{gpu.count} MIG slices > {pool.gpu.slices} per node")
+            elif not sliced and gpu.count > pool.gpu.count:
                 why.append(f"{gpu.count} GPUs > {pool.gpu.count} per node")
             if gpu.memory and pool.gpu.memory and gpu.memory > pool.gpu.memory:
                 why.append(
                     f"GPU memory {format_bytes(gpu.memory)} > {format_bytes(pool.gpu.memory)}"
                 )
+    if preset.nvidia_migs and pool.gpu and pool.gpu.mig_strategy == "single":
+        why.append(
+            f"pool '{pool.name}' advertises its MIG slices as nvidia.com/gpu"
+            " (mig_strategy: single); ask nvidia_gpu with the number of slices"
+        )
+        return why
     for profile, mig in preset.nvidia_migs.items():
         have = pool.gpu.mig_profiles.get(profile, 0) if pool.gpu else 0
         if mig.count > have:

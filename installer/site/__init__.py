@@ -7,11 +7,19 @@ checks all agree on one definition.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from installer.inventory.models import Cluster, Inventory, NodePool, Preset
-from installer.inventory.types import format_bytes
+from installer.inventory.models import (
+    GPU_RESOURCE,
+    Cluster,
+    Inventory,
+    NodePool,
+    PoolGpu,
+    Preset,
+)
+from installer.inventory.types import format_bytes, parse_quantity
 
 # Label and taint keys of the platform.
 POOL_LABEL = "platform.apolo.us/node-pool"
@@ -22,8 +30,60 @@ ACCELERATOR_LABEL = "platform.neuromation.io/accelerator"
 PREEMPTIBLE_LABEL = "platform.neuromation.io/preemptible"
 PREEMPTIBLE_TAINT = "platform.neuromation.io/preemptible"
 ROLE_LABEL = "platform.apolo.us/role"
-GPU_TAINTS = {"nvidia": "nvidia.com/gpu", "amd": "amd.com/gpu", "intel": "gpu.intel.com/i915"}
-GPU_RESOURCES = GPU_TAINTS
+GPU_TAINTS = dict(GPU_RESOURCE)
+GPU_RESOURCES = GPU_RESOURCE
+# What NVIDIA's GPU feature discovery labels a node with.
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+GPU_COUNT_LABEL = "nvidia.com/gpu.count"
+MIG_STRATEGY_LABEL = "nvidia.com/mig.strategy"
+
+
+def gpu_product_matches(gpu: PoolGpu, product: str) -> bool:
+    """Whether a node's `nvidia.com/gpu.product` is the pool's model: with MIG's single strategy
+    feature discovery appends the slices' profile (`NVIDIA-A100-SXM4-80GB-MIG-1g.10gb`)."""
+    if gpu.mig_profiles and gpu.mig_strategy == "single":
+        return product in {gpu.model, *(f"{gpu.model}-MIG-{p}" for p in gpu.mig_profiles)}
+    return product == gpu.model
+
+
+def gpu_label_problems(gpu: PoolGpu, labels: Mapping[str, str]) -> list[str]:
+    """Where feature discovery's labels on a node contradict the pool (labels absent: nothing)."""
+    if gpu.vendor != "nvidia":
+        return []
+    why = []
+    product = labels.get(GPU_PRODUCT_LABEL)
+    if product is not None and not gpu_product_matches(gpu, product):
+        why.append(f"{GPU_PRODUCT_LABEL} is {product}, the pool says {gpu.model}")
+    count = labels.get(GPU_COUNT_LABEL)
+    # With the single strategy the count is the node's slices; else its physical GPUs.
+    want = gpu.slices if gpu.mig_profiles and gpu.mig_strategy == "single" else gpu.count
+    if count is not None and count != str(want):
+        why.append(f"{GPU_COUNT_LABEL} is {count}, the pool says {want}")
+    strategy = labels.get(MIG_STRATEGY_LABEL)
+    if gpu.mig_profiles and strategy not in (None, "none", gpu.mig_strategy):
+        why.append(f"{MIG_STRATEGY_LABEL} is {strategy}, the pool says {gpu.mig_strategy}")
+    return why
+
+
+def gpu_resource_problems(
+    gpu: PoolGpu, allocatable: Mapping[str, str], *, exact: bool = False
+) -> list[str]:
+    """Where a node's allocatable GPU resources contradict the pool (`PoolGpu.allocatable`):
+    a resource missing (no device plugin, or another MIG strategy), or fewer (`exact`: other)
+    than the pool says."""
+    why = []
+    for resource, want in gpu.allocatable().items():
+        have = allocatable.get(resource)
+        if have is None:
+            hint = (
+                f"is the device plugin running with mig.strategy={gpu.mig_strategy}?"
+                if gpu.mig_profiles
+                else "is the device plugin running?"
+            )
+            why.append(f"it has no allocatable {resource} ({hint})")
+        elif (parse_quantity(have) != want) if exact else (parse_quantity(have) < want):
+            why.append(f"allocatable {resource} is {have}, the pool says {want}")
+    return why
 
 
 @dataclass(frozen=True, order=True)

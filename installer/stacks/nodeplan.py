@@ -13,11 +13,8 @@ from installer.engines.kube import NodeInfo
 from installer.errors import BadInputError
 from installer.inventory.models import Cluster, NodePool
 from installer.inventory.types import format_bytes, parse_quantity
-from installer.site import GPU_RESOURCES, pool_labels, pool_taints
+from installer.site import gpu_label_problems, gpu_resource_problems, pool_labels, pool_taints
 from installer.stacks.nodes import NodeAssignment, TaintSpec
-
-GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
-GPU_COUNT_LABEL = "nvidia.com/gpu.count"
 
 
 def _selector_text(selector: dict[str, str]) -> str:
@@ -53,26 +50,9 @@ def _show(resource: str, amount: Decimal) -> str:
 def check_node(cluster: Cluster, pool: NodePool, node: NodeInfo) -> list[str]:
     """Contradictions between what the pool claims and what the node reports."""
     why: list[str] = []
-    gpu = pool.gpu
-    if gpu is not None:
-        if gpu.vendor == "nvidia":
-            product = node.labels.get(GPU_PRODUCT_LABEL)
-            # With MIG enabled (single strategy) feature discovery appends `-MIG-<profile>`.
-            if (
-                product is not None
-                and product != gpu.model
-                and not product.startswith(f"{gpu.model}-MIG-")
-            ):
-                why.append(f"{GPU_PRODUCT_LABEL} is {product}, the pool says {gpu.model}")
-            count = node.labels.get(GPU_COUNT_LABEL)
-            if count is not None and count != str(gpu.count):
-                why.append(f"{GPU_COUNT_LABEL} is {count}, the pool says {gpu.count}")
-        resource = GPU_RESOURCES[gpu.vendor]
-        gpus = node.allocatable.get(resource)
-        if gpus is None:
-            why.append(f"it has no allocatable {resource} (is the device plugin running?)")
-        elif parse_quantity(gpus) < gpu.count:
-            why.append(f"allocatable {resource} is {gpus}, the pool says {gpu.count}")
+    if pool.gpu is not None:
+        why += gpu_label_problems(pool.gpu, node.labels)
+        why += gpu_resource_problems(pool.gpu, node.allocatable)
     for resource, claimed in (("cpu", pool.cpu), ("memory", pool.memory)):
         have_text = node.allocatable.get(resource)
         if have_text is None:

@@ -170,7 +170,7 @@ def test_gpu_node_problems_are_named() -> None:
         "a: nvidia.com/gpu.product is NVIDIA-A100-SXM4-40GB, the pool says NVIDIA-A100-SXM4-80GB",
         "a: nvidia.com/gpu.memory is 40960 MiB, the pool says 81920 MiB",
         "b: allocatable nvidia.com/gpu is 4, the pool says 8",
-        "c: no allocatable nvidia.com/gpu (device plugin not running)",
+        "c: it has no allocatable nvidia.com/gpu (is the device plugin running?)",
     ]
 
 
