@@ -47,8 +47,8 @@ unit: setup
 	$(VENV)/bin/pytest tests/unit $(PYTEST_ARGS)
 
 # The static checks (lint, typecheck) beside the lab's two sites' lab/up, then two pytest
-# sessions at once (scripts/test): the whole-site bootstrap and multi-cluster modules on the second
-# site (LAB_SITE=b), every other test on the first in one pytest-xdist session in lanes
+# sessions at once (scripts/test): the whole-site bootstrap, multi-cluster and nodes modules on the
+# second site (LAB_SITE=b), every other test on the first in one pytest-xdist session in lanes
 # (tests/conftest.py).
 test: setup lab-tools
 	PATH="$(abspath $(VENV))/bin:$$PATH" PYTEST_WORKERS=$(PYTEST_WORKERS) scripts/test $(PYTEST_ARGS)

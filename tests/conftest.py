@@ -10,10 +10,10 @@
   (they start copies of the lab's components on ports, state and names of their own).
 - everything else (unit, the other integration tests) spreads over the remaining workers.
 
-`make test` (scripts/test) runs the whole-site bootstrap modules and the site with both clusters
-(tests/e2e/bootstrap, tests/e2e/multicluster) in a second session beside this one, on the lab's
-second site (`LAB_SITE=b`, tests/fixtures/lab.py); run with paths, one session runs them here,
-in the lab site's lane.
+`make test` (scripts/test) runs the whole-site bootstrap modules, the site with both clusters and
+the nodes' image pulls (tests/e2e/bootstrap, tests/e2e/multicluster, tests/e2e/nodes) in a second
+session beside this one, on the lab's second site (`LAB_SITE=b`, tests/fixtures/lab.py); run
+with paths, one session runs them here, in the lab site's lane.
 
 The lab site's lane is the run's critical path; on a two-core machine the other lanes would
 slow it down, so a worker gives itself a lower priority (`nice`) before its first test of

@@ -24,11 +24,14 @@ class FakeNode:
     memory: str = "128Gi"
     gpus: int = 0
     unschedulable: bool = False
+    extended: Mapping[str, str] = field(default_factory=dict)
+    """Other allocatable resources (`nvidia.com/mig-1g.10gb`, `amd.com/gpu`)."""
 
     def body(self) -> dict:  # type: ignore[type-arg]
         resources = {"cpu": self.cpu, "memory": self.memory, "pods": "110"}
         if self.gpus:
             resources["nvidia.com/gpu"] = str(self.gpus)
+        resources.update(self.extended)
         return {
             "apiVersion": "v1",
             "kind": "Node",
