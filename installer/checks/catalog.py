@@ -74,10 +74,15 @@ SPECS: tuple[CheckSpec, ...] = (
               " least one node and all of them are Ready.",
               "Fix the node names or selector, or bring the nodes back."),
     CheckSpec("kube.gpu", _P, "GPU nodes report their GPUs", _F,
-              "Each node of a GPU pool has allocatable `nvidia.com/gpu` equal to the pool's"
-              " count (device plugin) and `nvidia.com/gpu.product` equal to its model (GPU"
-              " feature discovery); memory label when the pool states it.",
-              "Install the GPU Operator (or device plugin and GFD); fix the pool's model/count."),
+              "Each node of a GPU pool advertises exactly the resources the pool's shape makes"
+              " (device plugin): `nvidia.com/gpu`, `amd.com/gpu` or `gpu.intel.com/i915` equal"
+              " to its count; with `mig_profiles`, one `nvidia.com/mig-<profile>` per profile"
+              " (`mig_strategy: mixed`) or the slices as `nvidia.com/gpu` (`single`); NVIDIA"
+              " nodes carry `nvidia.com/gpu.product` equal to the model (`<model>-MIG-<profile>`"
+              " with `single`) and agree in `nvidia.com/gpu.count` and `nvidia.com/mig.strategy`"
+              " (GPU feature discovery); memory label when the pool states it.",
+              "Install the GPU Operator (or device plugin and GFD); fix the pool's model, count,"
+              " MIG profiles or strategy."),
     CheckSpec("gpu.probe", _P, "GPU hardware matches (nvidia-smi)", _F,
               "With `clusters[].node_ssh`: `nvidia-smi` on each node of the pool over SSH"
               " (in parallel), model, count, memory, driver and MIG slices against the pool;"
