@@ -111,12 +111,14 @@ class StackPhase:
         (Helm reads the chart, over TLS, with the site CA): on a site the installer has not
         provisioned yet (no site CA in the state folder) its plan says so instead of failing,
         and the preview comes with the plan after `auxvm` has run."""
-        engine = self._engine(ctx)
         plan = PhasePlan(self.name)
         for cluster in ctx.clusters():
             si = stack_input(self.component, ctx.inventory, cluster, ctx.state, _nodes(ctx))
             missing = _hub_ca_missing(si)
-            if missing is not None:
+            if missing is None:
+                summaries = self.run(ctx.for_cluster(cluster.name), "preview")
+                plan.changes.extend(c for s in summaries for c in self._changes(s))
+            else:
                 plan.changes.append(
                     Change(
                         f"stack/{self.component}/{si.stack}",
@@ -130,10 +132,6 @@ class StackPhase:
                     f"{self.component}/{cluster.name}: not previewed: the site CA ({missing})"
                     " does not exist yet; bootstrap provisions the hub (auxvm) first"
                 )
-                continue
-            ctx.step(self.name, f"preview {self.component}/{cluster.name}")
-            summary = engine.preview(si, on_event=self._sink(ctx))
-            plan.changes.extend(self._changes(summary))
         return plan
 
     def apply(self, ctx: PhaseContext) -> PhaseResult:

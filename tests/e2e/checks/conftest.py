@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from installer.checks import Report, Status
 from tests.fixtures.lab import *  # noqa: F403
 from tests.fixtures.lab import (
     LAB_DIR,
@@ -75,3 +76,8 @@ def site(lab: Lab, tmp_path: Path) -> SiteFactory:
         return path
 
     return make
+
+
+def by(report: Report, check_id: str) -> dict[str, tuple[Status, str]]:
+    """A check's results in a report: status and message by target."""
+    return {r.target: (r.status, r.message) for r in report.results if r.id == check_id}

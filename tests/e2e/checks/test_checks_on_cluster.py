@@ -22,12 +22,12 @@ import pytest
 import yaml
 from kubernetes import client, config
 
-from installer.checks import Report, Status, acceptance, run_preflight, run_verify
+from installer.checks import Status, acceptance, run_preflight, run_verify
 from installer.checks.acceptance import PURPOSE_LABEL
 from installer.inventory import load_inventory
 from installer.inventory.models import NodePool
 from installer.site import JOB_TAINT, pool_labels, pool_taints
-from tests.e2e.checks.conftest import SiteFactory
+from tests.e2e.checks.conftest import SiteFactory, by
 from tests.e2e.checks.kwok import FakeNode, fake_nodes, set_taints
 from tests.fixtures.lab import REPO, Lab
 
@@ -38,10 +38,6 @@ GFD = {
     "nvidia.com/gpu.count": "8",
     "nvidia.com/gpu.memory": "81920",
 }
-
-
-def by(report: Report, check_id: str) -> dict[str, tuple[Status, str]]:
-    return {r.target: (r.status, r.message) for r in report.results if r.id == check_id}
 
 
 class Pools:

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from installer.checks import Report, Status, run_preflight, run_verify
+from installer.checks import Status, run_preflight, run_verify
 from installer.inventory import load_inventory
 from installer.site import POOL_LABEL
 from tests.e2e.bootstrap.cli import installer
-from tests.e2e.checks.conftest import SiteFactory
+from tests.e2e.checks.conftest import SiteFactory, by
 from tests.e2e.checks.kwok import FakeNode, core, fake_nodes
 from tests.fixtures.lab import Lab
 
@@ -27,10 +27,6 @@ pytestmark = pytest.mark.e2e
 
 A100 = "NVIDIA-A100-SXM4-80GB"
 H100 = "NVIDIA-H100-80GB-HBM3"
-
-
-def by(report: Report, check_id: str) -> dict[str, tuple[Status, str]]:
-    return {r.target: (r.status, r.message) for r in report.results if r.id == check_id}
 
 
 class Shapes:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import builtins
 import contextlib
-import datetime as dt
 import ssl
 import threading
 import time
@@ -22,13 +21,12 @@ from typing import Any
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from kubernetes.config import kube_config
 
 from installer.engines import kube
+from installer.inventory.models import TlsSettings
+from installer.pki import ensure_pki
+from installer.state import StateDir
 
 THREADS = 6
 
@@ -39,27 +37,11 @@ def _b64(data: bytes) -> str:
 
 @pytest.fixture
 def kubeconfig(tmp_path: Path) -> Path:
-    """A kubeconfig whose CA, client certificate and key are embedded (`*-data`), as the lab's."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "admin")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
+    """A kubeconfig whose CA, client certificate and key are embedded (`*-data`), as the lab's
+    (the installer's own site PKI makes them)."""
+    pki, _ = ensure_pki(StateDir(tmp_path / "state"), TlsSettings(), "t", ["kube.test"], [])
+    cert_pem = pki.server_cert.read_bytes()
+    key_pem = pki.server_key.read_bytes()
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -68,7 +50,7 @@ def kubeconfig(tmp_path: Path) -> Path:
                 "name": "c",
                 "cluster": {
                     "server": "https://127.0.0.1:1",
-                    "certificate-authority-data": _b64(cert_pem),
+                    "certificate-authority-data": _b64(pki.ca_cert.read_bytes()),
                 },
             }
         ],

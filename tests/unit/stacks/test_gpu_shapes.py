@@ -18,21 +18,14 @@ from installer.errors import BadInputError
 from installer.inventory import Inventory, load_inventory
 from installer.site import preset_resources
 from installer.stacks.nodeplan import plan_nodes
-from tests.unit.stacks.conftest import cpu_node, write_inventory
+from tests.unit.stacks.conftest import SITE, cpu_node, write_inventory
 
 A100 = "NVIDIA-A100-SXM4-80GB"
 
-SHAPES = """\
-apiVersion: installer/v1
-site: {name: lab, domain: ml.example.com, state_dir: ./state}
-aux_vm:
-  address: 192.0.2.10
-  ssh: {user: ops, private_key: file:id_ed25519, known_hosts: known_hosts}
-clusters:
-  - name: main
-    kubeconfig: kubeconfig
-    context: lab
-    ingress_ips: [192.0.2.20]
+# The stack tests' site (conftest.SITE) with other pools and presets.
+SHAPES = (
+    SITE[: SITE.index("    node_pools:\n")]
+    + """\
     node_pools:
       - {name: cpu, nodes: [cpu-1], cpu: 8, memory: 32Gi}
       - name: mig-mixed
@@ -63,9 +56,9 @@ clusters:
         pools: [mig-mixed]
       - {name: slice, cpu: 4, memory: 32Gi, nvidia_gpu: {count: 1}, pools: [mig-single]}
       - {name: mi300x8, cpu: 64, memory: 512Gi, amd_gpu: {count: 8}, pools: [mi300]}
-    storage: {engine: localpv-hostpath}
-    keycloak: {mode: external, url: "https://sso.example.com", admin_password: "env:KC_PASS"}
 """
+    + SITE[SITE.index("    storage:") :]
+)
 
 
 def mixed_node(name: str = "mixed-1") -> NodeInfo:
