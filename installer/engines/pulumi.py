@@ -334,6 +334,7 @@ class PulumiEngine:
         operations); say what."""
         done = [*pulumi_orphans.reap(), *self._clear_stale_locks(si)]
         deployment = stack.export_stack()
+        done += _forget_legacy(si, stack, deployment)
         pending = (deployment.deployment or {}).get("pending_operations") or []
         if not pending:
             return tuple(done)
@@ -382,6 +383,31 @@ class PulumiEngine:
         return cleared
 
 
+def _forget_legacy(si: StackInput, stack: Any, deployment: Any) -> list[str]:
+    """Forget the resources an older installer's program had in place of today's, where taking
+    them back the usual way would undo what today's resource sets (see `stacks.nodes`)."""
+    if si.component != "nodes":
+        return []
+    from installer.stacks.nodes import legacy_urns
+
+    doc = deployment.deployment or {}
+    urns = set(legacy_urns(doc.get("resources") or []))
+    if not urns:
+        return []
+    doc["resources"] = [r for r in doc["resources"] if r.get("urn") not in urns]
+    pending = doc.get("pending_operations") or []
+    doc["pending_operations"] = [
+        op for op in pending if (op.get("resource") or {}).get("urn") not in urns
+    ]
+    stack.import_stack(deployment)
+    what = (
+        f"{len(urns)} per-node resources of an older installer (their labels and taints stay on"
+        " the nodes; node-marks takes them over)"
+    )
+    log.warning("%s/%s: forgot %s", si.project, si.stack, what)
+    return [f"forgot {what}"]
+
+
 Action = Literal["preview", "up", "refresh", "destroy"]
 
 _RUNS: dict[str, tuple[str, Callable[[Any], Any]]] = {
@@ -423,6 +449,20 @@ def _counted(meta: Any) -> bool:
     )
 
 
+def _dynamic_diffs(meta: Any) -> tuple[str, ...]:
+    """The inputs an update of a dynamic resource changes: the Python dynamic provider tells
+    the engine only whether something changed, so the installer compares the step's old outputs
+    (as refreshed, where a refresh ran) with its new inputs, key by key."""
+    op = str(getattr(meta.op, "value", meta.op))
+    if op != "update" or not str(meta.type).startswith("pulumi-python:dynamic"):
+        return ()
+    if meta.old is None or meta.new is None:
+        return ()
+    olds, outs, news = meta.old.inputs or {}, meta.old.outputs or {}, meta.new.inputs or {}
+    keys = (olds.keys() | news.keys()) - {"__provider"}
+    return tuple(sorted(k for k in keys if outs.get(k) != news.get(k)))
+
+
 def _collector(
     steps: list[ResourceChange], sink: EventSink | None, outputs: dict[str, Any] | None = None
 ) -> Callable[[Any], None]:
@@ -445,7 +485,7 @@ def _collector(
                     urn=urn,
                     type=meta.type,
                     name=urn.rsplit("::", 1)[-1],
-                    diffs=tuple(meta.diffs or ()),
+                    diffs=tuple(meta.diffs or ()) or _dynamic_diffs(meta),
                 )
             )
         if sink is None:

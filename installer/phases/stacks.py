@@ -24,6 +24,7 @@ from installer.phases.base import (
 )
 from installer.stacks import ComponentName, StackInput
 from installer.stacks.inputs import NodeMemo, stack_input
+from installer.stacks.nodemarks import NODE_PREFIX
 from installer.stacks.storage import ChartSource
 
 _ACTIONS: dict[str, Action] = {
@@ -66,18 +67,29 @@ class StackPhase:
 
     def _changes(self, summary: StackSummary) -> list[Change]:
         target = f"stack/{summary.component}/{summary.stack}"
-        return [
-            Change(
-                target=target,
-                action=_ACTIONS.get(step.op, "update"),
-                kind=step.type,
-                name=step.name,
-                # An update with no changed input: the provider found the live object
-                # drifted (the Keycloak realm compares what Keycloak holds).
-                detail=", ".join(step.diffs) or ("drifted" if step.op == "update" else ""),
+        changes: list[Change] = []
+        for step in summary.changed:
+            action = _ACTIONS.get(step.op, "update")
+            nodes = [d for d in step.diffs if d.startswith(NODE_PREFIX)]
+            if nodes and len(nodes) == len(step.diffs):
+                # The nodes stack's one resource: a change per node it changes.
+                changes += [
+                    Change(target=target, action=action, kind=step.type, name=step.name, detail=d)
+                    for d in nodes
+                ]
+                continue
+            changes.append(
+                Change(
+                    target=target,
+                    action=action,
+                    kind=step.type,
+                    name=step.name,
+                    # An update with no changed input: the provider found the live object
+                    # drifted (the Keycloak realm compares what Keycloak holds).
+                    detail=", ".join(step.diffs) or ("drifted" if step.op == "update" else ""),
+                )
             )
-            for step in summary.changed
-        ]
+        return changes
 
     def applies(self, ctx: PhaseContext) -> bool:
         """Every cluster has every component."""

@@ -1,9 +1,10 @@
 """The nodes stack: each pool's nodes carry the platform's labels and taints.
 
-Labels go through `NodePatch` (server-side apply, field manager `onprem-installer`, forced, so the
-installer is authoritative for the keys it sets; a label map is owned per key, so other labels
-are never touched and deleting the patch removes exactly the installer's keys). Taints go through
-`NodeTaints` (see `installer.stacks.taints` for why not SSA).
+One resource, `node-marks` (`installer.stacks.nodemarks`), sets them on every pool node: labels by
+server-side apply (field manager `onprem-installer`, forced, so the installer is authoritative for
+the keys it sets; a label map is owned per key, so other labels are never touched and giving
+them back removes exactly the installer's keys), taints by a guarded read-modify-write (see
+`installer.stacks.taints` for why not SSA).
 
 Which nodes belong to a pool is decided before the program runs (`installer.stacks.nodeplan`),
 against the live cluster: the program only sees node names, so previews are deterministic.
@@ -11,18 +12,13 @@ against the live cluster: the program only sees node names, so previews are dete
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
-import pulumi_kubernetes as k8s
 from pydantic import Field
 
-from installer.stacks.common import (
-    FIELD_MANAGER,
-    StackArgs,
-    StackModel,
-    kube_provider,
-    load_args,
-)
-from installer.stacks.taints import NodeTaints
+from installer.stacks.common import StackArgs, StackModel, load_args
+from installer.stacks.nodemarks import NodeMarks
 
 
 class TaintSpec(StackModel):
@@ -48,12 +44,25 @@ class NodesArgs(StackArgs):
     nodes: list[NodeAssignment] = Field(description="Every pool node, sorted by name.")
 
 
-PATCH_ANNOTATIONS = {
-    "pulumi.com/patchFieldManager": FIELD_MANAGER,
-    # The installer is authoritative for the platform's keys: a value someone set by hand is
-    # taken over (and removed again when the pool goes away).
-    "pulumi.com/patchForce": "true",
+LEGACY_RESOURCES = {
+    "kubernetes:core/v1:NodePatch": "labels-",
+    "pulumi-python:dynamic:Resource": "taints-",
 }
+"""Before `node-marks`, the stack held two resources per node (type: name prefix)."""
+
+
+def legacy_urns(resources: list[dict[str, Any]]) -> list[str]:
+    """The per-node resources an older installer left in the nodes stack's state.
+
+    The engine forgets them before a run: their marks stay on the nodes, where `node-marks` takes
+    them over (the same field manager owns the labels; the taints' owner record is on each node).
+    Deleting them the usual way would take back what `node-marks` had just set."""
+    return [
+        str(r["urn"])
+        for r in resources
+        if (prefix := LEGACY_RESOURCES.get(str(r.get("type"))))
+        and str(r.get("urn", "")).rsplit("::", 1)[-1].startswith(prefix)
+    ]
 
 
 class NodePools(pulumi.ComponentResource):
@@ -63,27 +72,20 @@ class NodePools(pulumi.ComponentResource):
         self, name: str, args: NodesArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("onprem:nodes:NodePools", name, None, opts)
-        provider = kube_provider(f"{name}-kube", args.kube, self)
-        child = pulumi.ResourceOptions(parent=self, provider=provider)
-        self.labels: dict[str, k8s.core.v1.NodePatch] = {}
-        self.taints: dict[str, NodeTaints] = {}
-        for item in args.nodes:
-            self.labels[item.node] = k8s.core.v1.NodePatch(
-                f"labels-{item.node}",
-                metadata=k8s.meta.v1.ObjectMetaPatchArgs(
-                    name=item.node, labels=dict(item.labels), annotations=dict(PATCH_ANNOTATIONS)
-                ),
-                opts=child,
-            )
-            if item.taints:
-                self.taints[item.node] = NodeTaints(
-                    f"taints-{item.node}",
-                    node=item.node,
-                    taints=[t.model_dump() for t in item.taints],
-                    kubeconfig=args.kube.kubeconfig,
-                    context=args.kube.context,
-                    opts=pulumi.ResourceOptions(parent=self),
-                )
+        self.marks = NodeMarks(
+            "node-marks",
+            nodes={
+                item.node: {
+                    "pool": item.pool,
+                    "labels": dict(item.labels),
+                    "taints": [t.model_dump() for t in item.taints],
+                }
+                for item in args.nodes
+            },
+            kubeconfig=args.kube.kubeconfig,
+            context=args.kube.context,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
         pools: dict[str, list[str]] = {}
         for item in args.nodes:
             pools.setdefault(item.pool, []).append(item.node)

@@ -1,16 +1,16 @@
-"""Node taints the installer owns, as a Pulumi dynamic resource.
+"""Node taints the installer owns: the arithmetic and the guarded write (see `nodemarks`).
 
-Why not `NodePatch` for taints: `spec.taints` of a Node is an atomic list under server-side
-apply. Whoever applies it owns the whole list: applying only the installer's taints would drop
-every other taint (the kubelet's, the GPU operator's, an operator's `kubectl taint`), and
+Why not server-side apply for taints: `spec.taints` of a Node is an atomic list under SSA.
+Whoever applies it owns the whole list: applying only the installer's taints would drop every
+other taint (the kubelet's, the GPU operator's, an operator's `kubectl taint`), and
 deleting the patch relinquishes the list, which removes it entirely. So taints are changed by a
 read-modify-write JSON patch guarded by the node's resourceVersion: add or replace exactly the
 installer's taints (identity: key and effect), remove exactly those on update or delete, keep
-every other taint as it is. Labels stay with `NodePatch` (maps are per-key under SSA).
+every other taint as it is. Labels do go by SSA (maps are owned per key).
 
 What the installer owns is also written on the node, in the annotation `OWNERSHIP_ANNOTATION`,
 by the same guarded patch as the taints. The stack's state alone is not enough: a run killed
-after the patch but before Pulumi saved the create's result loses the ownership with the
+after the patch but before Pulumi saved the resource's result loses the ownership with the
 pending create, and the re-run would then find the taint "already there" and never remove it.
 """
 
@@ -21,17 +21,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import pulumi
-from pulumi.dynamic import (
-    CreateResult,
-    DiffResult,
-    ReadResult,
-    Resource,
-    ResourceProvider,
-    UpdateResult,
-)
-
-from installer.engines.kube import api_client
 from installer.stacks.common import FIELD_MANAGER
 
 _ATTEMPTS = 8
@@ -102,12 +91,6 @@ def reconcile_taints(
     return TaintPlan(taints=result, owned=new_owned, displaced=new_displaced)
 
 
-def _api(props: dict[str, Any]) -> Any:
-    from kubernetes import client
-
-    return client.CoreV1Api(api_client(props["kubeconfig"], props.get("context") or None))
-
-
 def _as_dicts(taints: Any) -> list[dict[str, Any]]:
     out = []
     for taint in taints or []:
@@ -156,18 +139,24 @@ def _record_ops(node: Any, plan: TaintPlan, text: str | None) -> list[dict[str, 
 
 
 def change_node_taints(
-    props: dict[str, Any], desired: list[Taint], owned: list[Taint], displaced: list[Taint]
+    api: Any,
+    name: str,
+    desired: list[Taint],
+    owned: list[Taint],
+    displaced: list[Taint],
+    node: Any = None,
 ) -> TaintPlan:
     """Apply `reconcile_taints` to the live node, retrying when someone changed it meanwhile.
 
+    `api` is a `CoreV1Api`; `node`, when given, is the node as just read (a list's item): the
+    first attempt uses it, and its resourceVersion guards the write as a fresh read's would.
     The installer owns what the stack's state says plus what the node's annotation says (the
     record of a run that died before its state was saved)."""
     from kubernetes.client.exceptions import ApiException
 
-    api = _api(props)
-    name = props["node"]
     for attempt in range(_ATTEMPTS):
-        node = api.read_node(name, _request_timeout=_TIMEOUT_S)
+        if node is None or attempt:
+            node = api.read_node(name, _request_timeout=_TIMEOUT_S)
         current = _as_dicts(node.spec.taints)
         on_node, displaced_on_node, text = _recorded(node)
         plan = reconcile_taints(
@@ -196,81 +185,3 @@ def change_node_taints(
                 ) from None
             time.sleep(0.2 * (attempt + 1))
     raise RuntimeError(f"node {name}: taints kept changing; giving up")  # pragma: no cover
-
-
-_INPUTS = ("node", "kubeconfig", "context", "taints")
-
-
-def _outs(props: dict[str, Any], plan: TaintPlan) -> dict[str, Any]:
-    return {**{k: props.get(k) for k in _INPUTS}, "owned": plan.owned, "displaced": plan.displaced}
-
-
-def _list(props: dict[str, Any], key: str) -> list[Taint]:
-    return list(props.get(key) or [])
-
-
-class NodeTaintsProvider(ResourceProvider):
-    """CRUD for the installer's taints on one node."""
-
-    def create(self, props: dict[str, Any]) -> CreateResult:
-        plan = change_node_taints(props, _list(props, "taints"), [], [])
-        return CreateResult(id_=str(props["node"]), outs=_outs(props, plan))
-
-    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
-        changed = [k for k in _INPUTS if olds.get(k) != news.get(k)]
-        return DiffResult(
-            changes=bool(changed),
-            replaces=["node"] if "node" in changed else [],
-            delete_before_replace=True,
-        )
-
-    def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> UpdateResult:
-        plan = change_node_taints(
-            news, _list(news, "taints"), _list(olds, "owned"), _list(olds, "displaced")
-        )
-        return UpdateResult(outs=_outs(news, plan))
-
-    def delete(self, _id: str, props: dict[str, Any]) -> None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            change_node_taints(props, [], _list(props, "owned"), _list(props, "displaced"))
-        except ApiException as exc:
-            if exc.status != 404:  # a node that is gone has no taints left to remove
-                raise
-
-    def read(self, id_: str, props: dict[str, Any]) -> ReadResult:
-        # Refresh reports which desired taints are still on the node, so the next update puts
-        # back the ones someone removed.
-        node = _api(props).read_node(id_, _request_timeout=_TIMEOUT_S)
-        live = {_identity(t): t for t in _as_dicts(node.spec.taints)}
-        present = [
-            t
-            for t in _list(props, "taints")
-            if _identity(t) in live and live[_identity(t)].get("value", "") == t.get("value", "")
-        ]
-        return ReadResult(id_=id_, outs={**props, "taints": present})
-
-
-class NodeTaints(Resource):
-    """The installer's taints on one node (read-modify-write; others' taints untouched)."""
-
-    node: pulumi.Output[str]
-    taints: pulumi.Output[list[dict[str, str]]]
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        node: str,
-        taints: list[dict[str, str]],
-        kubeconfig: str,
-        context: str | None,
-        opts: pulumi.ResourceOptions | None = None,
-    ) -> None:
-        super().__init__(
-            NodeTaintsProvider(),
-            name,
-            {"node": node, "taints": taints, "kubeconfig": kubeconfig, "context": context},
-            opts,
-        )

@@ -93,9 +93,8 @@ def test_nodes_stack_converges_and_gives_back_exactly_what_it_set(
     # Dropping a pool removes exactly the installer's labels and taints from its node.
     site.write(h100=False)
     plan = _stack(site.ok("stacks", "preview", "-c", "nodes"))
-    assert sorted((s["op"], s["name"]) for s in plan["steps"]) == [
-        ("delete", "labels-h100-1"),
-        ("delete", "taints-h100-1"),
+    assert [(s["op"], s["name"], s["diffs"]) for s in plan["steps"]] == [
+        ("update", "node-marks", ["node:h100-1"]),
     ]
     site.ok("stacks", "up", "-c", "nodes")
     labels, taints = _facts(core)["h100-1"]
