@@ -386,7 +386,7 @@ CASES = [
         ("airgap_load",),
     ),
     # Taints created, label patches being created.
-    Case("nodes", _destroy_only, _step("create labels-"), 0.0, "nodes", ("nodes", "storage")),
+    Case("nodes", _destroy_only, _step("create node-marks"), 0.0, "nodes", ("nodes", "storage")),
     # The OpenEBS Helm release is being installed.
     Case(
         "storage", _destroy_only, _step("create openebs"), 0.5, "storage", ("storage", "keycloak")

@@ -4,7 +4,8 @@ and gives every node back exactly as it was.
 The cluster is the stacks' own, so the extra nodes are this test's (named `stacks-bench-NNNN`,
 tainted so nothing else lands there) and are deleted at the end. They carry no kwok annotation:
 nothing here needs them Ready, and kwok's heartbeats for a thousand nodes would only load the
-machine (so the node lifecycle controller taints them not-ready meanwhile, see `_facts`). Times are printed for docs/benchmarks.md, not asserted.
+machine (so the node lifecycle controller taints them not-ready meanwhile, see `_facts`).
+Times are printed for docs/benchmarks.md, not asserted.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ from installer.site import (
     pool_labels,
 )
 from installer.stacks import inputs, program_of
-from installer.stacks.common import FIELD_MANAGER, KubeTarget
+from installer.stacks.common import KubeTarget
 from installer.stacks.inputs import nodes_input, stack_input
 from installer.stacks.nodeplan import plan_nodes
 from installer.stacks.nodes import NodesArgs
@@ -121,56 +122,43 @@ def test_node_selected_by_two_pools_is_bad_input(site: Inventory) -> None:
 # --- the program ----------------------------------------------------------------------------
 
 
-def test_every_pool_node_gets_its_labels_by_ssa_with_the_installer_manager(
-    site: Inventory,
-) -> None:
+def _marks(mocks: RecordingMocks) -> dict[str, dict[str, Any]]:
+    """The one `node-marks` resource's entries, by node."""
+    (marks,) = mocks.of_type(DYNAMIC)
+    assert marks.name == "node-marks"
+    return {k.removeprefix("node:"): v for k, v in marks.inputs.items() if k.startswith("node:")}
+
+
+def test_one_resource_holds_every_pool_node_with_its_labels(site: Inventory) -> None:
     mocks = _run(_args(site))
-    patches = mocks.of_type("kubernetes:core/v1:NodePatch")
-    assert sorted(p.inputs["metadata"]["name"] for p in patches) == [
-        "a100-1",
-        "a100-2",
-        "cpu-1",
-        "cpu-2",
-        "h100-1",
-    ]
-    a100 = mocks.named("labels-a100-1").inputs["metadata"]
+    assert mocks.of_type("kubernetes:core/v1:NodePatch") == []
+    assert mocks.of_type("pulumi:providers:kubernetes") == []  # no provider plugin to start
+    entries = _marks(mocks)
+    assert sorted(entries) == ["a100-1", "a100-2", "cpu-1", "cpu-2", "h100-1"]
+    a100 = entries["a100-1"]
     pool = site.clusters[0].node_pools[1]
+    assert a100["pool"] == pool.name == "a100"
     for key, value in pool_labels(pool).items():
         assert a100["labels"][key] == value
     assert a100["labels"][POOL_LABEL] == a100["labels"][POOL_LABEL_LEGACY] == "a100"
     assert a100["labels"][ACCELERATOR_LABEL] == "NVIDIA-A100-SXM4-80GB"
-    assert a100["annotations"]["pulumi.com/patchFieldManager"] == FIELD_MANAGER
-    cpu = mocks.named("labels-cpu-1").inputs["metadata"]["labels"]
-    assert ACCELERATOR_LABEL not in cpu
-    # Patches go through the stack's own provider, bound to the inventory's kubeconfig/context.
-    provider = mocks.of_type("pulumi:providers:kubernetes")
-    assert len(provider) == 1
-    assert provider[0].inputs["context"] == "lab"
-    assert provider[0].inputs["kubeconfig"].endswith("/kubeconfig")
-    assert all(p.provider and "::main-kube::" in p.provider for p in patches)
+    assert ACCELERATOR_LABEL not in entries["cpu-1"]["labels"]
+    # Bound to the inventory's kubeconfig and context.
+    (marks,) = mocks.of_type(DYNAMIC)
+    assert marks.inputs["context"] == "lab"
+    assert marks.inputs["kubeconfig"].endswith("/kubeconfig")
 
 
 def test_taints_per_node_follow_the_platform_keys(site: Inventory) -> None:
-    mocks = _run(_args(site))
-    taints = {r.name: r.inputs["taints"] for r in mocks.of_type(DYNAMIC)}
-    assert sorted(taints) == [
-        "taints-a100-1",
-        "taints-a100-2",
-        "taints-cpu-1",
-        "taints-cpu-2",
-        "taints-h100-1",
-    ]
-    keys = {name: {(t["key"], t["effect"]) for t in ts} for name, ts in taints.items()}
-    assert keys["taints-cpu-1"] == {(JOB_TAINT, "NoSchedule")}
-    assert keys["taints-a100-1"] == {(JOB_TAINT, "NoSchedule"), ("nvidia.com/gpu", "NoSchedule")}
-    assert keys["taints-h100-1"] == {
+    entries = _marks(_run(_args(site)))
+    keys = {name: {(t["key"], t["effect"]) for t in e["taints"]} for name, e in entries.items()}
+    assert keys["cpu-1"] == {(JOB_TAINT, "NoSchedule")}
+    assert keys["a100-1"] == {(JOB_TAINT, "NoSchedule"), ("nvidia.com/gpu", "NoSchedule")}
+    assert keys["h100-1"] == {
         (JOB_TAINT, "NoSchedule"),
         ("nvidia.com/gpu", "NoSchedule"),
         (PREEMPTIBLE_TAINT, "NoSchedule"),
     }
-    h100 = mocks.named("taints-h100-1").inputs
-    assert h100["node"] == "h100-1"
-    assert h100["context"] == "lab"
 
 
 def test_pool_without_jobs_or_gpu_gets_labels_and_no_taints(site: Inventory) -> None:
@@ -180,12 +168,9 @@ def test_pool_without_jobs_or_gpu_gets_labels_and_no_taints(site: Inventory) -> 
     ]
     quiet = cluster.model_copy(update={"node_pools": pools})
     args = NodesArgs(cluster="main", kube=_args(site).kube, nodes=plan_nodes(quiet, lab_nodes()))
-    mocks = _run(args)
-    assert "taints-cpu-1" not in mocks.names()
-    assert mocks.named("labels-cpu-1").inputs["metadata"]["labels"] == {
-        POOL_LABEL: "cpu",
-        POOL_LABEL_LEGACY: "cpu",
-    }
+    cpu = _marks(_run(args))["cpu-1"]
+    assert cpu["taints"] == []
+    assert cpu["labels"] == {POOL_LABEL: "cpu", POOL_LABEL_LEGACY: "cpu"}
 
 
 # --- taint arithmetic (what the dynamic provider writes to the node) -------------------------

@@ -8,13 +8,12 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
-from installer.stacks import taints
 from installer.stacks.taints import OWNERSHIP_ANNOTATION, change_node_taints
 
 JOB = {"key": "platform.neuromation.io/job", "value": "true", "effect": "NoSchedule"}
 GPU = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
-PROPS = {"node": "n1", "kubeconfig": "/unused", "context": None}
 
 
 def _taint(t: dict[str, str]) -> Any:
@@ -32,7 +31,8 @@ def _apply(doc: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
         for part in parents:
             target = target[part]
         if op["op"] == "test":
-            assert target[last] == op["value"], "conflict"
+            if target[last] != op["value"]:
+                raise ApiException(status=422, reason="the test operation failed")
         elif op["op"] == "add":
             target[last] = op["value"]
         elif op["op"] == "remove":
@@ -77,18 +77,16 @@ class FakeNodes:
 
 
 @pytest.fixture
-def node(monkeypatch: pytest.MonkeyPatch) -> FakeNodes:
-    fake = FakeNodes([GPU], {"kwok.x-k8s.io/node": "fake"})
-    monkeypatch.setattr(taints, "_api", lambda props: fake)
-    return fake
+def node() -> FakeNodes:
+    return FakeNodes([GPU], {"kwok.x-k8s.io/node": "fake"})
 
 
 def test_the_installer_records_what_it_owns_on_the_node(node: FakeNodes) -> None:
-    plan = change_node_taints(PROPS, [JOB, GPU], [], [])
+    plan = change_node_taints(node, "n1", [JOB, GPU], [], [])
     assert node.taints == [GPU, JOB]
     assert plan.owned == [JOB]
     assert node.record == {"owned": [JOB], "displaced": []}
-    change_node_taints(PROPS, [], plan.owned, plan.displaced)
+    change_node_taints(node, "n1", [], plan.owned, plan.displaced)
     assert node.taints == [GPU]  # the GPU operator's taint stays
     assert node.record is None
 
@@ -96,15 +94,25 @@ def test_the_installer_records_what_it_owns_on_the_node(node: FakeNodes) -> None
 def test_a_create_whose_result_was_lost_takes_its_taints_back(node: FakeNodes) -> None:
     # A killed run patched the node, then died before Pulumi saved the create: the re-run's
     # create starts with nothing owned in the state.
-    change_node_taints(PROPS, [JOB, GPU], [], [])
-    again = change_node_taints(PROPS, [JOB, GPU], [], [])
+    change_node_taints(node, "n1", [JOB, GPU], [], [])
+    again = change_node_taints(node, "n1", [JOB, GPU], [], [])
     assert again.owned == [JOB]
-    change_node_taints(PROPS, [], again.owned, again.displaced)
+    change_node_taints(node, "n1", [], again.owned, again.displaced)
     assert node.taints == [GPU]
 
 
 def test_a_second_run_does_not_write_the_node(node: FakeNodes) -> None:
-    plan = change_node_taints(PROPS, [JOB, GPU], [], [])
+    plan = change_node_taints(node, "n1", [JOB, GPU], [], [])
     version = node.doc["metadata"]["resourceVersion"]
-    change_node_taints(PROPS, [JOB, GPU], plan.owned, plan.displaced)
+    change_node_taints(node, "n1", [JOB, GPU], plan.owned, plan.displaced)
     assert node.doc["metadata"]["resourceVersion"] == version
+
+
+def test_a_node_read_before_someone_changed_it_is_read_again(node: FakeNodes) -> None:
+    # The nodes come from one list; the operator's taint lands before the installer writes.
+    listed = node.read_node("n1")
+    theirs = {"key": "example.com/maintenance", "value": "", "effect": "NoSchedule"}
+    node.patch_node("n1", [{"op": "add", "path": "/spec/taints", "value": [GPU, theirs]}])
+    plan = change_node_taints(node, "n1", [JOB], [], [], node=listed)
+    assert node.taints == [GPU, theirs, JOB]
+    assert plan.owned == [JOB]
