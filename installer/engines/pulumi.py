@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ruamel.yaml import YAML
+import yaml
 
 from installer.engines import pulumi_orphans
 from installer.engines.pulumi_toolchain import offline_environment, write_language_host_launcher
@@ -613,7 +613,7 @@ class SecretRecord:
 def _ciphertext(config_file: Path, key: str) -> str | None:
     """The encrypted value of `key` in a stack's config file (`{secure: v1:...}`), or None."""
     try:
-        doc = YAML(typ="safe").load(config_file.read_text(encoding="utf-8")) or {}
+        doc = _load_config(config_file.read_text(encoding="utf-8"))
     except OSError:
         return None
     value = (doc.get("config") or {}).get(key)
@@ -622,14 +622,18 @@ def _ciphertext(config_file: Path, key: str) -> str | None:
     return f"{doc.get('encryptionsalt')}|{secure}" if isinstance(secure, str) else None
 
 
+def _load_config(text: str) -> dict[str, Any]:
+    # libyaml's loader: a nodes stack's args at a thousand nodes took seconds in pure Python.
+    doc = yaml.load(text, Loader=yaml.CSafeLoader) if text else None
+    return doc if isinstance(doc, dict) else {}
+
+
 def write_stack_args(folder: Path, si: StackInput) -> Path:
-    """Set `<project>:args` in `Pulumi.<stack>.yaml`, keeping the salt and encrypted values."""
+    """Set `<project>:args` in `Pulumi.<stack>.yaml`, keeping the salt and encrypted values
+    (the file is written only when it changes)."""
     path = folder / f"Pulumi.{si.stack}.yaml"
-    yaml = YAML()
-    yaml.default_flow_style = False
-    doc: dict[str, Any] = {}
-    if path.is_file():
-        doc = yaml.load(path.read_text(encoding="utf-8")) or {}
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    doc = _load_config(text)
     config = dict(doc.get("config") or {})
     prefix = f"{si.project}:"
     wanted_secrets = {f"{prefix}{k}" for k in si.secrets}
@@ -640,6 +644,7 @@ def write_stack_args(folder: Path, si: StackInput) -> Path:
             del config[key]
     config[f"{prefix}{ARGS_KEY}"] = si.args.model_dump(mode="json")
     doc["config"] = dict(sorted(config.items()))
-    with path.open("w", encoding="utf-8") as handle:
-        yaml.dump(doc, handle)
+    out = yaml.dump(doc, Dumper=yaml.CSafeDumper, default_flow_style=False, sort_keys=False)
+    if out != text:
+        path.write_text(out, encoding="utf-8")
     return path

@@ -16,6 +16,7 @@ installer owns on each node kept in the resource's `owners` output and on the no
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -72,9 +73,11 @@ class _Api:
         self.client = client.ApiClient(configuration)
         self.core = client.CoreV1Api(self.client)
 
-    def nodes(self) -> dict[str, Any]:
-        """Every node of the cluster by name, in one request."""
-        return {n.metadata.name: n for n in self.core.list_node(_request_timeout=_TIMEOUT_S).items}
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        """Every node of the cluster by name, in one request (the API's JSON)."""
+        response = self.core.list_node(_preload_content=False, _request_timeout=_TIMEOUT_S)
+        items = json.loads(response.data).get("items") or []
+        return {n["metadata"]["name"]: n for n in items}
 
     def apply_labels(self, name: str, labels: dict[str, str]) -> None:
         """Server-side apply of exactly `labels` on node `name` (none: give ours back)."""
@@ -218,8 +221,9 @@ class NodeMarksProvider(ResourceProvider):
             node = live.get(name)
             if node is None:
                 continue
-            labels = node.metadata.labels or {}
-            have = {(t.key, t.effect): t.value or "" for t in node.spec.taints or []}
+            labels = node["metadata"].get("labels") or {}
+            taints = node.get("spec", {}).get("taints") or []
+            have = {(t["key"], t["effect"]): t.get("value") or "" for t in taints}
             outs[node_key(name)] = {
                 **entry,
                 "labels": {k: labels[k] for k in entry.get("labels") or {} if k in labels},

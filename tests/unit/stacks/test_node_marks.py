@@ -4,6 +4,7 @@ the nodes."""
 
 from __future__ import annotations
 
+import json
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -33,25 +34,18 @@ class FakeCluster:
         self.lock = threading.Lock()
         self.core = self
 
-    def _node(self, name: str) -> Any:
-        return SimpleNamespace(
-            metadata=SimpleNamespace(
-                name=name, labels=dict(self.labels[name]), annotations=None, resource_version="1"
-            ),
-            spec=SimpleNamespace(
-                taints=[
-                    SimpleNamespace(key=t["key"], value=t["value"], effect=t["effect"],
-                                    time_added=None)
-                    for t in self.taints[name]
-                ]
-            ),
-        )  # fmt: skip
+    def _node(self, name: str) -> dict[str, Any]:
+        """The node as the API's JSON."""
+        return {
+            "metadata": {"name": name, "labels": dict(self.labels[name]), "resourceVersion": "1"},
+            "spec": {"taints": [dict(t) for t in self.taints[name]]},
+        }
 
     def nodes(self) -> dict[str, Any]:
         return {n: self._node(n) for n in self.labels}
 
     def read_node(self, name: str, **_: Any) -> Any:
-        return self._node(name)
+        return SimpleNamespace(data=json.dumps(self._node(name)).encode())
 
     def patch_node(self, name: str, patch: list[dict[str, Any]], **_: Any) -> None:
         with self.lock:

@@ -10,14 +10,10 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from installer.stacks.taints import OWNERSHIP_ANNOTATION, change_node_taints
+from installer.stacks.taints import OWNERSHIP_ANNOTATION, change_node_taints, read_node
 
 JOB = {"key": "platform.neuromation.io/job", "value": "true", "effect": "NoSchedule"}
 GPU = {"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}
-
-
-def _taint(t: dict[str, str]) -> Any:
-    return SimpleNamespace(key=t["key"], value=t.get("value"), effect=t["effect"], time_added=None)
 
 
 def _apply(doc: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
@@ -52,13 +48,8 @@ class FakeNodes:
         }
 
     def read_node(self, name: str, **_: Any) -> Any:
-        meta, spec = self.doc["metadata"], self.doc["spec"]
-        return SimpleNamespace(
-            metadata=SimpleNamespace(
-                resource_version=meta["resourceVersion"], annotations=meta.get("annotations")
-            ),
-            spec=SimpleNamespace(taints=[_taint(t) for t in spec.get("taints") or []]),
-        )
+        """As the client answers with `_preload_content=False`: the API's JSON."""
+        return SimpleNamespace(data=json.dumps(self.doc).encode())
 
     def patch_node(self, name: str, patch: list[dict[str, Any]], **_: Any) -> None:
         self.doc = _apply(self.doc, patch)
@@ -110,7 +101,7 @@ def test_a_second_run_does_not_write_the_node(node: FakeNodes) -> None:
 
 def test_a_node_read_before_someone_changed_it_is_read_again(node: FakeNodes) -> None:
     # The nodes come from one list; the operator's taint lands before the installer writes.
-    listed = node.read_node("n1")
+    listed = read_node(node, "n1")
     theirs = {"key": "example.com/maintenance", "value": "", "effect": "NoSchedule"}
     node.patch_node("n1", [{"op": "add", "path": "/spec/taints", "value": [GPU, theirs]}])
     plan = change_node_taints(node, "n1", [JOB], [], [], node=listed)
