@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -147,3 +151,38 @@ def test_the_inventory_names_the_cli_folder(
     assert engine._cli_dir() == named  # before the state folder's copy
     empty = PulumiEngine(StateDir(tmp_path / "state"), bin_dir=tmp_path / "none")
     assert empty._cli_dir() == loaded  # a named folder without the CLI is passed over
+
+
+class _ExportOnly:
+    """A stack whose CLI export is counted (the CLI is not needed where the file answers)."""
+
+    def __init__(self) -> None:
+        self.exports = 0
+
+    def export_stack(self) -> Any:
+        self.exports += 1
+        return SimpleNamespace(deployment={"resources": [], "pending_operations": []})
+
+
+def test_a_file_backend_checkpoint_is_read_without_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = _engine_without_cli(tmp_path, monkeypatch)
+    si = _input(["10.0.0.1"])
+    stacks = tmp_path / "state" / "pulumi" / "backend" / ".pulumi" / "stacks" / si.project
+    stacks.mkdir(parents=True)
+    pending = [{"type": "creating", "resource": {"urn": "urn:x"}}]
+    latest = {"resources": [{"urn": "urn:x"}], "pending_operations": pending}
+    doc = {"version": 3, "checkpoint": {"stack": si.stack, "latest": latest}}
+    stack = _ExportOnly()
+    with gzip.open(stacks / f"{si.stack}.json.gz", "wt", encoding="utf-8") as handle:
+        json.dump(doc, handle)
+    assert engine._latest(si, stack) == latest
+    (stacks / f"{si.stack}.json.gz").unlink()
+    (stacks / f"{si.stack}.json").write_text(json.dumps(doc), encoding="utf-8")
+    assert engine._latest(si, stack) == latest
+    assert stack.exports == 0
+    # Another backend: the CLI is asked.
+    engine.backend_url = "s3://bucket/state"
+    assert engine._latest(si, stack) == {"resources": [], "pending_operations": []}
+    assert stack.exports == 1
