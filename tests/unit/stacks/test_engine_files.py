@@ -12,7 +12,14 @@ import pytest
 from pydantic import SecretStr
 from ruamel.yaml import YAML
 
-from installer.engines.pulumi import PulumiEngine, ResourceChange, StackSummary, write_stack_args
+from installer.engines.pulumi import (
+    PulumiEngine,
+    ResourceChange,
+    StackSummary,
+    held_stack,
+    pulumi_command,
+    write_stack_args,
+)
 from installer.errors import BadInputError, EnvironmentProblem
 from installer.stacks import StackInput
 from installer.stacks.common import KubeTarget
@@ -186,3 +193,27 @@ def test_a_file_backend_checkpoint_is_read_without_the_cli(
     engine.backend_url = "s3://bucket/state"
     assert engine._latest(si, stack) == {"resources": [], "pending_operations": []}
     assert stack.exports == 1
+
+
+def test_a_held_stack_is_what_the_sdks_constructor_makes(tmp_path: Path) -> None:
+    from pulumi.automation import LocalWorkspace, Stack
+    from pulumi.automation._stack import StackInitMode
+
+    class NoCli(LocalWorkspace):  # type: ignore[misc]
+        def select_stack(self, stack_name: str) -> None:
+            self.selected = stack_name
+
+    cli = tmp_path / "bin" / "pulumi"
+    cli.parent.mkdir()
+    calls = tmp_path / "calls"
+    cli.write_text(f'#!/bin/sh\necho "$@" >> {calls}\necho v3.208.0\n', encoding="utf-8")
+    cli.chmod(0o755)
+    command = pulumi_command(tmp_path)
+    assert pulumi_command(tmp_path) is command  # `pulumi version` runs once per binary
+    assert calls.read_text(encoding="utf-8") == "version\n"
+    workspace = NoCli(work_dir=str(tmp_path), pulumi_command=command)
+    made = Stack(name="lab", workspace=workspace, mode=StackInitMode.SELECT)
+    assert workspace.selected == "lab"
+    held = held_stack("lab", workspace)
+    assert type(held) is Stack
+    assert vars(held) == vars(made)
