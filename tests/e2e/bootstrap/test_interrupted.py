@@ -134,11 +134,10 @@ def snapshot(lab: Lab, env: dict[str, str], state: StateDir) -> Snapshot:
     for component in STACKS:
         deployment = _stack_export(env, state, component).get("deployment") or {}
         for r in deployment.get("resources") or []:
-            if component == "nodes" and r["type"] == "pulumi-python:dynamic:Resource":
-                outputs = r.get("outputs") or {}
-                owned[str(outputs.get("node"))] = sorted(
-                    (t["key"], t["effect"]) for t in outputs.get("owned") or []
-                )
+            if component == "nodes" and r["urn"].endswith("::node-marks"):
+                owners = (r.get("outputs") or {}).get("owners") or {}
+                for node, record in owners.items():
+                    owned[node] = sorted((t["key"], t["effect"]) for t in record.get("owned") or [])
         pending = deployment.get("pending_operations") or []
         assert not pending, f"{component}: pending operations left: {pending}"
         listed = [r["urn"] for r in deployment.get("resources") or []]
