@@ -287,10 +287,16 @@ class PulumiEngine:
     def never_created(self, si: StackInput) -> bool:
         """True when the file backend holds no such stack: nothing was ever deployed by it
         (other backends are asked through the CLI, so this says False for them)."""
-        if not self.backend.startswith("file://"):
+        folder = self._checkpoints(si)
+        if folder is None:
             return False
-        folder = Path(self.backend.removeprefix("file://")) / ".pulumi" / "stacks" / si.project
         return not any((folder / f"{si.stack}{ext}").exists() for ext in (".json", ".json.gz"))
+
+    def _checkpoints(self, si: StackInput) -> Path | None:
+        """The folder of the project's checkpoint files on a file backend (None on another)."""
+        if not self.backend.startswith("file://"):
+            return None
+        return Path(self.backend.removeprefix("file://")) / ".pulumi" / "stacks" / si.project
 
     def destroy(self, si: StackInput, on_event: EventSink | None = None) -> StackSummary:
         """Delete everything the stack created (node patches give back exactly their fields).
@@ -369,8 +375,8 @@ class PulumiEngine:
         """The stack's latest deployment (resources, pending operations). On a file backend it
         is read from the checkpoint file, which saves a CLI run (`pulumi stack export`, about
         0.4 s) on every run of every stack; other backends are asked through the CLI."""
-        if self.backend.startswith("file://"):
-            folder = Path(self.backend.removeprefix("file://")) / ".pulumi" / "stacks" / si.project
+        folder = self._checkpoints(si)
+        if folder is not None:
             for name, opener in ((f"{si.stack}.json", open), (f"{si.stack}.json.gz", gzip.open)):
                 try:
                     with opener(folder / name, "rt", encoding="utf-8") as handle:

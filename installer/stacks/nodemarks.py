@@ -16,7 +16,6 @@ installer owns on each node kept in the resource's `owners` output and on the no
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,7 +30,7 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from installer.engines.kube import load_configuration
+from installer.engines.kube import load_configuration, node_items
 from installer.stacks.common import FIELD_MANAGER
 from installer.stacks.taints import Taint, change_node_taints
 
@@ -75,9 +74,9 @@ class _Api:
 
     def nodes(self) -> dict[str, dict[str, Any]]:
         """Every node of the cluster by name, in one request (the API's JSON)."""
-        response = self.core.list_node(_preload_content=False, _request_timeout=_TIMEOUT_S)
-        items = json.loads(response.data).get("items") or []
-        return {n["metadata"]["name"]: n for n in items}
+        return {
+            n["metadata"]["name"]: n for n in node_items(self.core, _request_timeout=_TIMEOUT_S)
+        }
 
     def apply_labels(self, name: str, labels: dict[str, str]) -> None:
         """Server-side apply of exactly `labels` on node `name` (none: give ours back)."""

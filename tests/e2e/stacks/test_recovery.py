@@ -7,6 +7,8 @@ import json
 import socket
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from kubernetes import client
 
 from installer.engines.pulumi import PulumiEngine
 from installer.inventory import load_inventory
+from installer.stacks import StackInput
 from installer.stacks.inputs import stack_input
 from installer.stacks.taints import OWNERSHIP_ANNOTATION
 from installer.state import StateDir
@@ -40,16 +43,10 @@ def test_pending_create_and_stale_lock_are_cleared(
         engine.up(si)
         # What a killed `pulumi up` leaves: a resource created in the cluster but only pending
         # in the state, and the lock of the process that died.
-        # (`pulumi stack import` drops pending operations, so the checkpoint is edited on disk
-        # the way the killed process left it.)
+        with _checkpoint(engine, si) as latest:
+            victim = _take_marks(latest)
+            latest["pending_operations"] = [{"resource": victim, "type": "creating"}]
         backend = Path(engine.backend.removeprefix("file://"))
-        checkpoint = backend / ".pulumi" / "stacks" / si.project / f"{si.stack}.json"
-        doc = json.loads(checkpoint.read_text(encoding="utf-8"))
-        latest = doc["checkpoint"]["latest"]
-        victim = next(r for r in latest["resources"] if r["urn"].endswith("::node-marks"))
-        latest["resources"].remove(victim)
-        latest["pending_operations"] = [{"resource": victim, "type": "creating"}]
-        checkpoint.write_text(json.dumps(doc), encoding="utf-8")
         locks = backend / ".pulumi" / "locks" / "organization" / si.project / si.stack
         locks.mkdir(parents=True, exist_ok=True)
         lock = locks / f"{uuid.uuid4()}.json"
@@ -72,6 +69,25 @@ def test_pending_create_and_stale_lock_are_cleared(
         assert engine.preview(si).changes == 0
     finally:
         engine.destroy(si)
+
+
+@contextmanager
+def _checkpoint(engine: PulumiEngine, si: StackInput) -> Iterator[dict[str, Any]]:
+    """The stack's latest deployment in its checkpoint file, written back as edited: what a
+    killed process or an older installer left (`pulumi stack import` would drop pending
+    operations, so the file is edited the way they left it)."""
+    backend = Path(engine.backend.removeprefix("file://"))
+    checkpoint = backend / ".pulumi" / "stacks" / si.project / f"{si.stack}.json"
+    doc = json.loads(checkpoint.read_text(encoding="utf-8"))
+    yield doc["checkpoint"]["latest"]
+    checkpoint.write_text(json.dumps(doc), encoding="utf-8")
+
+
+def _take_marks(latest: dict[str, Any]) -> dict[str, Any]:
+    """Remove the `node-marks` resource from the deployment; return it."""
+    marks = next(r for r in latest["resources"] if r["urn"].endswith("::node-marks"))
+    latest["resources"].remove(marks)
+    return marks  # type: ignore[no-any-return]
 
 
 def _marks(core: client.CoreV1Api) -> dict[str, tuple[dict[str, str], list[Any], str | None]]:
@@ -99,31 +115,28 @@ def test_an_older_installers_per_node_resources_are_taken_over(
     try:
         engine.up(si)
         marked = _marks(core)
-        backend = Path(engine.backend.removeprefix("file://"))
-        checkpoint = backend / ".pulumi" / "stacks" / si.project / f"{si.stack}.json"
-        doc = json.loads(checkpoint.read_text(encoding="utf-8"))
-        latest = doc["checkpoint"]["latest"]
-        marks = next(r for r in latest["resources"] if r["urn"].endswith("::node-marks"))
-        latest["resources"].remove(marks)
-        prefix = marks["urn"].rsplit("$", 1)[0]
-        nodes = sorted(k.removeprefix("node:") for k in marks["inputs"] if k.startswith("node:"))
-        for node in nodes:
-            for kind, name in (
-                ("kubernetes:core/v1:NodePatch", f"labels-{node}"),
-                ("pulumi-python:dynamic:Resource", f"taints-{node}"),
-            ):
-                latest["resources"].append(
-                    {
-                        "urn": f"{prefix}${kind}::{name}",
-                        "custom": True,
-                        "id": node,
-                        "type": kind,
-                        "parent": marks["parent"],
-                        "inputs": {},
-                        "outputs": {},
-                    }
-                )
-        checkpoint.write_text(json.dumps(doc), encoding="utf-8")
+        with _checkpoint(engine, si) as latest:
+            marks = _take_marks(latest)
+            prefix = marks["urn"].rsplit("$", 1)[0]
+            nodes = sorted(
+                k.removeprefix("node:") for k in marks["inputs"] if k.startswith("node:")
+            )
+            for node in nodes:
+                for kind, name in (
+                    ("kubernetes:core/v1:NodePatch", f"labels-{node}"),
+                    ("pulumi-python:dynamic:Resource", f"taints-{node}"),
+                ):
+                    latest["resources"].append(
+                        {
+                            "urn": f"{prefix}${kind}::{name}",
+                            "custom": True,
+                            "id": node,
+                            "type": kind,
+                            "parent": marks["parent"],
+                            "inputs": {},
+                            "outputs": {},
+                        }
+                    )
 
         summary = engine.up(si)
         assert any(f"forgot {2 * len(nodes)} per-node resources" in r for r in summary.recovered), (
