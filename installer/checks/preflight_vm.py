@@ -39,6 +39,10 @@ BUNDLE_EXPANSION = 1.5
 """Bundle bytes -> bytes on the VM: layers are already compressed, so the registry stores about
 what the bundle holds; the rest is room for manifests, chart and wheel copies and growth."""
 _OWNER = re.compile(r'\("([^"]+)",pid=(\d+)')
+PACKAGED_SERVICES = frozenset({"docker-registry.service", "dnsmasq.service", "nginx.service"})
+"""Debian's own services of the packages the hub installs (the role's hub_package_services): on a
+VM whose image carries the packages they start at boot and hold the hub's ports (5000, 53); the
+auxvm phase stops and disables them before the hub's services start."""
 CLOCK_WARN_S = 2.0
 CLOCK_FAIL_S = 30.0
 
@@ -213,17 +217,53 @@ def check_disk(access: SiteAccess) -> Finding:
     return finding
 
 
+def evaluate_packaged(port: int, units: Mapping[str, str]) -> Finding | None:
+    """A port held only by Debian's packaged services (`units`: pid -> systemd unit) passes: the
+    auxvm phase stops them. None where another program holds it too."""
+    if not units or not set(units.values()) <= PACKAGED_SERVICES:
+        return None
+    names = ", ".join(sorted(set(units.values())))
+    return passed(
+        f"port {port} is held by Debian's {names} (the package's own service), which the"
+        " auxvm phase stops and disables before the hub's service starts"
+    )
+
+
+def _holders(access: SiteAccess, port: int) -> list[tuple[str, str]]:
+    """(program, pid) of every socket listening on the port (TCP or UDP) on the VM."""
+    detail = access.vm().run(["sudo", "-n", "ss", "-Htulnp", "sport", "=", f":{port}"])
+    return sorted(set(_OWNER.findall(detail.stdout)))
+
+
+def _units(access: SiteAccess, holders: list[tuple[str, str]]) -> dict[str, str]:
+    """pid -> the systemd unit it runs in (`-` or nothing without systemd)."""
+    if not holders:
+        return {}
+    pids = sorted({pid for _, pid in holders})
+    result = access.vm().run(["ps", "-o", "pid=,unit=", "-p", ",".join(pids)])
+    units: dict[str, str] = {}
+    for line in result.stdout.splitlines():
+        pid, _, unit = line.strip().partition(" ")
+        units[pid] = unit.strip()
+    return {pid: units.get(pid, "-") for pid in pids}
+
+
 def check_port(
     access: SiteAccess, kind: ServiceKind, port: int, listening: Callable[[], set[int]]
 ) -> Finding:
-    """A service port is free, or already the hub's own service."""
+    """A service port is free, already the hub's own service, or held by a Debian package's own
+    service that the auxvm phase stops."""
     if port not in listening():
         return passed(f"port {port} is free")
     answer = identify_service(kind, access.vm_address, port, access.site_ca())
     if answer.state == "ours":
         return passed(f"port {port} already serves the hub's {kind}: {answer.detail}")
-    detail = access.vm().run(["sudo", "-n", "ss", "-Htlnp", "sport", "=", f":{port}"])
-    owners = sorted({f"{name} (pid {pid})" for name, pid in _OWNER.findall(detail.stdout)})
+    holders = _holders(access, port)
+    if answer.state != "other-ca":
+        packaged = evaluate_packaged(port, _units(access, holders))
+        if packaged:
+            return packaged
+    owners = sorted({f"{name} (pid {pid})" for name, pid in holders})
     owner = f" by {', '.join(owners)}" if owners else ""
     remedy = f"stop what listens on {port} or change aux_vm.services.{kind}.port"
     if answer.state == "other-ca":
@@ -237,27 +277,28 @@ def check_port(
 
 
 def check_dns_port(access: SiteAccess, port: int, listening: Callable[[], set[int]]) -> Finding:
-    """The DNS port is free, or already answers for the platform's zone."""
+    """The DNS port is free, already answers for the platform's zone, or is held by Debian's
+    dnsmasq service (the auxvm phase stops it)."""
     if port not in listening():
         return passed(f"port {port} (DNS) is free")
     inv = access.inventory
     cluster = inv.clusters[0]
     name = cluster_names(inv, cluster).domain
+    want = {str(ip) for ip in cluster.ingress_ips}
     try:
         answer = query(name, access.vm_address, port)
     except DnsError as exc:
-        return problem(
-            f"port {port} is taken by something that does not answer DNS for {name}: {exc}",
-            "stop the other DNS server on the VM or set aux_vm.dns.port",
+        failure = f"port {port} is taken by something that does not answer DNS for {name}: {exc}"
+    else:
+        if set(answer.addresses) == want:
+            return passed(f"port {port} already serves the platform's zone ({name})")
+        failure = (
+            f"port {port} runs a DNS server that answers {name} with"
+            f" {', '.join(answer.addresses) or 'nothing'}, not {', '.join(sorted(want))}"
         )
-    want = {str(ip) for ip in cluster.ingress_ips}
-    if set(answer.addresses) == want:
-        return passed(f"port {port} already serves the platform's zone ({name})")
-    return problem(
-        f"port {port} runs a DNS server that answers {name} with"
-        f" {', '.join(answer.addresses) or 'nothing'}, not {', '.join(sorted(want))}",
-        "stop the other DNS server on the VM or set aux_vm.dns.port",
-    )
+    if packaged := evaluate_packaged(port, _units(access, _holders(access, port))):
+        return packaged
+    return problem(failure, "stop the other DNS server on the VM or set aux_vm.dns.port")
 
 
 def check_clock(access: SiteAccess) -> Finding:

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# 20-vm: the site's spare VM, played by a network namespace joined to the host by a veth pair,
-# with its own sshd, host key and sudo user, and a root file system of its own: this machine's,
-# read-only beneath the VM's disk ($LAB_STATE/vm/disk, lab/vm/boot.sh), so nothing the installer
-# writes on the VM lands in this machine's folders. The installer reaches it only over SSH.
-# VERB: build | up | down | status.
+# 20-vm: the site's spare VM: a machine of its own, booted with systemd as PID 1 (systemd-nspawn)
+# in a network namespace joined to the host by a veth pair. Its root file system is its own: a
+# Debian release with the packages of lab/vm/packages.txt (debootstrap, cached under a key of that
+# list), read-only beneath the VM's disk ($LAB_STATE/vm/disk, lab/vm/boot.sh), so nothing the
+# installer writes or deletes on the VM touches this machine's folders, and the hub's systemd
+# units really run. Its sshd, host key and sudo user live in it; the installer reaches it only
+# over SSH. VERB: build | up | down | status.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
@@ -11,16 +13,91 @@ NS="$LAB_VM_NETNS"
 VM_STATE="$LAB_STATE/vm"
 VETH_HOST="$LAB_VM_VETH_HOST"
 VETH_VM=eth0
-SSHD=/usr/sbin/sshd
-# Marks the account as the lab's own, so down removes only a user that up created.
-VM_USER_GECOS="onprem-installer lab VM user"
-SUDOERS="/etc/sudoers.d/onprem-lab-$LAB_VM_USER"
+VM_PACKAGES="$LAB_DIR/vm/packages.txt"
+# The VM's cgroup in the systemd hierarchy of this machine's cgroup v1 (systemd-nspawn puts the
+# VM's processes and its own below it); lab/down removes it.
+VM_CGROUP="onprem-lab/$NS"
 
 vm_build() {
   local t
-  for t in "$SSHD" /usr/sbin/ip /usr/bin/ssh /usr/bin/ssh-keygen /usr/bin/sudo /usr/bin/python3 /usr/sbin/visudo; do
+  for t in /usr/bin/systemd-nspawn /usr/sbin/debootstrap /usr/sbin/ip /usr/bin/ssh /usr/bin/ssh-keygen \
+    /usr/bin/unshare /usr/sbin/chroot; do
     [[ -x "$t" ]] || die "vm: $t is missing; run lab/system-deps (Debian packages in lab/apt-packages.txt)"
   done
+  vm_rootfs_build
+}
+
+# --- the VM's root file system (built once per package list, shared read-only by every site's VM)
+
+# vm_packages: the package list, one per line, without comments.
+vm_packages() { sed -e 's/#.*//' -e '/^[[:space:]]*$/d' -e 's/[[:space:]]//g' "$VM_PACKAGES"; }
+
+# vm_rootfs_key: what the image is made of (the release, the packages, this machine's
+# architecture, and the preparation below); a change to any of them builds a new image.
+vm_rootfs_key() {
+  {
+    printf '%s %s\n' "$LAB_VM_SUITE" "$(dpkg --print-architecture)"
+    vm_packages
+    declare -f vm_rootfs_prepare
+  } | sha256sum | cut -c1-16
+}
+
+vm_rootfs_dir() { printf '%s\n' "$LAB_CACHE/vm-rootfs-$LAB_VM_SUITE-$(vm_rootfs_key)"; }
+
+# vm_mirror: the Debian mirror this machine's apt uses for the Debian archive (not its security
+# archive), unless LAB_VM_MIRROR names one.
+vm_mirror() {
+  if [[ -n "${LAB_VM_MIRROR:-}" ]]; then printf '%s\n' "$LAB_VM_MIRROR"; return 0; fi
+  local uri
+  uri="$( { grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{for (i = 2; i <= NF; i++) print $i}'
+            grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
+              sed -E 's/^deb (\[[^]]*\] )?//' | awk '{print $1}'; } |
+          grep -E '/debian/?$' | head -n1)"
+  [[ -n "$uri" ]] || die "vm: no Debian mirror in this machine's apt sources; set LAB_VM_MIRROR"
+  printf '%s\n' "${uri%/}"
+}
+
+# vm_rootfs_prepare ROOT: what makes the debootstrapped tree the lab's VM image. Its text is part
+# of the image's key.
+vm_rootfs_prepare() {
+  local root="$1"
+  # Every VM gets its own pinned host key at boot; none is baked into the shared image.
+  rm -f "$root"/etc/ssh/ssh_host_*
+  # A VM is stopped in seconds (lab/down), not after systemd's default 90 s per hung unit; and
+  # it never reaches for a mirror on its own.
+  mkdir -p "$root/etc/systemd/system.conf.d"
+  printf '[Manager]\nDefaultTimeoutStopSec=10s\n' >"$root/etc/systemd/system.conf.d/onprem-lab.conf"
+  chroot "$root" systemctl mask --quiet apt-daily.timer apt-daily-upgrade.timer >/dev/null
+  # The supervisor package is in the image for the hub's supervisord path (a VM booted without
+  # systemd); Debian's own supervisord has nothing to run.
+  chroot "$root" systemctl disable --quiet supervisor.service >/dev/null 2>&1 || true
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*_Packages
+  : >"$root/etc/machine-id"
+}
+
+vm_rootfs_build() {
+  local dir tmp mirror packages
+  dir="$(vm_rootfs_dir)"
+  [[ -s "$dir/packages.lock" ]] && { log "vm root file system $(basename "$dir") cached"; return 0; }
+  component_lock vm-rootfs
+  [[ -s "$dir/packages.lock" ]] && return 0
+  mirror="$(vm_mirror)"
+  packages="$(vm_packages | paste -sd, -)"
+  tmp="$dir.tmp"
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  log "building the VM's root file system: Debian $LAB_VM_SUITE with $(vm_packages | wc -l) packages (log $tmp/build.log; 2-5 min cold)"
+  local started=$SECONDS
+  # debootstrap checks the release file's signature with Debian's archive keyring, and every
+  # package against it.
+  debootstrap --variant=minbase --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
+    --include="$packages" "$LAB_VM_SUITE" "$tmp/root" "$mirror" >"$tmp/build.log" 2>&1 ||
+    die "vm: debootstrap of Debian $LAB_VM_SUITE failed; see $tmp/build.log"
+  vm_rootfs_prepare "$tmp/root" >>"$tmp/build.log" 2>&1 || die "vm: preparing the VM image failed; see $tmp/build.log"
+  # What was installed, by version: the image's record (Debian's archive serves only the
+  # release's current versions, so these are recorded, not pinned).
+  chroot "$tmp/root" dpkg-query -W -f '${Package} ${Version}\n' >"$tmp/packages.lock"
+  rm -rf "$dir"; mv "$tmp" "$dir"
+  log "vm root file system $(basename "$dir") built in $((SECONDS - started)) s ($(wc -l <"$dir/packages.lock") packages)"
 }
 
 netns_exists() { ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$NS"; }
@@ -49,23 +126,6 @@ vm_network() {
   rm -f "$err"
 }
 
-vm_user() {
-  local home
-  if ! id -u "$LAB_VM_USER" >/dev/null 2>&1; then
-    useradd --create-home --shell /bin/bash --comment "$VM_USER_GECOS" "$LAB_VM_USER" ||
-      die "vm: cannot create user $LAB_VM_USER"
-  fi
-  # '*' instead of useradd's locked '!': no password, yet not a locked account to sshd.
-  usermod -p '*' "$LAB_VM_USER"
-  printf '%s ALL=(ALL:ALL) NOPASSWD: ALL\n' "$LAB_VM_USER" >"$SUDOERS.tmp"
-  chmod 0440 "$SUDOERS.tmp"
-  visudo -cqf "$SUDOERS.tmp" >/dev/null || die "vm: the sudoers rule for $LAB_VM_USER does not parse"
-  mv "$SUDOERS.tmp" "$SUDOERS"
-  home="$(getent passwd "$LAB_VM_USER" | cut -d: -f6)"
-  install -d -m 0700 -o "$LAB_VM_USER" -g "$LAB_VM_USER" "$home/.ssh"
-  install -m 0600 -o "$LAB_VM_USER" -g "$LAB_VM_USER" "$VM_STATE/id_ed25519.pub" "$home/.ssh/authorized_keys"
-}
-
 vm_keys() {
   local host_pattern="$LAB_VM_ADDR"
   mkdir -p "$VM_STATE"; chmod 0700 "$VM_STATE"
@@ -79,26 +139,18 @@ vm_keys() {
   ssh-keygen -l -E sha256 -f "$VM_STATE/ssh_host_ed25519_key.pub" | awk '{print $2}' >"$VM_STATE/host_key.fingerprint"
 }
 
-vm_sshd_config() {
+# vm_boot_files: what the VM's boot installs in it (lab/vm/boot.sh): its sshd configuration (it
+# listens only on the VM's lab address), host key, and its user's name and authorized key.
+vm_boot_files() {
+  local boot="$VM_STATE/boot"
+  mkdir -p "$boot"; chmod 0700 "$boot"
   sed -e "s|@VM_ADDR@|$LAB_VM_ADDR|g" -e "s|@VM_SSH_PORT@|$LAB_VM_SSH_PORT|g" \
-    -e "s|@STATE@|$VM_STATE|g" -e "s|@VM_USER@|$LAB_VM_USER|g" \
-    "$LAB_DIR/vm/sshd_config.tmpl" >"$VM_STATE/sshd_config"
-  # sshd refuses to start without its privilege separation folder.
-  mkdir -p /run/sshd; chmod 0755 /run/sshd
-  "$SSHD" -t -f "$VM_STATE/sshd_config" 2>"$(logfile vm-sshd)" ||
-    die "vm: sshd rejects $VM_STATE/sshd_config; see $(logfile vm-sshd)"
-}
-
-# vm_on_root_fs: what the VM's sshd reads from this machine (its configuration and host key, the
-# user's authorized keys) must be on the root file system: the VM's root is an overlay of / alone
-# (lab/vm/boot.sh), without the file systems mounted under it.
-vm_on_root_fs() {
-  local path mnt
-  for path in "$VM_STATE" "$(getent passwd "$LAB_VM_USER" | cut -d: -f6)"; do
-    mnt="$(findmnt -n -o TARGET -T "$path" 2>/dev/null || printf '/')"
-    [[ "$mnt" == / ]] ||
-      die "vm: $path is on the file system mounted at $mnt; the lab VM sees only the root file system (lab/vm/boot.sh): put LAB_STATE and /home there"
-  done
+    -e "s|@STATE@|/etc/ssh|g" -e "s|@VM_USER@|$LAB_VM_USER|g" \
+    "$LAB_DIR/vm/sshd_config.tmpl" >"$boot/sshd_config"
+  install -m 0600 "$VM_STATE/ssh_host_ed25519_key" "$boot/ssh_host_ed25519_key"
+  install -m 0644 "$VM_STATE/ssh_host_ed25519_key.pub" "$boot/ssh_host_ed25519_key.pub"
+  install -m 0644 "$VM_STATE/id_ed25519.pub" "$boot/authorized_keys"
+  printf '%s\n' "$LAB_VM_USER" >"$boot/user"
 }
 
 vm_listening() { in_vm ss -Hltn "sport = :$LAB_VM_SSH_PORT" | grep -q "$LAB_VM_ADDR:$LAB_VM_SSH_PORT"; }
@@ -130,21 +182,20 @@ vm_up() {
   vm_build
   vm_network
   vm_keys
-  vm_user
-  vm_sshd_config
-  vm_on_root_fs
-  if ! is_alive vm-sshd && vm_listening; then
+  vm_boot_files
+  if ! is_alive vm && vm_listening; then
     die "vm: port $LAB_VM_ADDR:$LAB_VM_SSH_PORT in $NS is already in use by a process the lab did not start"
   fi
-  forget_dead vm-sshd
-  if ! is_alive vm-sshd; then
-    # A VM whose sshd died is booted again, as a machine would be: what still ran in it stops
-    # (it holds the old boot's disk), and its disk is kept.
+  forget_dead vm
+  if ! is_alive vm; then
+    # A VM that stopped is booted again, as a machine would be: what still ran in it stops (it
+    # holds the old boot's disk), and its disk is kept.
     vm_stop_processes
-    start_daemon vm-sshd ip netns exec "$NS" unshare --mount --propagation private \
-      "$LAB_DIR/vm/boot.sh" "$VM_STATE/disk" "$SSHD" -D -e -f "$VM_STATE/sshd_config"
+    start_daemon vm unshare --mount --propagation private \
+      "$LAB_DIR/vm/boot.sh" "$VM_STATE/disk" "$(vm_rootfs_dir)/root" "$VM_STATE/boot" "$NS" "$VM_CGROUP" \
+      "${LAB_VM_INIT:-systemd}"
   fi
-  wait_for vm-sshd 30 vm_ssh sudo -n /usr/bin/python3 -V
+  wait_for vm 60 vm_ssh sudo -n /usr/bin/python3 -V
   write_env
   log "vm up: ssh -i $VM_STATE/id_ed25519 -o UserKnownHostsFile=$VM_STATE/known_hosts $LAB_VM_USER@$LAB_VM_ADDR"
 }
@@ -179,22 +230,31 @@ vm_stop_processes() {
   wait_gone $pids
 }
 
+# vm_cgroup_remove: the VM's cgroups (the VM's systemd makes its own below them), deepest first.
+vm_cgroup_remove() {
+  local hierarchy
+  for hierarchy in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified /sys/fs/cgroup; do
+    [[ -d "$hierarchy/$VM_CGROUP" ]] || continue
+    find "$hierarchy/$VM_CGROUP" -depth -type d -exec rmdir {} + 2>/dev/null ||
+      log "vm: could not remove the cgroup $hierarchy/$VM_CGROUP"
+    rmdir "$hierarchy/${VM_CGROUP%%/*}" 2>/dev/null || true
+  done
+}
+
 vm_down() {
-  local home
-  stop_daemon vm-sshd
+  # The machine shuts down (systemd-nspawn asks the VM's systemd to halt), then anything left
+  # in its namespace is ended.
+  stop_daemon vm
   vm_stop_processes
+  vm_cgroup_remove
+  rmdir "/run/systemd/nspawn/propagate/$NS" 2>/dev/null || true
   # Deleting the host side takes the VM side with it at once; a namespace's own devices go
   # later, in the kernel's background clean-up, so the pair is not left to the namespace.
   ip link del "$VETH_HOST" 2>/dev/null || true
   if netns_exists; then
     ip netns del "$NS" || log "vm: could not delete network namespace $NS"
   fi
-  if [[ "$(getent passwd "$LAB_VM_USER" | cut -d: -f5)" == "$VM_USER_GECOS" ]]; then
-    home="$(getent passwd "$LAB_VM_USER" | cut -d: -f6)"
-    userdel "$LAB_VM_USER" 2>/dev/null || log "vm: could not remove user $LAB_VM_USER"
-    [[ "$home" == /home/"$LAB_VM_USER" ]] && rm -rf "$home"
-  fi
-  rm -f "$SUDOERS" "$LAB_STATE/env.d/vm.env" "$(logfile vm-sshd)"
+  rm -f "$LAB_STATE/env.d/vm.env" "$(logfile vm)"
   rm -rf "$VM_STATE"
 }
 
@@ -206,10 +266,10 @@ vm_status() {
   else
     printf 'vm: %-24s MISSING\n' "netns $NS"; rc=1
   fi
-  if is_alive vm-sshd; then
-    printf 'vm: %-24s running (pid %s)\n' sshd "$(cat "$(pidfile vm-sshd)")"
+  if is_alive vm; then
+    printf 'vm: %-24s running (pid %s)\n' machine "$(cat "$(pidfile vm)")"
   else
-    printf 'vm: %-24s DEAD; see %s\n' sshd "$(logfile vm-sshd)"; rc=1
+    printf 'vm: %-24s DEAD; see %s\n' machine "$(logfile vm)"; rc=1
   fi
   if ((rc == 0)) && vm_ssh true 2>/dev/null; then
     printf 'vm: %-24s ok as %s@%s\n' ssh "$LAB_VM_USER" "$LAB_VM_ADDR"
@@ -219,10 +279,31 @@ vm_status() {
   return $rc
 }
 
+# vm_init_pid: the VM's PID 1 (its systemd) as this machine numbers it: the process in the VM's
+# namespace that is PID 1 of a PID namespace below this machine's.
+vm_init_pid() {
+  local pid
+  for pid in $(ip netns pids "$NS" 2>/dev/null); do
+    if awk '/^NSpid:/ { found = (NF > 2 && $NF == 1) } END { exit !found }' "/proc/$pid/status" 2>/dev/null; then
+      printf '%s\n' "$pid"; return 0
+    fi
+  done
+  return 1
+}
+
+# vm_root CMD...: run CMD as root inside the running VM (its namespaces and root file system),
+# as an operator at the VM's console would; for the lab's tests that take the VM user's sudo away.
+vm_root() {
+  local init
+  init="$(vm_init_pid)" || die "vm: the VM is not running; start it with lab/up"
+  nsenter --target "$init" --mount --uts --ipc --net --pid --root --wd -- "$@"
+}
+
 case "${1:-}" in
   build) vm_build ;;
+  root) shift; vm_root "$@" ;;
   up) vm_up ;;
   down) vm_down ;;
   status) vm_status ;;
-  *) die "usage: $0 build|up|down|status" ;;
+  *) die "usage: $0 build|up|down|status|root CMD..." ;;
 esac

@@ -45,6 +45,42 @@ node_build() {
   build_kubernetes
 }
 
+# The node's login: the VM's user name and key, as a site's machines share an operator account.
+# The node shares this machine's file system, so its user is one of this machine's (made by up,
+# marked as the lab's, removed by down).
+NODE_USER_GECOS="onprem-installer lab node user"
+SUDOERS="/etc/sudoers.d/onprem-lab-$LAB_VM_USER"
+
+node_user() {
+  local home
+  if ! id -u "$LAB_VM_USER" >/dev/null 2>&1; then
+    useradd --create-home --shell /bin/bash --comment "$NODE_USER_GECOS" "$LAB_VM_USER" ||
+      die "node: cannot create user $LAB_VM_USER"
+  fi
+  # '*' instead of useradd's locked '!': no password, yet not a locked account to sshd.
+  usermod -p '*' "$LAB_VM_USER"
+  printf '%s ALL=(ALL:ALL) NOPASSWD: ALL\n' "$LAB_VM_USER" >"$SUDOERS.tmp"
+  chmod 0440 "$SUDOERS.tmp"
+  visudo -cqf "$SUDOERS.tmp" >/dev/null || die "node: the sudoers rule for $LAB_VM_USER does not parse"
+  mv "$SUDOERS.tmp" "$SUDOERS"
+  home="$(getent passwd "$LAB_VM_USER" | cut -d: -f6)"
+  install -d -m 0700 -o "$LAB_VM_USER" -g "$LAB_VM_USER" "$home/.ssh"
+  install -m 0600 -o "$LAB_VM_USER" -g "$LAB_VM_USER" "$VM_STATE/id_ed25519.pub" "$home/.ssh/authorized_keys"
+}
+
+node_user_remove() {
+  local home
+  # Made by an older lab (the VM's user was this machine's then) or by node_user.
+  case "$(getent passwd "$LAB_VM_USER" | cut -d: -f5)" in
+    "$NODE_USER_GECOS" | "onprem-installer lab VM user")
+      home="$(getent passwd "$LAB_VM_USER" | cut -d: -f6)"
+      userdel "$LAB_VM_USER" 2>/dev/null || log "node: could not remove user $LAB_VM_USER"
+      [[ "$home" == /home/"$LAB_VM_USER" ]] && rm -rf "$home"
+      ;;
+  esac
+  rm -f "$SUDOERS"
+}
+
 netns_exists() { ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "$1"; }
 
 node_network() {
@@ -380,6 +416,7 @@ node_up() {
   node_build
   [[ -s "$VM_STATE/id_ed25519" ]] || die "node: the VM's login key is missing; start the lab with lab/up"
   node_network
+  node_user
   node_keys
   node_containerd_config
   node_cni_config
@@ -417,6 +454,7 @@ node_down() {
   if [[ -d "$NODE_STATE" ]]; then
     while read -r m; do umount -l "$m" 2>/dev/null || true; done < <(findmnt -rno TARGET | grep "^$NODE_STATE/" | sort -r)
   fi
+  node_user_remove
   rm -f "$LAB_STATE/env.d/node.env" "$(logfile node-sshd)" "$(logfile node-containerd)"
   rm -rf "$NODE_STATE"
 }

@@ -29,7 +29,7 @@ timed_up() {
 
 rss_rows() {
   local name pid rss total=0
-  for name in etcd kube-apiserver kube-controller-manager kube-scheduler kwok vm-sshd; do
+  for name in etcd kube-apiserver kube-controller-manager kube-scheduler kwok vm; do
     pid="$(cat "$(pidfile "$name")")"
     rss="$(ps -o rss= -p "$pid" | tr -d ' ')"
     total=$((total + rss))

@@ -2,6 +2,7 @@
 
 `run_bootstrap()` runs the real `installer bootstrap -o json` and keeps its event stream;
 `hub_data_left()` lists what of the hub is on the VM (nothing after `destroy --purge`);
+`host_canaries()` puts a file of this machine's own where the hub's play writes on the VM;
 `upstream()` switches the lab's stand-in internet on or off. Callers hold `site_lock()`.
 """
 
@@ -9,8 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,6 +100,36 @@ def hub_data_left(lab: Lab, inventory: Path) -> list[str]:
         capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     return proc.stdout.split()
+
+
+# Where the hub's play writes on the VM (the hub/common role's folders, its data, its units), as
+# paths on this machine: the lab VM has a root file system of its own, so none of them is this
+# machine's to change (lab/components/20-vm.sh).
+HUB_PLACES = ("/etc/onprem-hub", "/opt/onprem-hub", "/var/lib/onprem-hub", "/var/log/onprem-hub",
+              "/run/onprem-hub")  # fmt: skip
+CANARY = "onprem-installer-e2e-canary"
+
+
+@contextmanager
+def host_canaries() -> Iterator[list[Path]]:
+    """A canary file on this machine in each of the hub's folders (the folders made for it where
+    they are missing); yields the canaries; removes them, and the folders it made, at the end."""
+    made: list[Path] = []
+    canaries: list[Path] = []
+    try:
+        for place in map(Path, HUB_PLACES):
+            if not place.exists():
+                place.mkdir(parents=True)
+                made.append(place)
+            canary = place / CANARY
+            canary.write_text("this machine's own file; the lab VM's hub must never touch it\n")
+            canaries.append(canary)
+        yield canaries
+    finally:
+        for canary in canaries:
+            canary.unlink(missing_ok=True)
+        for place in reversed(made):
+            shutil.rmtree(place, ignore_errors=True)
 
 
 def upstream(verb: str) -> None:

@@ -2,7 +2,8 @@
 
 The lab site (`inventories/lab.yml`, with its `upstream:` pointing at the lab's stand-in
 internet) is taken back to nothing by `installer destroy --purge` (cluster side destroyed, the
-hub's services and data gone from the VM) and the installer's last mirror is forgotten. One
+hub's services and data gone from the VM, and nothing of this machine's own in folders of the
+same names touched) and the installer's last mirror is forgotten. One
 `installer bootstrap` then fills the hub from the upstream (the `airgap_load` phase) and installs
 everything up to a green verify. The hub then
 holds every image of the release at the upstream's digest, every chart and every wheel. A second
@@ -36,7 +37,15 @@ from installer.inventory import load_inventory
 from installer.release import load_release
 from installer.site import JOB_TAINT, normalize_image
 from tests.e2e.bootstrap.cli import LAB_INVENTORY, installer, plain_env, site_lock
-from tests.e2e.bootstrap.runs import Bootstrap, hub_data_left, run_bootstrap, upstream
+from tests.e2e.bootstrap.runs import (
+    CANARY,
+    HUB_PLACES,
+    Bootstrap,
+    host_canaries,
+    hub_data_left,
+    run_bootstrap,
+    upstream,
+)
 from tests.e2e.checks.kwok import core
 from tests.fixtures.lab import Lab
 from tests.fixtures.lab_services import LabServices
@@ -58,6 +67,8 @@ class ConnectedSite:
     logs: Path
     left_after_purge: list[str]
     """The hub's folders still on the VM after `destroy --purge` (none)."""
+    canaries_after_purge: list[str]
+    """This machine's canary files in the hub's folders, read after the purge (all still there)."""
     fresh_plan: tuple[int, dict[str, Any], str]
     """`installer plan --only auxvm` on the VM as it was before the hub (no service account)."""
 
@@ -78,10 +89,12 @@ def connected_site(
     env = plain_env()
     with site_lock():
         upstream("up")
-        rc, _, tail = installer(
-            "destroy", "-i", str(LAB_INVENTORY), "--yes", "--purge",
-            log_dir=tmp / "logs", timeout=900, env=env,
-        )  # fmt: skip
+        with host_canaries() as canaries:
+            rc, _, tail = installer(
+                "destroy", "-i", str(LAB_INVENTORY), "--yes", "--purge",
+                log_dir=tmp / "logs", timeout=900, env=env,
+            )  # fmt: skip
+            canaries_after_purge = [str(c) for c in canaries if c.is_file()]
         assert rc == 0, f"destroy --purge failed (exit {rc}):\n{tail}"
         left_after_purge = hub_data_left(lab, LAB_INVENTORY)
         shutil.rmtree(_state_root() / "airgap" / "mirror", ignore_errors=True)
@@ -101,7 +114,10 @@ def connected_site(
             "plan", "-i", str(LAB_INVENTORY), "--expect-no-changes",
             log_dir=tmp / "plan", timeout=900, env=env,
         )  # fmt: skip
-        site = ConnectedSite(first, second, plan_rc, plan_tail, tmp, left_after_purge, fresh_plan)
+        site = ConnectedSite(
+            first, second, plan_rc, plan_tail, tmp, left_after_purge, canaries_after_purge,
+            fresh_plan,
+        )  # fmt: skip
         (tmp / "phase-seconds.json").write_text(
             json.dumps({"first": first.seconds(), "second": second.seconds()}, indent=1)
         )
@@ -118,6 +134,12 @@ def _failing(report: dict[str, Any]) -> list[str]:
 
 def test_destroy_purge_took_the_hub_off_the_vm(connected_site: ConnectedSite) -> None:
     assert connected_site.left_after_purge == []
+
+
+def test_destroy_purge_left_this_machines_own_files_alone(connected_site: ConnectedSite) -> None:
+    """The lab VM is a machine of its own (issue 20): a purge of its hub deletes on the VM only,
+    never in this machine's folders of the same names."""
+    assert connected_site.canaries_after_purge == [f"{p}/{CANARY}" for p in HUB_PLACES]
 
 
 def test_the_hubs_plan_on_a_vm_it_was_never_on_lists_what_bootstrap_will_do(

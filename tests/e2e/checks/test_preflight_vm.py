@@ -5,6 +5,7 @@ The checks of a running hub are in test_hub_checks.py, which provisions the hub 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -199,8 +200,10 @@ def test_dns_not_served_yet_is_info_in_preflight_and_fails_verify(
 
 
 @pytest.fixture
-def loop_disk(tmp_path: Path) -> Iterator[str]:
-    """A loop device over a 64 MiB file (a stand-in for a node's spare disk)."""
+def loop_disk(lab: Lab, tmp_path: Path) -> Iterator[str]:
+    """A loop device over a 64 MiB file (a stand-in for a node's spare disk), attached to the lab
+    VM as a disk is to a machine: the VM has a /dev of its own, so the device's node is made
+    there too (same major and minor), and removed with it."""
     image = tmp_path / "disk.img"
     with image.open("wb") as handle:
         handle.truncate(64 * 1024 * 1024)
@@ -208,8 +211,14 @@ def loop_disk(tmp_path: Path) -> Iterator[str]:
         ["losetup", "--find", "--show", str(image)], capture_output=True, text=True, check=True
     ).stdout.strip()
     try:
+        rdev = Path(device).stat().st_rdev
+        lab.vm_run(
+            f"sudo -n rm -f {device} && sudo -n mknod -m 0660 {device} b"
+            f" {os.major(rdev)} {os.minor(rdev)} && sudo -n chgrp disk {device}"
+        )
         yield device
     finally:
+        lab.vm_run(f"sudo -n rm -f {device}")
         subprocess.run(["losetup", "-d", device], check=False)
 
 

@@ -42,7 +42,7 @@ PART1_DAEMONS = (
     "kube-controller-manager",
     "kube-scheduler",
     "kwok",
-    "vm-sshd",
+    "vm",
 )
 
 

@@ -106,7 +106,19 @@ def netns_pids(name: str) -> set[int]:
     return {int(p) for p in out.split()}
 
 
+def _is_init(pid: int) -> bool:
+    """Whether the process is PID 1 of a PID namespace of its own (a booted machine's init)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    lines = [line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")]
+    return bool(lines) and len(lines[0]) > 1 and lines[0][-1] == "1"
+
+
 def test_vm_down_leaves_no_process_namespace_or_user(lab: Lab, tmp_path: Path) -> None:
+    """A VM booted (its own systemd) and shut down: no process, namespace, cgroup, link or user
+    of it is left on this machine."""
     del lab  # runs beside the session lab, never instead of it
     lab_copy = copy_lab(tmp_path, VM_CHANGES)
     state = tmp_path / "state"
@@ -132,13 +144,19 @@ def test_vm_down_leaves_no_process_namespace_or_user(lab: Lab, tmp_path: Path) -
         assert out.read().decode().strip() == "ok"
         ssh.close()
         inside = netns_pids(VM_CHANGES["LAB_VM_NETNS"])
-        sshd = int((state / "run" / "vm-sshd.pid").read_text())
-        assert sshd in inside
-        assert len(inside) >= 2
+        machine = int((state / "run" / "vm.pid").read_text())
+        assert alive(machine)
+        # The VM's systemd, its services (sshd among them) and the session's sleep.
+        assert len(inside) >= 3
+        assert any(_is_init(pid) for pid in inside), "no PID 1 of the VM's own in its namespace"
     finally:
         down = component(lab_copy, "20-vm.sh", "down", env, timeout=120)
         assert down.returncode == 0, down.stderr
     assert not [pid for pid in inside if alive(pid)]
+    assert not alive(machine)
+    for hierarchy in ("systemd", "unified"):
+        cgroup = Path("/sys/fs/cgroup") / hierarchy / "onprem-lab" / VM_CHANGES["LAB_VM_NETNS"]
+        assert not cgroup.exists(), cgroup
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
     assert VM_CHANGES["LAB_VM_NETNS"] not in listed.stdout
     link = subprocess.run(

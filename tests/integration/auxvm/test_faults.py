@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -28,8 +27,10 @@ from tests.fixtures.auxvm import (
     Hub,
     LabVm,
     bootstrap_auxvm,
+    hub_unit,
     lab_inventory_variant,
     run_installer,
+    systemctl,
 )
 from tests.fixtures.lab import LAB_DIR, REPO
 
@@ -154,7 +155,7 @@ def test_port_taken_on_the_vm_fails_before_any_change(
     provisioned_hub: Hub, squatter: int, tmp_path: Path
 ) -> None:
     hub = provisioned_hub
-    config = "/etc/onprem-hub/supervisor.d/chartmuseum.conf"
+    config = f"/etc/systemd/system/{hub_unit('chartmuseum')}"
     before = _on_vm(hub, ["sudo", "-n", "cat", config]).stdout
 
     def move(doc: dict[str, Any]) -> None:
@@ -178,27 +179,31 @@ def test_port_taken_on_the_vm_fails_before_any_change(
 
 
 @pytest.fixture
-def sudo_taken_away(provisioned_hub: Hub, tmp_path: Path) -> Iterator[Path]:
-    """The VM's SSH user without its sudo rule (the VM's /etc is this machine's beneath the VM's
-    disk, and the hub never writes this rule, so the VM reads it from here; `lab/components/
-    20-vm.sh up` writes the rule again should this test be killed)."""
-    rule = Path(f"/etc/sudoers.d/onprem-lab-{provisioned_hub.vm.user}")
-    aside = tmp_path / rule.name
-    assert rule.is_file(), rule
-    shutil.move(rule, aside)
+def sudo_taken_away(provisioned_hub: Hub, tmp_path: Path) -> Iterator[None]:
+    """The VM's SSH user without its sudo rule: moved aside inside the VM, and back, as root at
+    the VM's console (`lab/components/20-vm.sh root`: the VM has a root file system of its own);
+    the VM's next boot writes the rule again should this test be killed."""
+    rule = "/etc/sudoers.d/90-lab-user"
+    aside = "/root/90-lab-user.aside"
+    vm_root(["test", "-f", rule])
+    vm_root(["mv", rule, aside])
     try:
-        yield aside
+        yield
     finally:
-        shutil.move(aside, rule)
-        back = subprocess.run(
-            ["bash", str(LAB_DIR / "components" / "20-vm.sh"), "up"],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
-        assert back.returncode == 0, back.stderr[-2000:]
+        vm_root(["mv", aside, rule])
+
+
+def vm_root(argv: list[str]) -> None:
+    """Run argv as root inside the lab VM, from this machine (not over SSH)."""
+    done = subprocess.run(
+        ["bash", str(LAB_DIR / "components" / "20-vm.sh"), "root", *argv],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, f"{argv} as root on the VM: {done.stderr[-2000:]}"
 
 
 def test_no_sudo_is_an_environment_problem(
-    provisioned_hub: Hub, sudo_taken_away: Path, tmp_path: Path
+    provisioned_hub: Hub, sudo_taken_away: None, tmp_path: Path
 ) -> None:
     hub = provisioned_hub
     refused = _on_vm(hub, ["sudo", "-n", "true"])
@@ -301,9 +306,6 @@ def test_ansible_only_operators_use_the_generated_inventory(
     assert "remedy: grow that file system" in full.stdout
 
 
-SUPERVISORCTL = ["sudo", "-n", "supervisorctl", "-c", "/etc/onprem-hub/supervisord.conf"]
-
-
 def test_plan_shows_drift_and_apply_heals_it(provisioned_hub: Hub, tmp_path: Path) -> None:
     """Drift of each kind the probe reads: a file edited, a program stopped, a data folder given
     to another owner. The probe sees each, the check-mode play names the tasks, the play heals,
@@ -324,7 +326,7 @@ def test_plan_shows_drift_and_apply_heals_it(provisioned_hub: Hub, tmp_path: Pat
 def _drift_plan_heal(hub: Hub, tmp_path: Path, drifted: str, charts: str) -> None:
     for argv in (
         ["sudo", "-n", "sed", "-i", "$ a address=/drift.example/10.9.9.9", drifted],
-        [*SUPERVISORCTL, "stop", "onprem-hub-chartmuseum"],
+        systemctl("stop", "chartmuseum"),
         ["sudo", "-n", "chown", "root", charts],
     ):
         done = _on_vm(hub, argv)
@@ -349,7 +351,8 @@ def _drift_plan_heal(hub: Hub, tmp_path: Path, drifted: str, charts: str) -> Non
     assert healed.rc == 0
     assert healed.phase_changes() >= 3
     assert "drift.example" not in _on_vm(hub, ["sudo", "-n", "cat", drifted]).stdout
-    assert "RUNNING" in _on_vm(hub, [*SUPERVISORCTL, "status", "onprem-hub-chartmuseum"]).stdout
+    running = _on_vm(hub, ["systemctl", "is-active", hub_unit("chartmuseum")])
+    assert running.stdout.strip() == "active", running.stdout
     assert _on_vm(hub, ["sudo", "-n", "stat", "-c", "%U", charts]).stdout.strip() == "onprem-hub"
     quiet = run_installer(
         ["plan", "-i", str(LAB_INVENTORY), "--only", "auxvm", "--expect-no-changes", "-o", "json"],

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -23,7 +24,14 @@ from installer.checks.dnsquery import DnsError, query
 from installer.engines.registry import RegistryClient, RegistryEndpoint
 from installer.engines.ssh import SshTarget, run_command
 from installer.errors import InstallerError
-from tests.fixtures.auxvm import LAB_INVENTORY, Hub, bootstrap_auxvm
+from tests.fixtures.auxvm import (
+    LAB_INVENTORY,
+    Hub,
+    bootstrap_auxvm,
+    systemctl,
+    unit_state,
+    unit_uptime,
+)
 from tests.integration.auxvm.artifacts import chart_archive, oci_layout, wheel
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +41,6 @@ REGISTRY_PORT, CHARTS_PORT, DEVPI_PORT = 5000, 8080, 3141
 """The clusters' read-only endpoints (and DevPI)."""
 REGISTRY_PUSH_PORT, CHARTS_PUSH_PORT = 5001, 8081
 """The installer's read-write endpoints."""
-SUPERVISORCTL = ["sudo", "-n", "supervisorctl", "-c", "/etc/onprem-hub/supervisord.conf"]
 
 
 def _tls(hub: Hub) -> ssl.SSLContext:
@@ -296,22 +303,27 @@ def test_vm_dns_serves_the_wildcard_zone(provisioned_hub: Hub) -> None:
 
 
 STAYS_UP_S = 3
-"""How long a restarted program must have run, as the supervisor counts it (start seconds: 1)."""
+"""How long a restarted program must have run, as systemd's main pid of its unit."""
+
+
+def _on_vm(hub: Hub) -> Callable[[list[str]], str]:
+    """Runs argv on the VM over SSH (pinned host key), gives its output."""
+    ssh = _ssh(hub)
+
+    def run(argv: list[str]) -> str:
+        return run_command(ssh, argv).stdout
+
+    return run
 
 
 def _uptime(hub: Hub, program: str) -> tuple[int, int] | None:
-    """`(pid, seconds up)` while the supervisor reports the program RUNNING, else None."""
-    out = run_command(_ssh(hub), [*SUPERVISORCTL, "status", f"onprem-hub-{program}"]).stdout
-    found = re.search(r"\bRUNNING\s+pid (\d+), uptime (\d+):(\d\d):(\d\d)", out)
-    if found is None:
-        return None
-    pid, hours, minutes, seconds = (int(g) for g in found.groups())
-    return pid, hours * 3600 + minutes * 60 + seconds
+    """`(pid, seconds up)` while systemd has the program's unit active and running, else None."""
+    return unit_uptime(_on_vm(hub), program)
 
 
 def _pid(hub: Hub, program: str) -> int:
-    out = run_command(_ssh(hub), [*SUPERVISORCTL, "pid", f"onprem-hub-{program}"]).stdout
-    return int(out.strip())
+    """The unit's main pid (0 while it is not running)."""
+    return unit_state(_on_vm(hub), program)[2]
 
 
 def _answers(hub: Hub, program: str) -> bool:
@@ -350,9 +362,9 @@ def test_killed_service_comes_back(provisioned_hub: Hub, program: str) -> None:
             pass
         assert time.monotonic() < deadline, f"{program} did not come back within 60 s"
         time.sleep(0.5)
-    # The restarted program is the one the supervisor watches, it stays up (the supervisor has
-    # counted it as started, past its start seconds), and what answers is it (its process group),
-    # not something the killed one left behind.
+    # The restarted program is the unit's main process, it stays up (systemd has it active and
+    # running for some seconds), and what answers is it (its process group), not something the
+    # killed one left behind.
     while (up := _uptime(hub, program)) is None or up[1] < STAYS_UP_S:
         assert time.monotonic() < deadline, f"{program} is not RUNNING for {STAYS_UP_S} s: {up}"
         time.sleep(0.5)
@@ -391,11 +403,20 @@ def test_a_program_left_on_another_certificate_is_restarted(
         capture_output=True, check=False,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
+    # The stale pair goes to the VM over SSH (the VM has a file system of its own).
+    stale = f"/tmp/onprem-stale-{uuid.uuid4().hex[:8]}"
+    assert run_command(ssh, ["sh", "-c", f"umask 077 && mkdir {stale}"]).rc == 0
+    for name in ("c", "k"):
+        sent = run_command(
+            ssh, ["sh", "-c", f"cat >{stale}/{name}"], stdin=(other / name).read_bytes()
+        )
+        assert sent.rc == 0, sent.stderr
     swap = (
         f"sudo -n cp -p {tls}/hub.crt {tls}/hub.crt.keep && sudo -n cp -p {tls}/hub.key"
-        f" {tls}/hub.key.keep && sudo -n cp {other}/c {tls}/hub.crt && sudo -n cp {other}/k"
-        f" {tls}/hub.key && {' '.join(SUPERVISORCTL)} restart onprem-hub-registry-pull && sudo -n"
+        f" {tls}/hub.key.keep && sudo -n cp {stale}/c {tls}/hub.crt && sudo -n cp {stale}/k"
+        f" {tls}/hub.key && {' '.join(systemctl('restart', 'registry-pull'))} && sudo -n"
         f" mv {tls}/hub.crt.keep {tls}/hub.crt && sudo -n mv {tls}/hub.key.keep {tls}/hub.key"
+        f" && rm -rf {stale}"
     )
     assert run_command(ssh, ["sh", "-c", swap]).rc == 0
     assert not _answers_strictly(hub, REGISTRY_PORT)

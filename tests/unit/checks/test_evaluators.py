@@ -16,6 +16,7 @@ from installer.checks.preflight_vm import (
     evaluate_clock,
     evaluate_disk,
     evaluate_os,
+    evaluate_packaged,
     parse_df,
     parse_listening,
 )
@@ -80,6 +81,26 @@ tcp   LISTEN 0      4096            [::]:3141         [::]:*
 
 def test_listening_ports() -> None:
     assert parse_listening(SS) == {5000, 22, 53, 3141}
+
+
+def test_a_port_held_only_by_debians_packaged_services_passes() -> None:
+    held = evaluate_packaged(5000, {"31": "docker-registry.service"})
+    assert held is not None and held.ok
+    assert "docker-registry.service" in held.message and "stops and disables" in held.message
+    assert evaluate_packaged(53, {"44": "dnsmasq.service", "45": "dnsmasq.service"}) is not None
+
+
+@pytest.mark.parametrize(
+    "units",
+    [
+        {},  # no holder found (ss without its pid): not known to be the package's
+        {"31": "-"},  # a program outside any unit (a VM without systemd)
+        {"31": "registry-other.service"},
+        {"31": "docker-registry.service", "77": "session-3.scope"},  # one more holder
+    ],
+)
+def test_a_port_held_by_anything_else_is_not_excused(units: dict[str, str]) -> None:
+    assert evaluate_packaged(5000, units) is None
 
 
 def test_clock_thresholds() -> None:
