@@ -49,7 +49,8 @@ SPECS: tuple[CheckSpec, ...] = (
               "Grow the VM's data disk or point `aux_vm.services.*.data_path` at a larger one."),
     CheckSpec("vm.ports", _P, "service port free or ours", _F,
               "Each service port on the VM (registry, ChartMuseum, DevPI, DNS when served) is"
-              " free, or already answers as that service with the site CA.",
+              " free, already answers as that service with the site CA, or is held only by a"
+              " Debian package's own service that the auxvm phase stops.",
               "Stop what listens on the port or change the port in `aux_vm.services`."),
     CheckSpec("vm.clock", _P, "VM clock in step", _F,
               "Clock difference between this host and the VM: warning above 2 s, failure"

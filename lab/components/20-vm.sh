@@ -179,8 +179,10 @@ EOF
 }
 
 vm_up() {
-  vm_build
+  # The namespace first: where the lab may not make one, that is the one error (before a long
+  # image build it could not use).
   vm_network
+  vm_build
   vm_keys
   vm_boot_files
   if ! is_alive vm && vm_listening; then

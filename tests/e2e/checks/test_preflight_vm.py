@@ -94,13 +94,17 @@ def test_right_pinned_fingerprint(lab: Lab, site: SiteFactory) -> None:
 
 @pytest.fixture
 def foreign_listener(lab: Lab) -> Iterator[int]:
-    """A plain-HTTP server inside the VM on a free port: something that is not the hub."""
+    """A plain-HTTP server on the VM on a free port, started there by the VM's user: something
+    that is not the hub."""
     port = free_vm_port(lab)
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", lab.vm_netns, sys.executable, "-m", "http.server", str(port),
-         "--bind", lab.vm_addr],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    pid = (
+        lab.vm_run(
+            f"cd /tmp; setsid python3 -m http.server {port} --bind {lab.vm_addr}"
+            " </dev/null >/dev/null 2>&1 & echo $!"
+        )
+        .stdout.decode()
+        .strip()
+    )
     try:
         deadline = time.monotonic() + 10
         while not tcp_open(lab.vm_addr, port, timeout_s=0.5):
@@ -108,8 +112,7 @@ def foreign_listener(lab: Lab) -> Iterator[int]:
             time.sleep(0.1)
         yield port
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        lab.vm_run(f"kill {pid}; while kill -0 {pid} 2>/dev/null; do sleep 0.1; done")
 
 
 def test_taken_port(lab: Lab, site: SiteFactory, foreign_listener: int) -> None:
