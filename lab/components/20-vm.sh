@@ -14,8 +14,9 @@ VM_STATE="$LAB_STATE/vm"
 VETH_HOST="$LAB_VM_VETH_HOST"
 VETH_VM=eth0
 VM_PACKAGES="$LAB_DIR/vm/packages.txt"
-# The VM's cgroup in the systemd hierarchy of this machine's cgroup v1 (systemd-nspawn puts the
-# VM's processes and its own below it); lab/down removes it.
+# The VM's cgroup, in systemd's cgroup v1 hierarchy and, where mounted, the cgroup v2 one (or the
+# v2 root of a unified machine): systemd-nspawn puts the VM's processes and its own below it
+# (lab/vm/boot.sh); lab/down removes it.
 VM_CGROUP="onprem-lab/$NS"
 
 vm_build() {
