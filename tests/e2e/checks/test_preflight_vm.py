@@ -22,7 +22,8 @@ from installer.checks.remote import fingerprint
 from installer.checks.sitenet import check_dns
 from installer.inventory import load_inventory
 from tests.e2e.checks.conftest import SiteFactory
-from tests.fixtures.lab import REPO, Lab
+from tests.fixtures.auxvm import LabVm, listener_on_vm
+from tests.fixtures.lab import REPO, Lab, read_env_file
 
 pytestmark = pytest.mark.e2e
 
@@ -94,25 +95,10 @@ def test_right_pinned_fingerprint(lab: Lab, site: SiteFactory) -> None:
 
 @pytest.fixture
 def foreign_listener(lab: Lab) -> Iterator[int]:
-    """A plain-HTTP server on the VM on a free port, started there by the VM's user: something
-    that is not the hub."""
-    port = free_vm_port(lab)
-    pid = (
-        lab.vm_run(
-            f"cd /tmp; setsid python3 -m http.server {port} --bind {lab.vm_addr}"
-            " </dev/null >/dev/null 2>&1 & echo $!"
-        )
-        .stdout.decode()
-        .strip()
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not tcp_open(lab.vm_addr, port, timeout_s=0.5):
-            assert time.monotonic() < deadline, "the test listener did not start"
-            time.sleep(0.1)
+    """A plain-HTTP server on the VM on a free port: something that is not the hub."""
+    vm = LabVm.from_env(read_env_file(lab.state / "env.d" / "vm.env"))
+    with listener_on_vm(vm, free_vm_port(lab)) as port:
         yield port
-    finally:
-        lab.vm_run(f"kill {pid}; while kill -0 {pid} 2>/dev/null; do sleep 0.1; done")
 
 
 def test_taken_port(lab: Lab, site: SiteFactory, foreign_listener: int) -> None:

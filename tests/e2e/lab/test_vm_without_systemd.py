@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from tests.e2e.lab.labcopy import component, copy_lab
-from tests.fixtures.auxvm import lab_inventory_variant, run_installer
+from tests.fixtures.auxvm import LabVm, lab_inventory_variant, run_installer
 from tests.fixtures.lab import REPO, Lab, lab_state_dir, read_env_file
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.own_lab]
@@ -47,22 +47,18 @@ PUSH_PORT = 5001
 class PlainVm:
     """The VM without systemd, with the hub's registry and DNS on it."""
 
-    address: str
-    user: str
-    key: Path
-    known_hosts: Path
+    vm: LabVm
     ca_cert: Path
     first: subprocess.CompletedProcess[str]
     play: Any  # () -> CompletedProcess: the same ansible-playbook run again
 
+    @property
+    def address(self) -> str:
+        return self.vm.address
+
     def run(self, argv: list[str]) -> subprocess.CompletedProcess[str]:
         """argv on the VM over SSH, pinned host key."""
-        return subprocess.run(
-            ["ssh", "-i", str(self.key), "-o", f"UserKnownHostsFile={self.known_hosts}",
-             "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
-             f"{self.user}@{self.address}", *argv],
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
+        return self.vm.run(*argv)
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +97,7 @@ def plain_vm(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pla
             )  # fmt: skip
 
         yield PlainVm(
-            address=facts["LAB_VM_ADDR"],
-            user=facts["LAB_VM_USER"],
-            key=Path(facts["LAB_VM_KEY"]),
-            known_hosts=Path(facts["LAB_VM_KNOWN_HOSTS"]),
+            vm=LabVm.from_env(facts),
             ca_cert=tmp / "state" / "pki" / "ca.crt",
             first=play(),
             play=play,

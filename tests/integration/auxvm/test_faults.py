@@ -6,11 +6,9 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import ssl
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +27,7 @@ from tests.fixtures.auxvm import (
     bootstrap_auxvm,
     hub_unit,
     lab_inventory_variant,
+    listener_on_vm,
     run_installer,
     systemctl,
 )
@@ -131,35 +130,9 @@ def test_unreachable_vm_is_an_environment_problem(
 
 @pytest.fixture
 def squatter(lab_vm: LabVm) -> Iterator[int]:
-    """Another program listening on a port of the VM: started on the VM by its user (the VM is
-    a machine of its own: a program of this machine in its network namespace is not one the
-    VM's `ss` can name)."""
-    port = 15999
-
-    def on_vm(script: str) -> str:
-        done = subprocess.run(
-            ["ssh", "-i", str(lab_vm.key), "-p", str(lab_vm.ssh_port), "-o", "BatchMode=yes",
-             "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={lab_vm.known_hosts}",
-             f"{lab_vm.user}@{lab_vm.address}", script],
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    pid = on_vm(
-        f"cd /tmp; setsid python3 -m http.server {port} --bind {lab_vm.address}"
-        " </dev/null >/dev/null 2>&1 & echo $!"
-    ).strip()
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection((lab_vm.address, port), timeout=1):
-                break
-        except OSError:
-            assert time.monotonic() < deadline, "the squatter did not start"
-            time.sleep(0.2)
-    yield port
-    on_vm(f"kill {pid}; while kill -0 {pid} 2>/dev/null; do sleep 0.1; done")
+    """Another program listening on a port of the VM."""
+    with listener_on_vm(lab_vm, 15999) as port:
+        yield port
 
 
 def test_port_taken_on_the_vm_fails_before_any_change(
